@@ -18,7 +18,8 @@ _TAGS_INSTRUCTION = (
     "{question}\n\n"
     "Think briefly if you need to. Then give your final answer inside <answer></answer> tags and "
     "your confidence that the answer is correct, a number between 0 and 1, inside "
-    "<confidence></confidence> tags. For example: <answer>42</answer> <confidence>0.7</confidence>"
+    "<confidence></confidence> tags, like this:\n"
+    "<answer>YOUR ANSWER</answer> <confidence>PROBABILITY</confidence>"
 )
 
 # Prefill starts the assistant turn with the tag, so even a small model that ignores the

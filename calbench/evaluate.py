@@ -1,0 +1,350 @@
+"""``calbench eval``: run tasks through lm-eval, write calbench run folders.
+
+Flow (a newcomer can follow it top to bottom):
+
+1. resolve ``--model`` (:mod:`calbench.models`), ``--tasks`` (:mod:`calbench.registry`) and
+   ``--backend`` (:mod:`calbench.backends`); unknown names exit 2 listing the valid ones;
+2. per task, pick the run folder ``OUTPUT/<model>/<task>/<elicitation>/``, refuse to mix decoding
+   settings into an existing run unless ``--overwrite``, and mark the manifest ``running``;
+3. call ``lm_eval.simple_evaluate`` with lm-eval's request cache in the run folder — every finished
+   generation is committed to SQLite, so a killed run restarted with the same arguments
+   regenerates nothing it had finished;
+4. turn lm-eval's logged samples into calbench records (:mod:`calbench.harness`), compute the
+   metric suite (:mod:`calbench.metrics`) and write ``samples.jsonl``, ``metrics.json`` and
+   finally ``manifest.json`` (status ``complete``), each atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+from calbench import __version__
+from calbench.backends import API_BACKENDS, BACKENDS, BackendCall, build_backend
+from calbench.errors import RuntimeFailure, UsageError
+from calbench.models import ResolvedModel, resolve_model, weights_hash
+from calbench.prompts import ELICITATIONS, PREFILL, SYSTEM_PROMPT, _TAGS_INSTRUCTION
+from calbench.records import atomic_write_json, redact, sha256_text, write_jsonl
+from calbench.registry import TaskInfo, get_tasks
+
+# Settings that change what a run's generations are; a rerun into the same folder must match.
+DECODING_KEYS = ("backend", "max_new_tokens", "temperature", "do_sample", "seed", "dtype")
+GENERATED_TASK_SIZE = 500  # questions generated for offline tasks unless --limit asks for more
+PACKAGES = ("torch", "transformers", "lm_eval", "peft", "vllm", "math-verify", "reasoning_gym",
+            "datasets", "numpy")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True,
+                   help="alias (smollm2-135m), local HF folder, PEFT adapter folder, or hub id")
+    p.add_argument("--tasks", required=True, help="comma-separated task names (calbench tasks)")
+    p.add_argument("--backend", default="hf", help=f"one of {', '.join(BACKENDS)} (default hf)")
+    p.add_argument("--elicitation", default="tags",
+                   help=f"how confidence is asked for: {', '.join(ELICITATIONS)} (default tags)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N questions of each task")
+    p.add_argument("--data-dir", help="local data folder (else $CALBENCH_DATA_DIR, else the hub)")
+    p.add_argument("--output", default="results", help="results root (default results/)")
+    p.add_argument("--batch-size", type=int, default=16, help="generation batch size (16)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="max generated tokens (256)")
+    p.add_argument("--seed", type=int, default=0, help="seed for sampling and generated tasks")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run folder made with other decoding settings")
+    p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                   help="env var holding the API key (never written anywhere)")
+    p.add_argument("--tokenizer", help="tokenizer for openai-completions / token counts")
+    p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--dtype", help="model dtype (default float32 on CPU, bfloat16 on CUDA)")
+    p.add_argument("--max-retries", type=int, default=5, help="API retries with backoff (5)")
+    p.add_argument("--redact", action="store_true",
+                   help="store SHA-256 hashes instead of question, gold and prompt text "
+                        "(use for runs you commit: keeps benchmark text out of git)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs")
+
+
+def run_dir_for(output: str | Path, model: ResolvedModel | str, task: str, elicitation: str) -> Path:
+    name = model.name if isinstance(model, ResolvedModel) else str(model)
+    safe = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
+    return Path(output) / safe / task / elicitation
+
+
+def _git_commit() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "calbench",
+                                "tasks"], capture_output=True, text=True, timeout=5).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions(backend: str) -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version(), "calbench": __version__}
+    for pkg in PACKAGES:
+        if pkg == "vllm" and backend != "vllm":
+            continue
+        try:
+            out[pkg] = importlib_metadata.version(pkg)
+        except importlib_metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def prompt_template_sha256(elicitation: str) -> str:
+    text = json.dumps([SYSTEM_PROMPT, _TAGS_INSTRUCTION,
+                       PREFILL if elicitation == "prefill" else ""])
+    return sha256_text(text)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _check_existing(run_dir: Path, decoding: dict, overwrite: bool) -> None:
+    manifest = run_dir / "manifest.json"
+    if not manifest.is_file():
+        return
+    try:
+        old = json.loads(manifest.read_text()).get("decoding", {})
+    except (OSError, ValueError):
+        old = None  # a broken manifest: treat like different settings
+    diff = None if old is None else {k: (old.get(k), decoding.get(k)) for k in DECODING_KEYS
+                                     if old.get(k) != decoding.get(k)}
+    if diff is None or diff:
+        if not overwrite:
+            what = "an unreadable manifest" if diff is None else ", ".join(
+                f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+            raise UsageError(
+                f"{run_dir} holds a run with other decoding settings ({what}); pass "
+                "--overwrite to replace it or --output to write elsewhere"
+            )
+        shutil.rmtree(run_dir)
+
+
+def _token_counter(args: argparse.Namespace, model: ResolvedModel | None):
+    path = args.tokenizer or (model.path if model is not None else None)
+    if path is None:
+        return None
+    try:
+        from transformers import AutoTokenizer
+
+        if args.tokenizer and model is None:
+            try:
+                path = resolve_model(args.tokenizer, hash_weights=False).path
+            except UsageError:
+                pass
+        tok = AutoTokenizer.from_pretrained(path)
+    except Exception:  # token counts are a convenience; never fail a run over them
+        return None
+    return lambda text: len(tok.encode(text, add_special_tokens=False))
+
+
+def _summary_table(rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def fmt(m: dict | None) -> str:
+        if not m or m.get("value") is None:
+            return "n/a"
+        lo, hi = m.get("lo"), m.get("hi")
+        ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else ""
+        return f"{m['value']:.3f}{ci}"
+
+    table = Table(title="calbench eval (95% bootstrap CIs; unparsed confidences dropped)")
+    for col in ("task", "n", "parse rate", "accuracy", "mean conf", "ECE", "Brier", "AUROC"):
+        table.add_column(col, justify="left" if col == "task" else "right")
+    for r in rows:
+        m = r["metrics"]["metrics"]
+        table.add_row(r["task"], str(r["metrics"]["n"]), f"{r['metrics']['coverage']:.2f}",
+                      fmt(m.get("accuracy")), fmt(m.get("mean_confidence")), fmt(m.get("ece")),
+                      fmt(m.get("brier")), fmt(m.get("auroc")))
+    console = Console(stderr=False)
+    console.print(table)
+    for r in rows:
+        console.print(f"  {r['task']}: {r['run_dir']}")
+
+
+def compute_metrics(records: list[dict], n_bootstrap: int, seed: int) -> dict:
+    """The full metric suite of :mod:`calbench.metrics` over a run's records."""
+    from calbench.metrics import summarize
+
+    correct = [bool(r["correct"]) for r in records]
+    conf = [r["confidence"] if r["confidence"] is not None else float("nan") for r in records]
+    return summarize(correct, conf, n_bootstrap=n_bootstrap, seed=seed,
+                     ids=[r["id"] for r in records])
+
+
+def _build_lm(call: BackendCall):
+    import lm_eval.api.registry
+
+    return lm_eval.api.registry.get_model(call.lm_eval_model).create_from_arg_obj(
+        call.model_args, {"batch_size": call.batch_size, "max_batch_size": None, "device": None}
+    )
+
+
+def _evaluate_task(
+    args: argparse.Namespace, lm: Any, call: BackendCall, task: TaskInfo, run_dir: Path,
+    gen_kwargs: dict,
+) -> list[dict]:
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    size = max(GENERATED_TASK_SIZE, args.limit or 0)
+    metadata = {"elicitation": args.elicitation, "seed": args.seed, "size": size}
+    if args.data_dir:
+        metadata["data_dir"] = str(Path(args.data_dir).resolve())
+    tm = TaskManager(include_path=str(task.yaml_path.parent), include_defaults=False,
+                     metadata=metadata)
+    cache = run_dir / ".cache" / "requests"
+    try:
+        out = simple_evaluate(
+            model=lm, tasks=[task.lmeval_task], task_manager=tm, limit=args.limit,
+            apply_chat_template=True, log_samples=True, bootstrap_iters=0,
+            gen_kwargs=dict(gen_kwargs), use_cache=str(cache), random_seed=args.seed,
+            numpy_random_seed=args.seed, torch_random_seed=args.seed,
+            fewshot_random_seed=args.seed,
+        )
+    except UsageError:
+        raise
+    except Exception as e:
+        if call.endpoint:
+            raise RuntimeFailure(
+                f"the server at {call.endpoint} failed after {args.max_retries} retries with "
+                f"backoff: {type(e).__name__}: {e}. Finished answers are cached in {cache}*; "
+                "rerun the same command to resume."
+            ) from e
+        raise RuntimeFailure(f"{task.name}: evaluation failed: {type(e).__name__}: {e}") from e
+    if out is None:  # non-zero ranks under torchrun
+        return []
+    return out["samples"][task.lmeval_task]
+
+
+def run(args: argparse.Namespace) -> int:
+    t_start = time.time()
+    if args.backend not in BACKENDS:
+        raise UsageError(f"unknown backend {args.backend!r}; choose from {', '.join(BACKENDS)}")
+    if args.elicitation not in ELICITATIONS:
+        raise UsageError(f"unknown elicitation {args.elicitation!r}; choose from "
+                         f"{', '.join(ELICITATIONS)}")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    tasks = get_tasks([t.strip() for t in args.tasks.split(",") if t.strip()])
+    if not tasks:
+        raise UsageError("--tasks is empty")
+
+    # API backends take the model name as the server knows it; resolve it locally only for
+    # a tokenizer (token counts, openai-completions' chat template), never require it.
+    if args.backend in API_BACKENDS:
+        try:
+            model: ResolvedModel | None = resolve_model(args.model, hash_weights=False)
+        except UsageError:
+            model = None
+        display: ResolvedModel | str = args.model
+    else:
+        model = resolve_model(args.model)
+        display = model
+    prefill = args.elicitation == "prefill"
+    call = build_backend(
+        args.backend, model, model_spec=args.model, batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens, seed=args.seed, prefill=prefill,
+        base_url=args.base_url, api_key_env=args.api_key_env, device=args.device,
+        dtype=args.dtype, tokenizer=args.tokenizer, max_retries=args.max_retries,
+    )
+    gen_kwargs = {"max_gen_toks": args.max_new_tokens, "do_sample": False, "temperature": 0.0,
+                  **call.extra_gen_kwargs}
+    decoding = {"backend": args.backend, "max_new_tokens": args.max_new_tokens,
+                "temperature": 0.0, "do_sample": False, "seed": args.seed,
+                "dtype": call.model_args.get("dtype"), "batch_size": args.batch_size,
+                "extra": call.extra_gen_kwargs}
+
+    run_dirs = {t.name: run_dir_for(args.output, display, t.name, args.elicitation)
+                for t in tasks}
+    for t in tasks:
+        _check_existing(run_dirs[t.name], decoding, args.overwrite)
+
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    lm = _build_lm(call)
+    count_tokens = _token_counter(args, model)
+    model_info: dict[str, Any] = {"spec": args.model}
+    if model is not None:
+        model_info.update(model.to_dict())
+        if model.kind == "adapter":
+            model_info["base_weights_sha256"] = weights_hash(model.path)
+    rows = []
+    for t in tasks:
+        run_dir = run_dirs[t.name]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        manifest: dict[str, Any] = {
+            "status": "running",
+            "calbench_version": __version__,
+            "git_commit": _git_commit(),
+            "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+            "model": model_info["name"] if "name" in model_info else args.model,
+            "model_info": model_info,
+            "backend": args.backend,
+            "lm_eval_model": call.lm_eval_model,
+            "model_args": call.public_args(),
+            "endpoint": call.endpoint,
+            "api_key_env": args.api_key_env if args.backend in API_BACKENDS else None,
+            "task": t.name,
+            "lm_eval_task": t.lmeval_task,
+            "task_source": t.source,
+            "grader": t.grader,
+            "elicitation": args.elicitation,
+            "prompt_template_sha256": prompt_template_sha256(args.elicitation),
+            "decoding": decoding,
+            "seed": args.seed,
+            "limit": args.limit,
+            "data_dir": str(Path(args.data_dir).resolve()) if args.data_dir else None,
+            "versions": _versions(args.backend),
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+            "started_at": _now(),
+        }
+        atomic_write_json(run_dir / "manifest.json", manifest)
+        t0 = time.time()
+        samples = _evaluate_task(args, lm, call, t, run_dir, gen_kwargs)
+        from calbench.harness import lmeval_samples_to_records
+
+        records = lmeval_samples_to_records(samples, task=t.name, count_tokens=count_tokens)
+        if not records:
+            raise RuntimeFailure(f"{t.name}: lm-eval returned no samples")
+        data_hash = hashlib.sha256()
+        for r in records:
+            data_hash.update(json.dumps([r["id"], r["question"], r["gold"]]).encode())
+        metrics = compute_metrics(records, args.bootstrap, args.seed)
+        metrics["format"] = {
+            "answer_parse_rate": sum(r["answer"] is not None for r in records) / len(records),
+            "confidence_parse_rate": sum(r["confidence"] is not None for r in records)
+            / len(records),
+            "confidence_rescaled": sum(bool(r["parse"]["confidence_rescaled"]) for r in records),
+        }
+        write_jsonl(run_dir / "samples.jsonl",
+                    [redact(r) for r in records] if args.redact else records)
+        atomic_write_json(run_dir / "metrics.json", metrics)
+        manifest.update({
+            "status": "complete",
+            "n": len(records),
+            "data_sha256": data_hash.hexdigest(),
+            "redacted": bool(args.redact),
+            "finished_at": _now(),
+            "wall_seconds": round(time.time() - t0, 2),
+        })
+        atomic_write_json(run_dir / "manifest.json", manifest)
+        rows.append({"task": t.name, "metrics": metrics, "run_dir": str(run_dir)})
+    _summary_table(rows)
+    print(f"calbench eval: done in {time.time() - t_start:.1f}s", file=sys.stderr)
+    return 0

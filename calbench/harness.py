@@ -1,0 +1,128 @@
+"""calbench's bridge to lm-evaluation-harness, the execution engine.
+
+Two halves:
+
+* hooks called from the lm-eval task plugins in ``tasks/*/utils.py``: :func:`make_docs` renders
+  each question into the prompt fields the YAML templates read (``description: "{{system}}"``,
+  ``doc_to_text: "{{user}}"``, ``gen_prefix: "{{prefill}}"``), and :func:`process_results`
+  grades a response with :mod:`calbench.parse` and :mod:`calbench.grade` — the same code the
+  trainer's rewards use;
+* :func:`lmeval_samples_to_records`, turning lm-eval's logged samples into calbench records.
+
+Because the prompt is rendered into the doc, plain ``lm_eval --include_path tasks/
+--apply_chat_template`` sends exactly the prompt ``calbench eval`` sends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from calbench.grade import GRADERS
+from calbench.parse import parse_answer_details, parse_confidence_details
+from calbench.prompts import build_prompt
+
+TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
+
+
+def make_docs(
+    items: list[dict], *, elicitation: str = "tags", grader: str = "math", **_: object
+) -> dict[str, Any]:
+    """lm-eval ``custom_dataset`` result: ``{"test": Dataset}`` of docs with prompt fields."""
+    import datasets
+
+    if grader not in GRADERS:
+        raise ValueError(f"unknown grader {grader!r}; known: {sorted(GRADERS)}")
+    docs = []
+    for it in items:
+        p = build_prompt(it["question"], elicitation)
+        docs.append({
+            "id": it["id"],
+            "question": it["question"],
+            "gold": it["gold"],
+            "system": p.messages[0]["content"],
+            "user": p.user,
+            "prefill": p.prefill,
+            "elicitation": elicitation,
+            "grader": grader,
+            # JSON text, not a nested dict: Arrow needs one schema for every row.
+            "meta": json.dumps(it.get("meta", {}), sort_keys=True),
+        })
+    return {"test": datasets.Dataset.from_list(docs)}
+
+
+def grade_response(response: str, gold: str, grader: str = "math") -> dict[str, Any]:
+    """Parse and grade one full response (prefill included). Returns the record fields."""
+    ans = parse_answer_details(response)
+    conf = parse_confidence_details(response)
+    correct = bool(GRADERS[grader](ans.answer, gold))
+    return {
+        "answer": ans.answer,
+        "correct": correct,
+        "confidence": conf.value,
+        "parse": {
+            "answer_source": ans.source,
+            "answer_raw": ans.raw,
+            "confidence_source": conf.source,
+            "confidence_raw": conf.raw,
+            "confidence_rescaled": conf.rescaled,
+            "confidence_error": conf.error,
+        },
+    }
+
+
+def process_results(doc: dict, results: list[str]) -> dict[str, float]:
+    """lm-eval ``process_results`` hook: per-doc numbers lm-eval can aggregate and log.
+
+    lm-eval strips ``gen_prefix`` from what it hands back, so the prefill is put back first.
+    """
+    response = (doc.get("prefill") or "") + (results[0] if results else "")
+    g = grade_response(response, doc["gold"], doc.get("grader", "math"))
+    conf = g["confidence"]
+    return {
+        "correct": float(g["correct"]),
+        "confidence": float(conf) if conf is not None else math.nan,
+        "confidence_parsed": float(conf is not None),
+        "answer_parsed": float(g["answer"] is not None),
+    }
+
+
+def nanmean(values: list[float]) -> float:
+    """Aggregation for ``confidence``: mean over parsed confidences (NaN = unparsed)."""
+    vals = [v for v in values if not math.isnan(v)]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+def lmeval_samples_to_records(
+    samples: list[dict], *, task: str, count_tokens: Callable[[str], int] | None = None
+) -> list[dict]:
+    """Turn lm-eval logged samples of a calbench task into calbench records (sorted by doc_id)."""
+    records = []
+    for s in sorted(samples, key=lambda s: s["doc_id"]):
+        doc = s["doc"]
+        prompt = s["arguments"][0][0] if s.get("arguments") else ""
+        if isinstance(prompt, (list, tuple)):  # chat APIs log the message list
+            prompt = json.dumps(prompt, ensure_ascii=False)
+        generated = s["resps"][0][0] if s.get("resps") and s["resps"][0] else ""
+        response = (doc.get("prefill") or "") + generated
+        g = grade_response(response, doc["gold"], doc.get("grader", "math"))
+        rec = {
+            "id": doc["id"],
+            "task": task,
+            "elicitation": doc.get("elicitation"),
+            "question": doc["question"],
+            "gold": doc["gold"],
+            "prompt": prompt,
+            "response": response,
+            **g,
+            "tokens": {
+                "prompt": count_tokens(prompt) if count_tokens else None,
+                "response": count_tokens(generated) if count_tokens else None,
+            },
+            "meta": json.loads(doc.get("meta") or "{}"),
+        }
+        records.append(rec)
+    return records

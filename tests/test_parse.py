@@ -1,0 +1,124 @@
+"""The parser contract of calbench/parse.py, case by case."""
+
+import math
+
+import pytest
+
+from calbench.parse import (
+    extract_answer,
+    has_format,
+    parse_answer_details,
+    parse_confidence,
+    parse_confidence_details,
+)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("<answer>42</answer>", "42"),
+        ("<ANSWER> 42 </Answer>", "42"),
+        ("<answer>1</answer> then <answer>2</answer>", "2"),  # the LAST tag wins
+        ("<answer>  </answer>", None),  # empty -> None, no fallback to lines
+        ("<answer>\n 7 \n</answer>", "7"),
+        ("blah\nAnswer: 12\nmore", "12"),
+        ("Answer: 1\nFinal answer: 2", "2"),  # last matching line
+        ("final ANSWER: x = 3", "x = 3"),
+        ("Answer: 5\n<answer>6</answer>", "6"),  # a tag beats lines
+        ("<answer>unclosed", None),
+        ("The answer is 5.", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_extract_answer(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_answer_details_record_provenance():
+    d = parse_answer_details("Answer: 9")
+    assert (d.answer, d.source) == ("9", "line")
+    assert parse_answer_details("<answer>9</answer>").source == "tag"
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("0.85", 0.85),
+        (".25", 0.25),
+        ("1e-1", 0.1),
+        ("1.0000", 1.0),
+        ("0", 0.0),
+        ("1", 1.0),
+        ("85%", 0.85),
+        ("85 %", 0.85),
+        ("100%", 1.0),
+        ("0.9.", 0.9),  # one trailing period removed
+        ("\u00a00.6\u2009", 0.6),  # Unicode spaces stripped
+        ("about 0.7", 0.7),  # exactly one number inside text
+        ("I'd say 80% sure", 0.8),
+        ("high", None),
+        ("0.7-0.8", None),  # a range: two numbers
+        ("between 0.6 and 0.8", None),
+        ("0,8", None),  # decimal comma: two numbers
+        ("nan", None),
+        ("inf", None),
+        ("-0.5", None),
+        ("150%", None),
+        ("101", None),
+        ("", None),
+    ],
+)
+def test_confidence_content(content, expected):
+    got = parse_confidence(f"<answer>1</answer><confidence>{content}</confidence>")
+    if expected is None:
+        assert got is None
+    else:
+        assert got == pytest.approx(expected)
+
+
+def test_bare_value_over_one_is_a_flagged_percentage():
+    d = parse_confidence_details("<confidence>85</confidence>")
+    assert d.value == pytest.approx(0.85) and d.rescaled
+    d = parse_confidence_details("<confidence>0.85</confidence>")
+    assert not d.rescaled
+    d = parse_confidence_details("<confidence>85%</confidence>")
+    assert d.value == pytest.approx(0.85) and not d.rescaled  # explicit % is not "rescaled"
+
+
+def test_last_tag_wins_even_if_unparseable():
+    assert parse_confidence("<confidence>0.9</confidence> <confidence>high</confidence>") is None
+    d = parse_confidence_details("<confidence>0.9</confidence><confidence>high</confidence>")
+    assert d.raw == "high" and d.error
+
+
+def test_unclosed_tag_does_not_count():
+    assert parse_confidence("<confidence>0.4</confidence> ... <confidence>0.9") == 0.4
+    d = parse_confidence_details("<confidence>0.9")
+    assert d.value is None and d.error == "missing"
+
+
+def test_line_fallback():
+    assert parse_confidence("Answer: 3\nConfidence: 0.6") == 0.6
+    assert parse_confidence("Confidence level: 70%") == pytest.approx(0.7)
+    assert parse_confidence("confidence: 0.2\nCONFIDENCE: 0.3") == 0.3
+    assert parse_confidence_details("Confidence: 0.6").source == "line"
+    # a tag anywhere beats lines
+    assert parse_confidence("<confidence>0.1</confidence>\nConfidence: 0.6") == 0.1
+
+
+def test_no_confidence_anywhere():
+    assert parse_confidence("I think it's 5.") is None
+    assert parse_confidence(None) is None
+
+
+def test_results_are_never_nan():
+    for text in ["<confidence>nan</confidence>", "<confidence>NaN%</confidence>",
+                 "<confidence>1e400</confidence>"]:
+        v = parse_confidence(text)
+        assert v is None or math.isfinite(v)
+
+
+def test_has_format():
+    assert has_format("<answer>1</answer><confidence>0.5</confidence>")
+    assert not has_format("<answer>1</answer>")
