@@ -150,7 +150,20 @@ def _token_counter(args: argparse.Namespace, model: ResolvedModel | None):
         tok = AutoTokenizer.from_pretrained(path)
     except Exception:  # token counts are a convenience; never fail a run over them
         return None
-    return lambda text: len(tok.encode(text, add_special_tokens=False))
+
+    def count(text: str) -> int:
+        # Chat APIs log the prompt as a JSON message list: count it as the server renders it.
+        if text.startswith('[{"role"'):
+            try:
+                msgs = json.loads(text)
+                cont = msgs[-1]["role"] == "assistant"
+                text = tok.apply_chat_template(msgs, tokenize=False, continue_final_message=cont,
+                                               add_generation_prompt=not cont)
+            except Exception:
+                pass
+        return len(tok.encode(text, add_special_tokens=False))
+
+    return count
 
 
 def _summary_table(rows: list[dict[str, Any]]) -> None:
@@ -172,10 +185,9 @@ def _summary_table(rows: list[dict[str, Any]]) -> None:
         table.add_row(r["task"], str(r["metrics"]["n"]), f"{r['metrics']['coverage']:.2f}",
                       fmt(m.get("accuracy")), fmt(m.get("mean_confidence")), fmt(m.get("ece")),
                       fmt(m.get("brier")), fmt(m.get("auroc")))
-    console = Console(stderr=False)
-    console.print(table)
-    for r in rows:
-        console.print(f"  {r['task']}: {r['run_dir']}")
+    Console(stderr=False, width=max(120, Console().width)).print(table)
+    for r in rows:  # plain print: paths must not be wrapped or styled
+        print(f"run folder ({r['task']}): {r['run_dir']}", flush=True)
 
 
 def compute_metrics(records: list[dict], n_bootstrap: int, seed: int) -> dict:
@@ -188,12 +200,39 @@ def compute_metrics(records: list[dict], n_bootstrap: int, seed: int) -> dict:
                      ids=[r["id"] for r in records])
 
 
+class _ResumeNote(logging.Handler):
+    """Surface lm-eval's request-cache count, so a resumed run says how much it reused."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if msg.startswith("Cached requests:"):
+            print(f"calbench eval: resume check: {msg}", file=sys.stderr, flush=True)
+
+
+def _quiet_lm_eval() -> None:
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    # lm-eval's API client leaves failed asyncio tasks behind when a server is down; asyncio then
+    # prints "Task exception was never retrieved" tracebacks after calbench's own clear error.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    cache_logger = logging.getLogger("lm_eval.api.model")
+    cache_logger.setLevel(logging.INFO)
+    cache_logger.propagate = False
+    if not any(isinstance(h, _ResumeNote) for h in cache_logger.handlers):
+        cache_logger.addHandler(_ResumeNote())
+
+
 def _build_lm(call: BackendCall):
     import lm_eval.api.registry
 
-    return lm_eval.api.registry.get_model(call.lm_eval_model).create_from_arg_obj(
-        call.model_args, {"batch_size": call.batch_size, "max_batch_size": None, "device": None}
-    )
+    try:
+        return lm_eval.api.registry.get_model(call.lm_eval_model).create_from_arg_obj(
+            call.model_args,
+            {"batch_size": call.batch_size, "max_batch_size": None, "device": None},
+        )
+    except Exception as e:
+        where = f" for {call.endpoint}" if call.endpoint else ""
+        raise RuntimeFailure(f"could not start the {call.lm_eval_model} backend{where}: "
+                             f"{type(e).__name__}: {e}") from e
 
 
 def _evaluate_task(
@@ -276,7 +315,7 @@ def run(args: argparse.Namespace) -> int:
     for t in tasks:
         _check_existing(run_dirs[t.name], decoding, args.overwrite)
 
-    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    _quiet_lm_eval()
     lm = _build_lm(call)
     count_tokens = _token_counter(args, model)
     model_info: dict[str, Any] = {"spec": args.model}

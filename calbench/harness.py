@@ -104,8 +104,10 @@ def lmeval_samples_to_records(
     for s in sorted(samples, key=lambda s: s["doc_id"]):
         doc = s["doc"]
         prompt = s["arguments"][0][0] if s.get("arguments") else ""
-        if isinstance(prompt, (list, tuple)):  # chat APIs log the message list
-            prompt = json.dumps(prompt, ensure_ascii=False)
+        prompt = getattr(prompt, "prompt", prompt)  # chat APIs: JsonChatStr -> messages JSON
+        if isinstance(prompt, (list, tuple)):  # ... or its JSON-serialised form
+            prompt = prompt[0] if len(prompt) == 1 and isinstance(prompt[0], str) else \
+                json.dumps(prompt, ensure_ascii=False)
         generated = s["resps"][0][0] if s.get("resps") and s["resps"][0] else ""
         response = (doc.get("prefill") or "") + generated
         g = grade_response(response, doc["gold"], doc.get("grader", "math"))
