@@ -17,6 +17,7 @@ Flow (a newcomer can follow it top to bottom):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -35,7 +36,7 @@ from calbench import __version__
 from calbench.backends import API_BACKENDS, BACKENDS, BackendCall, build_backend
 from calbench.errors import RuntimeFailure, UsageError
 from calbench.models import ResolvedModel, resolve_model, weights_hash
-from calbench.prompts import ELICITATIONS, PREFILL, SYSTEM_PROMPT, _TAGS_INSTRUCTION
+from calbench.prompts import _TAGS_INSTRUCTION, ELICITATIONS, PREFILL, SYSTEM_PROMPT
 from calbench.records import atomic_write_json, redact, sha256_text, write_jsonl
 from calbench.registry import TaskInfo, get_tasks
 
@@ -143,10 +144,8 @@ def _token_counter(args: argparse.Namespace, model: ResolvedModel | None):
         from transformers import AutoTokenizer
 
         if args.tokenizer and model is None:
-            try:
+            with contextlib.suppress(UsageError):
                 path = resolve_model(args.tokenizer, hash_weights=False).path
-            except UsageError:
-                pass
         tok = AutoTokenizer.from_pretrained(path)
     except Exception:  # token counts are a convenience; never fail a run over them
         return None
@@ -332,7 +331,7 @@ def run(args: argparse.Namespace) -> int:
             "calbench_version": __version__,
             "git_commit": _git_commit(),
             "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-            "model": model_info["name"] if "name" in model_info else args.model,
+            "model": model_info.get("name", args.model),
             "model_info": model_info,
             "backend": args.backend,
             "lm_eval_model": call.lm_eval_model,

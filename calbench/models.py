@@ -12,6 +12,7 @@ Accepted forms, tried in this order:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -98,10 +99,9 @@ def weights_hash(folder: str | Path) -> str | None:
     except (OSError, ValueError, KeyError):
         pass
     digest = hash_files(files)
-    try:
+    # A read-only model folder is fine: the hash is just recomputed next time.
+    with contextlib.suppress(OSError):
         memo.write_text(json.dumps({"stamp": stamp, "sha256": digest}))
-    except OSError:  # read-only model folder: fine, just recompute next time
-        pass
     return digest
 
 
