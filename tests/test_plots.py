@@ -1,0 +1,187 @@
+"""``calbench plot`` and the run loader it shares with the leaderboard (calbench/runs.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from calbench.cli import main
+from calbench.plots import fmt_ci, reliability_figure, risk_coverage_figure, save_figure
+from calbench.runs import find_run_dirs, load_run, load_runs, parse_rate, wilson_interval
+
+
+def _load_runs_make():
+    spec = importlib.util.spec_from_file_location(
+        "runs_make", Path(__file__).parent / "fixtures" / "runs_make.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+runs_make = _load_runs_make()
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict[str, Path]:
+    return runs_make.make_results(tmp_path_factory.mktemp("plots") / "results")
+
+
+def _texts(fig) -> list[str]:
+    out = [t.get_text() for t in fig.texts]
+    for ax in fig.axes:
+        out += [ax.get_title(loc="left")] + [t.get_text() for t in ax.texts]
+        leg = ax.get_legend()
+        if leg:
+            out += [t.get_text() for t in leg.get_texts()]
+    for leg in fig.legends:
+        out += [t.get_text() for t in leg.get_texts()]
+    return out
+
+
+def test_find_and_load_runs(results: dict[str, Path]) -> None:
+    root = results["good"].parent.parent
+    dirs = find_run_dirs([root])
+    assert sorted(map(Path.resolve, dirs)) == sorted(p.resolve() for p in results.values())
+    run = load_run(results["good"])
+    assert (run.model, run.task, run.elicitation, run.n) == ("org/good-model", "synthmath",
+                                                             "tags", 200)
+    saved = json.loads((results["good"] / "metrics.json").read_text())
+    assert run.metric("ece") == saved["metrics"]["ece"]
+    assert not run.recomputed
+
+
+def test_parse_rate_counts_records_with_a_confidence(results: dict[str, Path]) -> None:
+    run = load_run(results["bad"])
+    k = sum(r["confidence"] is not None for r in run.records)
+    pr = parse_rate(run)
+    assert pr["value"] == pytest.approx(k / 200)
+    assert pr["lo"] < pr["value"] < pr["hi"]
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+
+
+def test_reliability_diagram_content(results: dict[str, Path]) -> None:
+    run = load_run(results["bad"])
+    fig = reliability_figure([run])
+    main_ax, hist_ax = fig.axes
+    title = main_ax.get_title(loc="left")
+    assert "org/bad-model" in title and "synthmath · tags · n=200" in title
+    texts = _texts(fig)
+    assert any(f"ECE {fmt_ci(run.metric('ece'))}" in t for t in texts)
+    assert any("smooth ECE" in t for t in texts)
+    # Three bar layers per non-empty bin: solid part, shaded gap, accuracy outline.
+    bins = [b for b in run.summary["reliability"]["bins"] if b["n"]]
+    assert len(main_ax.patches) == 3 * len(bins)
+    outlines = [p for p in main_ax.patches if not p.get_fill()]
+    assert sorted(round(p.get_height(), 9) for p in outlines) == sorted(
+        round(b["accuracy"], 9) for b in bins)
+    # Each gap spans accuracy..mean confidence of its bin.
+    gaps = main_ax.patches[1::3]
+    for g, b in zip(gaps, bins, strict=True):
+        assert g.get_y() == pytest.approx(min(b["accuracy"], b["mean_conf"]))
+        assert g.get_height() == pytest.approx(abs(b["accuracy"] - b["mean_conf"]))
+    # The smooth curve is drawn only over the confidences the run used.
+    curve = max(main_ax.lines, key=lambda ln: len(ln.get_xdata()))
+    xs = curve.get_xdata()
+    confs = run.confidences()
+    assert min(xs) >= min(confs) - 1e-9 and max(xs) <= max(confs) + 1e-9
+    # The histogram shows the piles: one bar per distinct stated value.
+    assert len(hist_ax.patches) == len({round(c, 2) for c in confs})
+    assert any("most stated: 0.9" in t for t in texts)
+
+
+def test_plot_cli_png_and_svg(results: dict[str, Path], tmp_path: Path) -> None:
+    png = tmp_path / "one.png"
+    assert main(["plot", str(results["good"]), "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = tmp_path / "all.svg"
+    root = results["good"].parent.parent
+    assert main(["plot", str(root), "--out", str(svg)]) == 0
+    text = svg.read_text()
+    # The hostile name is SVG text, escaped, and "$x$" stays literal (no mathtext).
+    assert "<img src" not in text
+    assert "&lt;img src=x onerror=" in text
+    assert "$x$" in text
+    # Saving is reproducible: no timestamp in the file.
+    again = tmp_path / "again.svg"
+    assert main(["plot", str(root), "--out", str(again)]) == 0
+    assert again.read_bytes() == svg.read_bytes()
+
+
+def test_small_multiples_and_overlay(results: dict[str, Path]) -> None:
+    runs = load_runs([results["good"], results["bad"], results["evil"]])
+    grid = reliability_figure(runs, layout="grid")
+    assert len(grid.axes) == 6
+    overlay = reliability_figure(runs, layout="overlay")
+    assert len(overlay.axes) == 2
+    labels = [t.get_text() for t in overlay.axes[0].get_legend().get_texts()]
+    assert sum("ECE" in lab for lab in labels) == 3
+
+
+def test_risk_coverage(results: dict[str, Path], tmp_path: Path) -> None:
+    runs = load_runs([results["good"], results["bad"]])
+    fig = risk_coverage_figure(runs)
+    texts = _texts(fig)
+    for run in runs:
+        assert any(f"AURC {fmt_ci(run.metric('aurc'))}" in t for t in texts)
+    ax = fig.axes[0]
+    drawn = [ln for ln in ax.lines if len(ln.get_xdata()) > 2]
+    rc = runs[0].summary["risk_coverage"]
+    assert list(drawn[0].get_ydata()) == pytest.approx(
+        [r for _, r in sorted(zip(rc["coverage"], rc["risk"], strict=True))])
+    out = tmp_path / "rc.png"
+    assert main(["plot", "--kind", "risk-coverage", str(results["good"]), str(results["bad"]),
+                 "--out", str(out)]) == 0
+    assert out.stat().st_size > 10_000
+
+
+def test_metrics_recomputed_when_missing_or_incomplete(tmp_path: Path, capsys) -> None:
+    d = runs_make.make_run(tmp_path, model="m", metrics=False, n=80, seed=7)
+    run = load_run(d)
+    assert run.recomputed and run.metric("brier")["value"] is not None
+    # A metrics.json from an older calbench without the curves is completed from samples.
+    d2 = runs_make.make_run(tmp_path, model="m2", n=80, seed=8, n_bootstrap=10)
+    saved = json.loads((d2 / "metrics.json").read_text())
+    del saved["smooth_curve"]
+    (d2 / "metrics.json").write_text(json.dumps(saved))
+    run2 = load_run(d2)
+    assert run2.recomputed and "smooth_curve" in run2.summary
+    assert "lacks smooth_curve" in capsys.readouterr().err
+
+
+def test_histogram_without_samples_uses_bins(results: dict[str, Path], tmp_path: Path) -> None:
+    d = tmp_path / "run"
+    shutil.copytree(results["good"], d)
+    (d / "samples.jsonl").unlink()
+    run = load_run(d)
+    fig = reliability_figure([run])
+    nonempty = [b for b in run.summary["reliability"]["bins"] if b["n"]]
+    assert len(fig.axes[1].patches) == len(nonempty)
+    save_figure(fig, tmp_path / "x.png")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["plot", "RUN", "--out", "x.pdf"],
+        ["plot", "does/not/exist"],
+        ["plot", "EMPTY"],
+        ["plot", "RUN", "--task", "no-such-task", "--out", "x.png"],
+    ],
+)
+def test_plot_usage_errors(argv: list[str], results: dict[str, Path], tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    argv = [a.replace("RUN", str(results["good"])).replace("EMPTY", str(tmp_path / "empty"))
+            for a in argv]
+    argv = [str(tmp_path / a) if a.startswith("x.") else a for a in argv]
+    assert main(argv) == 2
+
+
+def test_broken_metrics_json_is_a_usage_error(results: dict[str, Path], tmp_path: Path) -> None:
+    d = tmp_path / "run"
+    shutil.copytree(results["good"], d)
+    (d / "metrics.json").write_text("{not json")
+    assert main(["plot", str(d), "--out", str(tmp_path / "x.png")]) == 2
