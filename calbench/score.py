@@ -1,0 +1,358 @@
+"""``calbench score FILE... [--compat rlcr] [--output DIR]``: the metric suite from saved records,
+without running any model.
+
+Inputs, detected per file:
+
+* calbench ``samples.jsonl`` (the file, or the run folder holding it); dataset and model come from
+  the sibling ``manifest.json`` (``task``, ``model``) when present, else the records' ``task``
+  field and the folder name;
+* RLCR evaluation outputs (JSON lines with ``dataset``, ``model``, ``correct``, ``confidence``),
+  grouped by (dataset, model);
+* lm-evaluation-harness ``samples_*.jsonl``, through :mod:`calbench.lmeval_import` when present.
+
+Writes ``DIR/scores.json`` keyed by dataset, then model: each entry has the headline values at
+top level (``n``, ``accuracy``, ``ece``, ``brier``, ``auroc``, ``mean_confidence``, and every
+other metric of the suite) and the full :func:`calbench.metrics.summarize` output (CIs, policies,
+reliability table, curves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from calbench.errors import UsageError
+from calbench.records import REQUIRED_FIELDS, RecordError, atomic_write_json
+
+Key = tuple[str, str]  # (dataset, model)
+LMEVAL_MODULE = "calbench.lmeval_import"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="calbench samples.jsonl (or run folder), RLCR .jsonl, or lm-eval samples_*.jsonl",
+    )
+    parser.add_argument(
+        "--compat",
+        choices=["rlcr"],
+        default=None,
+        help="reproduce the RLCR repository's numbers: its ECE bin edges and missing confidence = 0",
+    )
+    parser.add_argument(
+        "--output", "-o", default=".", metavar="DIR", help="folder for scores.json (default: .)"
+    )
+    parser.add_argument(
+        "--policy",
+        choices=["drop", "fill=0.5", "fill=0"],
+        default="drop",
+        help="unparsed confidences: drop those records (default), or fill with 0.5 / 0 "
+        "(--compat rlcr implies fill=0)",
+    )
+    parser.add_argument(
+        "--n-bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (default 1000)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def _lines(path: Path):
+    """(line number, object) for each non-blank line; RecordError naming the file and line."""
+    try:
+        f = path.open(encoding="utf-8")
+    except OSError as e:
+        raise RecordError(f"{path}: cannot read ({e.strerror})") from None
+    with f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise RecordError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise RecordError(f"{path}:{lineno}: expected a JSON object per line")
+            yield lineno, obj
+
+
+def _correct(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    raise RecordError(f"{where}: 'correct' must be true/false or 0/1, got {value!r}")
+
+
+def _confidence(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RecordError(f"{where}: 'confidence' must be a number or null, got {value!r}")
+    value = float(value)
+    if math.isnan(value):
+        raise RecordError(f"{where}: 'confidence' is NaN (write null for an unparsed confidence)")
+    if not 0 <= value <= 1:
+        raise RecordError(f"{where}: 'confidence' must lie in [0, 1], got {value!r}")
+    return value
+
+
+def _record(obj: dict, where: str) -> dict:
+    return {
+        "id": obj["id"],
+        "correct": _correct(obj["correct"], where),
+        "confidence": _confidence(obj["confidence"], where),
+    }
+
+
+def _is_rlcr(obj: dict) -> bool:
+    return "dataset" in obj and "model" in obj and "correct" in obj
+
+
+# ``raw_confidence_cases.jsonl`` beside the RLCR outputs: a few odd responses and how the RLCR
+# evaluator parsed them, for parser tests. Not evaluation outputs (and it repeats ids of them),
+# so ``calbench score rlcr/*.jsonl`` recognises and skips it rather than failing.
+_RLCR_PARSE_CASES = ("eval_parsed_confidence", "stored_confidence_used_in_metrics")
+
+
+def _is_rlcr_parse_cases(obj: dict) -> bool:
+    return "confidence" not in obj and all(k in obj for k in _RLCR_PARSE_CASES)
+
+
+class SkippedInput(RecordError):
+    """An input that is recognised but holds nothing to score (reported, not fatal)."""
+
+
+def _first_object(path: Path) -> dict | None:
+    for _, obj in _lines(path):
+        return obj
+    return None
+
+
+def _read_rlcr(path: Path) -> dict[Key, list[dict]]:
+    out: dict[Key, list[dict]] = {}
+    for lineno, obj in _lines(path):
+        where = f"{path}:{lineno}"
+        missing = [k for k in ("dataset", "model", "id", "correct", "confidence") if k not in obj]
+        if missing:
+            raise RecordError(f"{where}: RLCR record lacks {', '.join(missing)}")
+        rec = _record(obj, where)
+        out.setdefault((str(obj["dataset"]), str(obj["model"])), []).append(rec)
+    return out
+
+
+def _manifest(folder: Path) -> dict:
+    path = folder / "manifest.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise RecordError(f"{path}: not valid JSON ({e})") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _read_samples(path: Path) -> dict[Key, list[dict]]:
+    records = []
+    tasks = set()
+    for lineno, obj in _lines(path):
+        where = f"{path}:{lineno}"
+        missing = [k for k in REQUIRED_FIELDS if k not in obj]
+        if missing:
+            raise RecordError(f"{where}: record lacks {', '.join(missing)}")
+        records.append(_record(obj, where))
+        if obj.get("task"):
+            tasks.add(str(obj["task"]))
+    folder = path.resolve().parent
+    manifest = _manifest(folder)
+    dataset = manifest.get("task") or (tasks.pop() if len(tasks) == 1 else folder.name)
+    model = manifest.get("model") or folder.name
+    return {(str(dataset), str(model)): records}
+
+
+def _lmeval():
+    if importlib.util.find_spec(LMEVAL_MODULE) is None:
+        return None
+    return importlib.import_module(LMEVAL_MODULE)
+
+
+def load_records(path: str | os.PathLike) -> dict[Key, list[dict]]:
+    """Records of one input, grouped by (dataset, model). Each record is a dict with ``id``,
+    ``correct`` (bool) and ``confidence`` (float in [0, 1], or None when unparsed).
+
+    A malformed file raises RecordError naming the file and line; an unrecognised format raises
+    RecordError saying what was expected.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if (path / "samples.jsonl").is_file():
+            return _read_samples(path / "samples.jsonl")
+        lm = _lmeval()
+        if lm is not None and lm.is_lmeval_samples(path):
+            return lm.read_lmeval_samples(path)
+        raise RecordError(f"{path}: folder holds no samples.jsonl (not a calbench run folder)")
+    if not path.is_file():
+        raise RecordError(f"{path}: no such file")
+    lm = _lmeval()
+    if lm is not None and lm.is_lmeval_samples(path):
+        return lm.read_lmeval_samples(path)
+    first = _first_object(path)
+    if first is None:
+        raise RecordError(f"{path}: empty file (no records)")
+    if _is_rlcr_parse_cases(first):
+        raise SkippedInput(
+            f"skipping {path}: RLCR confidence-parsing cases (how the RLCR evaluator read odd "
+            "confidences), not evaluation outputs"
+        )
+    if _is_rlcr(first):
+        return _read_rlcr(path)
+    if all(k in first for k in REQUIRED_FIELDS):
+        return _read_samples(path)
+    raise RecordError(
+        f"{path}: unknown format: expected calbench samples.jsonl records (id, correct, "
+        "confidence), RLCR records (dataset, model, correct, confidence) or lm-eval samples; "
+        f"the first record has keys {sorted(first)[:12]}"
+    )
+
+
+# --- scoring ---------------------------------------------------------------------------------
+
+
+def score_records(
+    records: list[dict],
+    *,
+    compat: str | None = None,
+    policy: str = "drop",
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """One scores.json entry: headline values at top level plus the full summary."""
+    from calbench.metrics import METRICS, summarize
+
+    correct = [r["correct"] for r in records]
+    conf = [r["confidence"] for r in records]
+    ids = [r["id"] for r in records]
+    summary = summarize(
+        correct, conf, n_bootstrap=n_bootstrap, seed=seed, policy=policy, compat=compat, ids=ids
+    )
+    entry: dict[str, Any] = {"n": summary["n"]}
+    entry.update({m: summary["metrics"][m]["value"] for m in METRICS})
+    entry.update(summary)
+    return entry
+
+
+def score_files(
+    files: list[str | os.PathLike],
+    *,
+    compat: str | None = None,
+    policy: str = "drop",
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict[str, dict[str, dict]]:
+    """scores.json content for the given inputs: {dataset: {model: entry}}."""
+    from calbench.metrics import MetricInputError
+
+    groups: dict[Key, list[dict]] = {}
+    sources: dict[Key, str] = {}
+    for f in files:
+        try:
+            loaded = load_records(f)
+        except SkippedInput as e:
+            print(f"calbench score: {e}", file=sys.stderr)
+            continue
+        for key, recs in loaded.items():
+            if key in groups:
+                raise UsageError(
+                    f"dataset {key[0]!r}, model {key[1]!r} appears in both {sources[key]} and {f}"
+                )
+            groups[key] = recs
+            sources[key] = str(f)
+    if not groups:
+        raise UsageError("no records to score in the given inputs")
+    scores: dict[str, dict[str, dict]] = {}
+    for (dataset, model), recs in sorted(groups.items()):
+        try:
+            entry = score_records(
+                recs, compat=compat, policy=policy, n_bootstrap=n_bootstrap, seed=seed
+            )
+        except MetricInputError as e:
+            raise UsageError(f"{sources[(dataset, model)]} ({dataset}, {model}): {e}") from None
+        entry["source"] = sources[(dataset, model)]
+        scores.setdefault(dataset, {})[model] = entry
+    return scores
+
+
+def _value(entry: dict, name: str) -> str:
+    v = entry["metrics"][name]["value"]
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _ci(entry: dict, name: str) -> str:
+    m = entry["metrics"][name]
+    return "" if m["lo"] is None else f"{m['lo']:.3f}-{m['hi']:.3f}"
+
+
+def print_table(scores: dict[str, dict[str, dict]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="calbench score")
+    columns = (
+        "dataset",
+        "model",
+        "n",
+        "cov",
+        "acc",
+        "ECE",
+        "ECE 95% CI",
+        "smECE",
+        "Brier",
+        "AUROC",
+    )
+    for col in columns:
+        if col in ("dataset", "model"):
+            table.add_column(col, overflow="fold")
+        else:
+            table.add_column(col, justify="right", no_wrap=True)
+    for dataset, models in scores.items():
+        for model, e in models.items():
+            table.add_row(
+                dataset,
+                model,
+                str(e["n"]),
+                f"{e['coverage']:.0%}",
+                _value(e, "accuracy"),
+                _value(e, "ece"),
+                _ci(e, "ece"),
+                _value(e, "smooth_ece"),
+                _value(e, "brier"),
+                _value(e, "auroc"),
+            )
+    Console(width=max(Console().width, 120)).print(table)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.n_bootstrap < 0:
+        raise UsageError("--n-bootstrap must be >= 0")
+    scores = score_files(
+        args.files,
+        compat=args.compat,
+        policy=args.policy,
+        n_bootstrap=args.n_bootstrap,
+        seed=args.seed,
+    )
+    out = Path(args.output) / "scores.json"
+    atomic_write_json(out, scores)
+    print_table(scores)
+    print(f"wrote {out}")
+    return 0
