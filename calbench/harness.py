@@ -21,21 +21,41 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from calbench.grade import GRADERS
+from calbench.grade import ALL_GRADERS, grade
 from calbench.parse import parse_answer_details, parse_confidence_details
 from calbench.prompts import build_prompt
 
 TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
 
 
+def load_docs(*, loader: str | None = None, calbench_name: str | None = None,
+              elicitation: str = "tags", grader: str = "math", judge: dict | None = None,
+              **metadata: Any) -> dict[str, Any]:
+    """The ``custom_dataset`` hook of every calbench task YAML (via ``tasks/_calbench``).
+
+    lm-eval calls it with the task's ``metadata`` merged with what ``calbench eval`` (or
+    ``lm_eval --metadata``) passes: ``loader`` picks a function of
+    :data:`calbench.datasets.LOADERS` (default: the task's calbench name), which gets the rest
+    (``data_dir``, ``seed``, ``size``, ``split``, ``file``, ``fields``, ...).
+    """
+    from calbench.datasets import LOADERS
+
+    name = loader or calbench_name
+    if name not in LOADERS:
+        raise ValueError(f"unknown loader {name!r}; known: {sorted(LOADERS)}")
+    items = LOADERS[name](task=calbench_name or name, **metadata)
+    return make_docs(items, elicitation=elicitation, grader=grader, judge=judge)
+
+
 def make_docs(
-    items: list[dict], *, elicitation: str = "tags", grader: str = "math", **_: object
+    items: list[dict], *, elicitation: str = "tags", grader: str = "math",
+    judge: dict | None = None, **_: object
 ) -> dict[str, Any]:
     """lm-eval ``custom_dataset`` result: ``{"test": Dataset}`` of docs with prompt fields."""
     import datasets
 
-    if grader not in GRADERS:
-        raise ValueError(f"unknown grader {grader!r}; known: {sorted(GRADERS)}")
+    if grader not in ALL_GRADERS:
+        raise ValueError(f"unknown grader {grader!r}; known: {sorted(ALL_GRADERS)}")
     docs = []
     for it in items:
         p = build_prompt(it["question"], elicitation)
@@ -48,20 +68,22 @@ def make_docs(
             "prefill": p.prefill,
             "elicitation": elicitation,
             "grader": grader,
+            "judge": json.dumps(judge or {}),
             # JSON text, not a nested dict: Arrow needs one schema for every row.
             "meta": json.dumps(it.get("meta", {}), sort_keys=True),
         })
     return {"test": datasets.Dataset.from_list(docs)}
 
 
-def grade_response(response: str, gold: str, grader: str = "math") -> dict[str, Any]:
+def grade_response(response: str, gold: str, grader: str = "math", *, question: str = "",
+                   judge: dict | None = None) -> dict[str, Any]:
     """Parse and grade one full response (prefill included). Returns the record fields."""
     ans = parse_answer_details(response)
     conf = parse_confidence_details(response)
-    correct = bool(GRADERS[grader](ans.answer, gold))
-    return {
+    correct, details = grade(grader, ans.answer, gold, question=question, judge=judge)
+    out = {
         "answer": ans.answer,
-        "correct": correct,
+        "correct": bool(correct),
         "confidence": conf.value,
         "parse": {
             "answer_source": ans.source,
@@ -72,6 +94,16 @@ def grade_response(response: str, gold: str, grader: str = "math") -> dict[str, 
             "confidence_error": conf.error,
         },
     }
+    if details is not None:
+        out["grading"] = details
+    return out
+
+
+def grade_doc(doc: dict, response: str) -> dict[str, Any]:
+    """:func:`grade_response` with the grader, judge and question a doc carries."""
+    return grade_response(response, doc["gold"], doc.get("grader", "math"),
+                          question=doc.get("question", ""),
+                          judge=json.loads(doc.get("judge") or "{}"))
 
 
 def process_results(doc: dict, results: list[str]) -> dict[str, float]:
@@ -80,7 +112,7 @@ def process_results(doc: dict, results: list[str]) -> dict[str, float]:
     lm-eval strips ``gen_prefix`` from what it hands back, so the prefill is put back first.
     """
     response = (doc.get("prefill") or "") + (results[0] if results else "")
-    g = grade_response(response, doc["gold"], doc.get("grader", "math"))
+    g = grade_doc(doc, response)
     conf = g["confidence"]
     return {
         "correct": float(g["correct"]),
@@ -110,7 +142,7 @@ def lmeval_samples_to_records(
                 json.dumps(prompt, ensure_ascii=False)
         generated = s["resps"][0][0] if s.get("resps") and s["resps"][0] else ""
         response = (doc.get("prefill") or "") + generated
-        g = grade_response(response, doc["gold"], doc.get("grader", "math"))
+        g = grade_doc(doc, response)
         rec = {
             "id": doc["id"],
             "task": task,

@@ -5,6 +5,7 @@ keeps ``calbench eval --tasks typo`` fast and its error list exact."""
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,8 @@ class TaskInfo:
     yaml_path: Path
     grader: str
     source: str
+    n_items: int | None = None  # size of the full evaluation set, when known
+    origin: str = "calbench"  # "calbench", or the distribution providing an entry point
 
 
 class _Loader(yaml.SafeLoader):
@@ -30,14 +33,39 @@ class _Loader(yaml.SafeLoader):
 _Loader.add_constructor("!function", lambda loader, node: f"!function {node.value}")
 
 
-def tasks_dirs() -> list[Path]:
+ENTRY_POINT_GROUP = "calbench.tasks"
+
+
+def _entry_point_dirs() -> list[tuple[Path, str]]:
+    """Task folders from installed packages: an entry point in group ``calbench.tasks`` names a
+    folder path (str/Path), or a callable returning one or a list of them."""
+    from importlib.metadata import entry_points
+
+    dirs = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+            obj = obj() if callable(obj) else obj
+        except Exception as e:  # a broken plugin must not break calbench
+            print(f"calbench: ignoring task plugin {ep.name!r}: {e}", file=sys.stderr)
+            continue
+        for p in obj if isinstance(obj, (list, tuple)) else [obj]:
+            dirs.append((Path(p), ep.dist.name if ep.dist else ep.name))
+    return dirs
+
+
+def tasks_dirs() -> list[tuple[Path, str]]:
+    """Where task YAMLs live: calbench's ``tasks/``, ``$CALBENCH_TASKS_PATH`` (os.pathsep
+    separated), and the folders of ``calbench.tasks`` entry points."""
     extra = os.environ.get("CALBENCH_TASKS_PATH", "")
-    return [TASKS_DIR] + [Path(p) for p in extra.split(os.pathsep) if p]
+    return ([(TASKS_DIR, "calbench")] + [(Path(p), "CALBENCH_TASKS_PATH")
+                                         for p in extra.split(os.pathsep) if p]
+            + _entry_point_dirs())
 
 
 def available_tasks() -> dict[str, TaskInfo]:
     found: dict[str, TaskInfo] = {}
-    for root in tasks_dirs():
+    for root, origin in tasks_dirs():
         for path in sorted(root.rglob("*.yaml")):
             try:
                 cfg = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader) or {}
@@ -47,8 +75,11 @@ def available_tasks() -> dict[str, TaskInfo]:
             name = meta.get("calbench_name")
             if not name or "task" not in cfg:
                 continue
-            found[name] = TaskInfo(name, cfg["task"], path, str(meta.get("grader", "")),
-                                   str(meta.get("source", "")))
+            n = meta.get("n_items")
+            found.setdefault(name, TaskInfo(name, cfg["task"], path,
+                                            str(meta.get("grader", "")),
+                                            str(meta.get("source", "")),
+                                            int(n) if n is not None else None, origin))
     return found
 
 
@@ -60,3 +91,9 @@ def get_tasks(names: list[str]) -> list[TaskInfo]:
             f"unknown task(s) {', '.join(unknown)}; available: {', '.join(sorted(known))}"
         )
     return [known[n] for n in names]
+
+
+def task_metadata(task: TaskInfo) -> dict:
+    """The ``metadata`` block of a task's YAML (what its loader receives)."""
+    cfg = yaml.load(task.yaml_path.read_text(encoding="utf-8"), Loader=_Loader) or {}
+    return dict(cfg.get("metadata") or {})

@@ -122,5 +122,7 @@ def build_backend(
         )
     args = {"model": model_spec, "base_url": url, "tokenizer_backend": "huggingface",
             "tokenizer": tok, "max_retries": max_retries, "num_concurrent": num_concurrent,
-            "max_gen_toks": max_new_tokens, "timeout": 300, "tokenized_requests": False}
+            "max_gen_toks": max_new_tokens, "timeout": 300,
+            # token ids: the prompt is rendered with the chat template locally, exactly as sent
+            "tokenized_requests": True}
     return BackendCall("local-completions", args, batch_size, {}, url)

@@ -1,0 +1,231 @@
+"""The second pass of multi-request elicitations (``two-stage``, ``logprob``,
+``consistency``).
+
+The first request of these elicitations (answer only, prefilled ``<answer>``) runs through lm-eval
+like any task; this module then sends the extra requests through the *same* lm-eval model object
+(so every backend that lm-eval supports works, and greedy requests go through lm-eval's request
+cache, which makes them resumable) and rewrites each record's confidence:
+
+* ``two-stage``: a second chat turn, "how likely is your answer correct?", prefilled
+  ``<confidence>``; the confidence is parsed from that reply.
+* ``logprob``: confidence = exp(log P(answer tokens | prompt, ``<answer>``)) — the probability the
+  model puts on the answer it gave, by lm-eval's ``loglikelihood``; needs a backend with
+  logprobs of the prompt (hf, vllm, openai-completions; not chat APIs).
+* ``consistency``: k samples at temperature T (seeded per round; cached in the run folder by
+  (prompt, settings, round)); answer = the most common answer (equivalent answers grouped: by
+  final number for math, by letter for multiple choice, by normalised text otherwise; ties go to
+  the answer seen first), confidence = its share of the k samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from calbench.errors import UsageError
+from calbench.grade import _normalise_text, final_number
+from calbench.harness import grade_doc
+from calbench.parse import extract_answer, parse_confidence_details
+from calbench.prompts import CONFIDENCE_PREFILL, Prompt, stage_two
+
+# What each backend can do; checked before anything runs.
+LOGPROB_BACKENDS = ("hf", "vllm", "openai-completions")
+
+
+def check_supported(elicitation: str, backend: str) -> None:
+    if elicitation == "logprob" and backend not in LOGPROB_BACKENDS:
+        raise UsageError(
+            f"--elicitation logprob needs the log-probabilities of prompt tokens, which the "
+            f"{backend} backend cannot return; use one of {', '.join(LOGPROB_BACKENDS)}"
+        )
+
+
+def _instance(kind: str, doc: dict, args: tuple, i: int):
+    from lm_eval.api.instance import Instance
+
+    return Instance(request_type=kind, doc=doc, arguments=args, idx=0,
+                    metadata=("calbench_second_pass", i, 1))
+
+
+def _first_prompt(doc: dict) -> Prompt:
+    return Prompt([{"role": "system", "content": doc["system"]},
+                   {"role": "user", "content": doc["user"]}], doc.get("prefill") or "")
+
+
+def _answer_span(response: str, prefill: str) -> str | None:
+    """The generated answer text exactly as produced (between ``<answer>`` and ``</answer>``),
+    for scoring its log-probability."""
+    body = response[len(prefill):] if response.startswith(prefill) else response
+    end = body.lower().find("</answer>")
+    span = body if end < 0 else body[:end]
+    return span if span.strip() else None
+
+
+def answer_key(answer: str | None, grader: str) -> Any:
+    """Group equivalent answers for majority voting."""
+    if answer is None:
+        return None
+    if grader == "math":
+        n = final_number(answer)
+        return ("num", round(n, 9)) if n is not None else ("text", _normalise_text(answer))
+    if grader == "letter":
+        import re
+
+        m = re.match(r"^\W*(?:option\s+)?\(?([A-Za-z])\b", answer.strip(), re.I)
+        return ("letter", m.group(1).upper()) if m else ("text", _normalise_text(answer))
+    return ("text", _normalise_text(answer))
+
+
+def majority(answers: list[str | None], grader: str) -> tuple[str | None, float | None, int]:
+    """(answer, share of all samples, count) of the most common parsed answer; ties go to the
+    answer seen first. No parsed answer at all -> (None, None, 0)."""
+    keys = [answer_key(a, grader) for a in answers]
+    counts = Counter(k for k in keys if k is not None)
+    if not counts:
+        return None, None, 0
+    best = max(counts.values())
+    first = next(i for i, k in enumerate(keys) if k is not None and counts[k] == best)
+    return answers[first], best / len(answers), best
+
+
+def _two_stage(lm, records: list[dict], docs: dict[str, dict], gen_kwargs: dict,
+               chat_api: bool) -> None:
+    reqs = []
+    for i, rec in enumerate(records):
+        doc = docs[rec["id"]]
+        p2 = stage_two(_first_prompt(doc), rec["response"])
+        history = [*p2.messages, {"role": "assistant", "content": p2.prefill}]
+        ctx = lm.apply_chat_template(history, add_generation_prompt=False)
+        kw = dict(gen_kwargs)
+        if chat_api:
+            kw.update(continue_final_message=True, add_generation_prompt=False)
+        reqs.append(_instance("generate_until", doc, (ctx, kw), i))
+        rec["stage2_prompt"] = getattr(ctx, "prompt", ctx)
+    outs = lm.generate_until(reqs)
+    for rec, out in zip(records, outs, strict=True):
+        reply = CONFIDENCE_PREFILL + (out or "")
+        conf = parse_confidence_details(reply)
+        rec["stage2_response"] = reply
+        _set_confidence(rec, conf.value, "two-stage", raw=conf.raw, source=conf.source,
+                        rescaled=conf.rescaled, error=conf.error)
+
+
+def _logprob(lm, records: list[dict], docs: dict[str, dict], prompts: dict[str, str]) -> None:
+    reqs, idx = [], []
+    for i, rec in enumerate(records):
+        doc = docs[rec["id"]]
+        span = _answer_span(rec["response"], doc.get("prefill") or "")
+        rec["logprob"] = None
+        if span is None:
+            continue
+        reqs.append(_instance("loglikelihood", doc, (prompts[rec["id"]], span), i))
+        idx.append(i)
+    outs = lm.loglikelihood(reqs) if reqs else []
+    for i, (ll, is_greedy) in zip(idx, outs, strict=True):
+        rec = records[i]
+        rec["logprob"] = {"sum": ll, "greedy": bool(is_greedy)}
+        p = math.exp(ll) if math.isfinite(ll) else 0.0
+        _set_confidence(rec, min(max(p, 0.0), 1.0), "logprob", raw=repr(ll))
+    for rec in records:
+        if rec["logprob"] is None:
+            _set_confidence(rec, None, "logprob", error="no answer to score")
+
+
+def _consistency(lm, records: list[dict], docs: dict[str, dict], prompts: dict[str, str],
+                 gen_kwargs: dict, *, k: int, temperature: float, seed: int, cache: Path,
+                 api: bool) -> None:
+    import torch
+    from sqlitedict import SqliteDict
+
+    db = SqliteDict(str(cache), autocommit=True)
+    samples: dict[str, list[str]] = {r["id"]: [] for r in records}
+    try:
+        for round_ in range(k):
+            kw = dict(gen_kwargs, do_sample=True, temperature=temperature)
+            if api:  # lm-eval sends a fixed seed; vary it per round or every sample is equal
+                kw["seed"] = seed * 1000 + round_
+            todo, keys = [], []
+            for i, rec in enumerate(records):
+                key = hashlib.sha256(json.dumps(
+                    [prompts[rec["id"]], {k_: v for k_, v in kw.items() if k_ != "seed"},
+                     seed, round_], sort_keys=True, default=str).encode()).hexdigest()
+                if key in db:
+                    samples[rec["id"]].append(db[key])
+                else:
+                    todo.append(_instance("generate_until", docs[rec["id"]],
+                                          (prompts[rec["id"]], kw), i))
+                    keys.append((rec["id"], key))
+            if todo:
+                torch.manual_seed(seed * 1000 + round_)
+                outs = lm.generate_until(todo)
+                for (rid, key), out in zip(keys, outs, strict=True):
+                    db[key] = out or ""
+                    samples[rid].append(out or "")
+    finally:
+        db.close()
+    for rec in records:
+        doc = docs[rec["id"]]
+        prefill = doc.get("prefill") or ""
+        texts = [prefill + s for s in samples[rec["id"]]]
+        answers = [extract_answer(t) for t in texts]
+        ans, share, count = majority(answers, doc.get("grader", "math"))
+        rec["consistency"] = {"k": k, "temperature": temperature, "samples": texts,
+                              "answers": answers, "majority_count": count,
+                              "greedy_response": rec["response"]}
+        if ans is not None:
+            chosen = texts[answers.index(ans)]
+            g = grade_doc(doc, chosen)
+            rec.update(response=chosen, answer=g["answer"], correct=g["correct"])
+            if "grading" in g:
+                rec["grading"] = g["grading"]
+        else:
+            rec.update(answer=None, correct=False)
+        _set_confidence(rec, share, "consistency", raw=f"{count}/{k}",
+                        error="no sample gave an answer")
+
+
+def _set_confidence(rec: dict, value: float | None, method: str, *, raw: str | None = None,
+                    source: str | None = None, rescaled: bool = False,
+                    error: str | None = None) -> None:
+    """Replace a record's confidence with the second pass's, keeping the parse details honest."""
+    rec["confidence"] = value
+    rec["parse"] = {**rec.get("parse", {}), "confidence_method": method,
+                    "confidence_source": source or method, "confidence_raw": raw,
+                    "confidence_rescaled": rescaled,
+                    "confidence_error": None if value is not None else (error or "missing")}
+
+
+def second_pass(elicitation: str, lm, records: list[dict], samples: list[dict], *,
+                gen_kwargs: dict, backend: str, cache_dir: Path, seed: int, k: int = 5,
+                temperature: float = 0.7) -> dict[str, Any]:
+    """Run the extra requests of ``elicitation`` and rewrite the records' confidences in place.
+    Returns the settings to record in the manifest."""
+    docs = {s["doc"]["id"]: s["doc"] for s in samples}
+    prompts = {}
+    for s in samples:
+        ctx = s["arguments"][0][0]
+        prompts[s["doc"]["id"]] = ctx
+    chat_api = backend == "openai-chat"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    if elicitation in ("two-stage", "logprob"):
+        from lm_eval.api.model import CachingLM
+
+        # greedy follow-up requests are cached like the first pass, so a killed run resumes
+        lm = CachingLM(lm, str(cache_dir / "second_pass.db"))
+    if elicitation == "two-stage":
+        _two_stage(lm, records, docs, gen_kwargs, chat_api)
+        return {"stage2_prefill": CONFIDENCE_PREFILL}
+    if elicitation == "logprob":
+        _logprob(lm, records, docs, prompts)
+        return {"confidence": "exp(sum of answer-token log-probs)"}
+    if elicitation == "consistency":
+        _consistency(lm, records, docs, prompts, gen_kwargs, k=k, temperature=temperature,
+                     seed=seed, cache=cache_dir / "consistency.sqlite",
+                     api=backend in ("openai-chat", "openai-completions"))
+        return {"k": k, "temperature": temperature}
+    raise ValueError(f"{elicitation} has no second pass")
+

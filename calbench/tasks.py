@@ -1,0 +1,87 @@
+"""``calbench tasks``: list every task (data source, size, grader, elicitations) or show one
+fully rendered example prompt (``calbench tasks show NAME``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from calbench.errors import UsageError
+from calbench.prompts import ELICITATIONS, build_prompt
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", nargs="?", choices=["list", "show"], default="list",
+                   help="list (default) or show NAME")
+    p.add_argument("name", nargs="?", help="task to show")
+    p.add_argument("--elicitation", default="tags", help="elicitation to render (tags)")
+    p.add_argument("--data-dir", help="local data folder (else $CALBENCH_DATA_DIR, else hub)")
+    p.add_argument("--model", help="render with this model's chat template (alias or folder)")
+    p.add_argument("--index", type=int, default=0, help="which question to show (0)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from calbench.registry import available_tasks
+
+    tasks = available_tasks()
+    if args.json:
+        print(json.dumps([{"name": t.name, "lm_eval_task": t.lmeval_task, "grader": t.grader,
+                           "n_items": t.n_items, "source": t.source, "origin": t.origin,
+                           "yaml": str(t.yaml_path), "elicitations": list(ELICITATIONS)}
+                          for t in tasks.values()], indent=2))
+        return 0
+    table = Table(title=f"calbench tasks (elicitations: {', '.join(ELICITATIONS)})")
+    for col in ("task", "lm-eval name", "size", "grader", "data source"):
+        table.add_column(col, overflow="fold")
+    for t in sorted(tasks.values(), key=lambda t: t.name):
+        table.add_row(t.name, t.lmeval_task, str(t.n_items or "?"), t.grader, t.source)
+    Console(width=160).print(table)
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from calbench.datasets import LOADERS
+    from calbench.registry import get_tasks, task_metadata
+
+    if not args.name:
+        raise UsageError("calbench tasks show NAME: give a task name (see `calbench tasks`)")
+    if args.elicitation not in ELICITATIONS:
+        raise UsageError(f"unknown elicitation {args.elicitation!r}; choose from "
+                         f"{', '.join(ELICITATIONS)}")
+    (task,) = get_tasks([args.name])
+    meta = task_metadata(task)
+    loader = LOADERS[meta.get("loader") or task.name]
+    kwargs = {k: v for k, v in meta.items() if k not in ("loader", "calbench_name")}
+    items = loader(task=task.name, data_dir=args.data_dir, **{**kwargs, "size": args.index + 1})
+    if args.index >= len(items):
+        raise UsageError(f"{task.name} has {len(items)} questions; --index {args.index} is past")
+    item = items[args.index]
+    prompt = build_prompt(item["question"], args.elicitation)
+    print(f"# {task.name} (lm-eval: {task.lmeval_task}), question {item['id']}, "
+          f"elicitation {args.elicitation}, grader {task.grader}; gold: {item['gold']}\n")
+    if args.model:
+        from transformers import AutoTokenizer
+
+        from calbench.models import resolve_model
+
+        tok = AutoTokenizer.from_pretrained(resolve_model(args.model, hash_weights=False).path)
+        msgs = list(prompt.messages)
+        if prompt.prefill:
+            msgs.append({"role": "assistant", "content": prompt.prefill})
+        print(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=not
+                                      prompt.prefill, continue_final_message=bool(
+                                          prompt.prefill)))
+    else:
+        for m in prompt.messages:
+            print(f"[{m['role']}]\n{m['content']}\n")
+        if prompt.prefill:
+            print(f"[assistant, prefilled]\n{prompt.prefill}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return _show(args) if args.action == "show" else _list(args)
