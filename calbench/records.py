@@ -93,7 +93,12 @@ def redact(record: dict) -> dict:
     """A copy of ``record`` fit to commit: question, gold and prompt replaced by their SHA-256, so
     benchmark text stays out of git (contamination; the text is not ours)."""
     out = dict(record)
-    for key in ("question", "gold", "prompt"):
+    for key in ("question", "gold", "prompt", "stage2_prompt"):
         if key in out and out[key] is not None:
             out[f"{key}_sha256"] = sha256_text(str(out.pop(key)))
+    grading = out.get("grading")
+    if isinstance(grading, dict) and grading.get("judge_prompt"):  # embeds the question
+        grading = dict(grading)
+        grading["judge_prompt_sha256"] = sha256_text(grading.pop("judge_prompt"))
+        out["grading"] = grading
     return out
