@@ -261,3 +261,18 @@ def test_offline_fallbacks_without_a_judge():
     assert grade("judge_or_exact", "tokyo", "Tokyo")[1] == {"grader": "exact"}
     with pytest.raises(ValueError, match="--judge-model"):
         grade("judge", "x", "y")
+
+
+@pytest.mark.slow
+def test_one_yaml_task_runs_in_calbench_eval(smollm2_path, tmp_path):
+    _write_plugin(tmp_path / "plugin")
+    env = {**os.environ, "CALBENCH_TASKS_PATH": str(tmp_path / "plugin")}
+    r = subprocess.run(CLI + ["eval", "--model", "smollm2-135m", "--tasks", "capitals",
+                              "--elicitation", "prefill", "--max-new-tokens", "8",
+                              "--output", str(tmp_path / "res"), "--bootstrap", "20"],
+                       capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    recs = [json.loads(x) for x in (tmp_path / "res" / "smollm2-135m" / "capitals" / "prefill"
+                                    / "samples.jsonl").read_text().splitlines()]
+    assert [x["id"] for x in recs] == ["capitals/fr", "capitals/it"]
+    assert [x["gold"] for x in recs] == ["Paris", "Rome"]
