@@ -5,7 +5,7 @@ VENV ?= .venv
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.calbench-installed
 
-.PHONY: setup demo test test-fast lint
+.PHONY: setup demo test test-slow lint
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -20,12 +20,13 @@ demo: setup
 	$(VENV)/bin/calbench eval --model smollm2-135m --tasks gsm_symbolic --limit 32 \
 	    --elicitation prefill --max-new-tokens 96 --output results-demo
 
-# Everything CI runs except the vLLM server test (see .ci/run).
+# The default test run (< 15 min on 2 cores). CI also runs `make test-slow` and the vLLM test.
 test: setup
-	$(VENV)/bin/python -m pytest -q -m "not vllm"
+	$(VENV)/bin/python -m pytest -q -m "not vllm and not slow"
 
-test-fast: setup
-	$(VENV)/bin/python -m pytest -q -m "not vllm and not slow and not browser"
+# Real model runs of every elicitation, plain lm_eval, short training runs, TRL.
+test-slow: setup
+	$(VENV)/bin/python -m pytest -q -m "slow and not vllm"
 
 lint: setup
 	$(VENV)/bin/ruff check calbench tests benchmarks tasks
