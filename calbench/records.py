@@ -60,10 +60,15 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
-def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
-    """Yield the JSON objects of a JSONL file; a malformed line raises RecordError naming it."""
+def iter_jsonl_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, object) for each non-blank line of a JSONL file; an unreadable file
+    or a malformed line raises RecordError naming the file and line."""
     path = Path(path)
-    with path.open(encoding="utf-8") as f:
+    try:
+        f = path.open(encoding="utf-8")
+    except OSError as e:
+        raise RecordError(f"{path}: cannot read ({e.strerror})") from None
+    with f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -73,7 +78,13 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
                 raise RecordError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
             if not isinstance(obj, dict):
                 raise RecordError(f"{path}:{lineno}: expected a JSON object per line")
-            yield obj
+            yield lineno, obj
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
+    """Yield the JSON objects of a JSONL file (see :func:`iter_jsonl_lines`)."""
+    for _, obj in iter_jsonl_lines(path):
+        yield obj
 
 
 def read_samples(path: str | os.PathLike) -> list[dict]:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from calbench.errors import UsageError
-from calbench.records import REQUIRED_FIELDS, RecordError, atomic_write_json
+from calbench.records import REQUIRED_FIELDS, RecordError, atomic_write_json, iter_jsonl_lines
 
 Key = tuple[str, str]  # (dataset, model)
 LMEVAL_MODULE = "calbench.lmeval_import"
@@ -65,25 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # --- reading ---------------------------------------------------------------------------------
-
-
-def _lines(path: Path):
-    """(line number, object) for each non-blank line; RecordError naming the file and line."""
-    try:
-        f = path.open(encoding="utf-8")
-    except OSError as e:
-        raise RecordError(f"{path}: cannot read ({e.strerror})") from None
-    with f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise RecordError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise RecordError(f"{path}:{lineno}: expected a JSON object per line")
-            yield lineno, obj
 
 
 def _correct(value: Any, where: str) -> bool:
@@ -134,14 +115,14 @@ class SkippedInput(RecordError):
 
 
 def _first_object(path: Path) -> dict | None:
-    for _, obj in _lines(path):
+    for _, obj in iter_jsonl_lines(path):
         return obj
     return None
 
 
 def _read_rlcr(path: Path) -> dict[Key, list[dict]]:
     out: dict[Key, list[dict]] = {}
-    for lineno, obj in _lines(path):
+    for lineno, obj in iter_jsonl_lines(path):
         where = f"{path}:{lineno}"
         missing = [k for k in ("dataset", "model", "id", "correct", "confidence") if k not in obj]
         if missing:
@@ -165,7 +146,7 @@ def _manifest(folder: Path) -> dict:
 def _read_samples(path: Path) -> dict[Key, list[dict]]:
     records = []
     tasks = set()
-    for lineno, obj in _lines(path):
+    for lineno, obj in iter_jsonl_lines(path):
         where = f"{path}:{lineno}"
         missing = [k for k in REQUIRED_FIELDS if k not in obj]
         if missing:

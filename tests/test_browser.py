@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures import runs_make
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,12 +36,6 @@ def _find(*names: str) -> str | None:
     return None
 
 
-def _load_runs_make():
-    spec = importlib.util.spec_from_file_location(
-        "runs_make", Path(__file__).parent / "fixtures" / "runs_make.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +69,6 @@ def driver():
 @pytest.fixture(scope="module")
 def page(tmp_path_factory) -> Path:
     from calbench.leaderboard import build
-
-    runs_make = _load_runs_make()
     root = tmp_path_factory.mktemp("browser")
     runs_make.make_results(root / "results")
     build(root / "results", root / "leaderboard")

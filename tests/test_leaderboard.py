@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -19,17 +18,8 @@ from calbench.leaderboard import (
     rank_label,
     rank_rows,
 )
+from tests.fixtures import runs_make
 
-
-def _load_runs_make():
-    spec = importlib.util.spec_from_file_location(
-        "runs_make", Path(__file__).parent / "fixtures" / "runs_make.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-runs_make = _load_runs_make()
 EVIL = '<img src=x onerror="alert(1)"> $x$ | evil'
 
 

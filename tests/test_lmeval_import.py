@@ -7,7 +7,6 @@ lm-eval's sample format shows up here.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 from calbench.lmeval_import import is_lmeval_samples, read_lmeval_samples
 from calbench.records import RecordError, write_jsonl
+from tests.fixtures import lmeval_make
 
 FIXTURE = Path(__file__).parent / "fixtures" / "lmeval_output"
 MODEL_DIR = FIXTURE / "synth-org__Synth-1B-Instruct"
@@ -23,12 +23,6 @@ DATE = "2025-01-01T00-00-00.000000"
 MODEL = "synth-org/Synth-1B-Instruct"
 
 
-def _load_lmeval_make():
-    spec = importlib.util.spec_from_file_location(
-        "lmeval_make", Path(__file__).parent / "fixtures" / "lmeval_make.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _samples(task: str) -> Path:
@@ -162,7 +156,6 @@ def test_records_can_be_scored() -> None:
 
 def test_matches_what_installed_lm_eval_writes(tmp_path: Path) -> None:
     pytest.importorskip("lm_eval")
-    lmeval_make = _load_lmeval_make()
     folder = lmeval_make.write_lmeval_output(tmp_path)
     fresh = read_lmeval_samples(folder)
     committed = read_lmeval_samples(MODEL_DIR)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -12,17 +11,7 @@ import pytest
 from calbench.cli import main
 from calbench.plots import fmt_ci, reliability_figure, risk_coverage_figure, save_figure
 from calbench.runs import find_run_dirs, load_run, load_runs, parse_rate, wilson_interval
-
-
-def _load_runs_make():
-    spec = importlib.util.spec_from_file_location(
-        "runs_make", Path(__file__).parent / "fixtures" / "runs_make.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-runs_make = _load_runs_make()
+from tests.fixtures import runs_make
 
 
 @pytest.fixture(scope="module")
