@@ -24,7 +24,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def _available() -> dict[str, tuple[str, str]]:
     out = {}
     for name, (module, help_) in COMMANDS.items():
-        if importlib.util.find_spec(module) is not None:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # a parent package (e.g. calbench.train) is absent
+            found = False
+        if found:
             out[name] = (module, help_)
     return out
 
