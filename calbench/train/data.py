@@ -1,0 +1,113 @@
+"""Training / held-out questions for the RLCR trainer: ``reasoning-gym``'s ``chain_sum``.
+
+Why this task: SmolLM2-135M is at the floor on GSM-Symbolic (0/30 in a probe), but on short chains
+of additions and subtractions (2–3 terms of 1–2 digits) it is right about 30% of the time, and how
+often depends visibly on the item (``4 - 1`` vs ``98 + 93 - 77``). That spread is what a
+confidence can learn; ``meta["num_terms"]`` / ``meta["num_digits"]`` give difficulty bins.
+
+Splits. reasoning-gym seeds each item with ``random.Random(seed + index)``, so datasets with
+seeds 0 and 1 are the *same* stream shifted by one item. The train and test streams therefore start
+10^9 apart (and each run seed moves both by 10^7), and on top of that every question of the
+test pool (the first :data:`TEST_POOL` distinct test questions) is removed from train. The price:
+there are only 200 distinct 1-digit 2-term questions and the test pool holds about half of them,
+so that easiest bin is ~12% of train instead of ~25% (train is a little harder than test).
+
+Grading: reasoning-gym's own scorer is exact string match; calbench grades with
+:func:`calbench.grade.math_equal` (numeric equality of the final number, then math-verify).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+TASK = "chain_sum"
+CONFIG = {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2}
+TEST_POOL = 500  # the most test items one seed offers; all of them are kept out of train
+_TEST_BASE = 1_000_000_000
+_SEED_STRIDE = 10_000_000
+
+
+def _dataset(base_seed: int):
+    from reasoning_gym.arithmetic.chain_sum import ChainSumConfig, ChainSumDataset
+
+    # size only bounds len(); items are generated on demand from (seed + index).
+    return ChainSumDataset(ChainSumConfig(seed=base_seed, size=_SEED_STRIDE, **CONFIG))
+
+
+def _stream(base_seed: int, n: int, exclude: frozenset[str] = frozenset(),
+            distinct: bool = True, start: int = 0) -> list[dict]:
+    ds = _dataset(base_seed)
+    seen: set[str] = set()
+    out = []
+    idx = start
+    while len(out) < n:
+        if idx >= _SEED_STRIDE:  # pragma: no cover - far beyond any sensible n
+            raise ValueError(f"cannot find {n} distinct {TASK} questions")
+        item = ds[idx]
+        idx += 1
+        q = item["question"]
+        if (distinct and q in seen) or q in exclude:
+            continue
+        seen.add(q)
+        out.append(item)
+    return out
+
+
+@lru_cache(maxsize=8)
+def _test_pool(seed: int) -> tuple[dict, ...]:
+    return tuple(_stream(_TEST_BASE + seed * _SEED_STRIDE, TEST_POOL))
+
+
+@lru_cache(maxsize=8)
+def _test_questions(seed: int) -> frozenset[str]:
+    return frozenset(item["question"] for item in _test_pool(seed))
+
+
+def _record(split: str, i: int, seed: int, item: dict) -> dict:
+    meta = item["metadata"]
+    return {
+        # test: position in the distinct test pool; train: index in the train stream
+        "id": f"{TASK}/{split}/{i if split == 'test' else int(meta['source_index'])}",
+        "question": item["question"],
+        "gold": item["answer"],
+        "meta": {
+            "num_terms": int(meta["num_terms"]),
+            "num_digits": int(meta["num_digits"]),
+            "expression": meta["expression"],
+            "source_index": int(meta["source_index"]),
+            "seed": seed,
+        },
+    }
+
+
+def chain_sum_items(split: str, n: int, seed: int = 0, *, offset: int = 0) -> list[dict]:
+    """``n`` chain-sum questions of ``split`` ("train" or "test") for run seed ``seed``.
+
+    Each item is ``{"id", "question", "gold", "meta": {"num_terms", "num_digits", ...}}``; ids
+    are ``chain_sum/test/<i>`` (position in the test pool) and ``chain_sum/train/<j>`` (index
+    in the train stream). Pure and deterministic: the same arguments give the same items, and the
+    first k items of a larger n are the items of n = k. ``offset`` (train only) starts the train
+    stream at index ``offset``, for a second disjoint stretch of it (the format warm-up uses one). Train and test never
+    share a question. Test offers at most :data:`TEST_POOL` items per seed.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+    if n < 0:
+        raise ValueError("n must be >= 0")
+    if split == "test":
+        if offset:
+            raise ValueError("offset applies to the train split only")
+        if n > TEST_POOL:
+            raise ValueError(f"the {TASK} test split has {TEST_POOL} items per seed; asked {n}")
+        items = list(_test_pool(seed)[:n])
+    else:
+        if not 0 <= offset < _SEED_STRIDE // 2:
+            raise ValueError(f"offset must lie in [0, {_SEED_STRIDE // 2})")
+        items = _stream(seed * _SEED_STRIDE, n, exclude=_test_questions(seed), distinct=False,
+                        start=offset)
+    return [_record(split, i, seed, item) for i, item in enumerate(items)]
+
+
+def difficulty_bin(meta: dict) -> str:
+    """A short label for per-difficulty reports: ``"2t1d"`` = 2 terms of 1 digit."""
+    return f"{meta['num_terms']}t{meta['num_digits']}d"

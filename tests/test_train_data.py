@@ -1,0 +1,72 @@
+"""The chain_sum train / held-out splits and the warm-up targets."""
+
+from __future__ import annotations
+
+import pytest
+
+from calbench.grade import math_equal
+from calbench.parse import extract_answer, has_format, parse_confidence
+from calbench.train.data import TEST_POOL, chain_sum_items, difficulty_bin
+from calbench.train.warmup import CONFIDENCE_GRID, WARMUP_OFFSET, warmup_examples
+
+
+def test_items_shape_and_ids() -> None:
+    items = chain_sum_items("test", 20)
+    assert [it["id"] for it in items] == [f"chain_sum/test/{i}" for i in range(20)]
+    for it in items:
+        assert set(it) == {"id", "question", "gold", "meta"}
+        m = it["meta"]
+        assert 2 <= m["num_terms"] <= 3 and 1 <= m["num_digits"] <= 2
+        assert it["question"].endswith(f"{m['expression']} =")
+        assert int(it["gold"]) == eval(m["expression"])  # noqa: S307 - digits and +/- only
+        assert difficulty_bin(m) == f"{m['num_terms']}t{m['num_digits']}d"
+
+
+def test_deterministic_and_prefix_stable() -> None:
+    assert chain_sum_items("train", 30, seed=3) == chain_sum_items("train", 30, seed=3)
+    assert chain_sum_items("test", 50)[:10] == chain_sum_items("test", 10)
+    assert chain_sum_items("train", 40)[:15] == chain_sum_items("train", 15)
+    assert chain_sum_items("train", 10, seed=1) != chain_sum_items("train", 10, seed=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_train_and_test_are_disjoint(seed: int) -> None:
+    test_q = {it["question"] for it in chain_sum_items("test", TEST_POOL, seed)}
+    assert len(test_q) == TEST_POOL  # distinct
+    train = chain_sum_items("train", 4000, seed)
+    assert not test_q & {it["question"] for it in train}
+    warm = warmup_examples(200, seed)
+    assert not test_q & {ex["question"] for ex in warm}
+
+
+def test_all_difficulty_bins_present_in_test() -> None:
+    bins = {difficulty_bin(it["meta"]) for it in chain_sum_items("test", 200)}
+    assert bins == {"2t1d", "2t2d", "3t1d", "3t2d"}
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        chain_sum_items("dev", 3)
+    with pytest.raises(ValueError):
+        chain_sum_items("test", TEST_POOL + 1)
+    with pytest.raises(ValueError):
+        chain_sum_items("test", 3, offset=5)
+
+
+def test_warmup_targets_teach_the_format_without_leaking_correctness() -> None:
+    ex = warmup_examples(300, seed=0)
+    assert len({e["question"] for e in ex}) > 250
+    # the warm-up stretch of the train stream is not the RL stretch
+    rl = {it["id"] for it in chain_sum_items("train", 300)}
+    assert not rl & {f"chain_sum/train/{i}" for i in range(WARMUP_OFFSET, WARMUP_OFFSET + 10)}
+    confs = []
+    for e in ex:
+        assert has_format(e["target"])
+        assert math_equal(extract_answer(e["target"]), e["gold"])
+        confs.append(parse_confidence(e["target"]))
+    assert set(confs) <= set(CONFIDENCE_GRID)
+    assert len(set(confs)) == len(CONFIDENCE_GRID)  # a spread, every grid value used
+    assert 0.4 < sum(confs) / len(confs) < 0.6
+    pre = warmup_examples(5, seed=0, elicitation="prefill")
+    assert all(not e["target"].startswith("<answer>") for e in pre)
+    assert all(has_format("<answer>" + e["target"]) for e in pre)
