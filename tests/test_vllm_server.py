@@ -18,9 +18,10 @@ URL = os.environ.get("CALBENCH_VLLM_URL")
 
 
 @pytest.mark.skipif(not URL, reason="CALBENCH_VLLM_URL not set (.ci/run starts a vLLM server)")
+# openai-completions goes through the same server; it is not in CI's list because it was not
+# run against a live server before this landed (see the README's Backends section).
 @pytest.mark.parametrize("backend, elicitation", [("openai-chat", "prefill"),
-                                                  ("openai-chat", "tags"),
-                                                  ("openai-completions", "prefill")])
+                                                  ("openai-chat", "tags")])
 def test_openai_server_against_vllm(tmp_path, backend, elicitation):
     n = 10
     out = tmp_path / "results"
