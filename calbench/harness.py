@@ -99,11 +99,24 @@ def grade_response(response: str, gold: str, grader: str = "math", *, question: 
     return out
 
 
+def close_prefill(response: str, prefill: str) -> tuple[str, bool]:
+    """With an ``<answer>`` prefill, a model that stops without writing ``</answer>`` has given
+    everything after the prefill as its answer ("<answer>E" + end of turn): close the tag for
+    grading. The stored response stays as generated; the record says the tag was closed."""
+    if prefill.strip().lower() == "<answer>" and "</answer>" not in response.lower():
+        return response + "</answer>", True
+    return response, False
+
+
 def grade_doc(doc: dict, response: str) -> dict[str, Any]:
     """:func:`grade_response` with the grader, judge and question a doc carries."""
-    return grade_response(response, doc["gold"], doc.get("grader", "math"),
-                          question=doc.get("question", ""),
-                          judge=json.loads(doc.get("judge") or "{}"))
+    text, closed = close_prefill(response, doc.get("prefill") or "")
+    out = grade_response(text, doc["gold"], doc.get("grader", "math"),
+                         question=doc.get("question", ""),
+                         judge=json.loads(doc.get("judge") or "{}"))
+    if closed and out["parse"]["answer_source"] == "tag":
+        out["parse"]["answer_source"] = "prefill_unclosed"
+    return out
 
 
 def process_results(doc: dict, results: list[str]) -> dict[str, float]:

@@ -122,3 +122,16 @@ def test_results_are_never_nan():
 def test_has_format():
     assert has_format("<answer>1</answer><confidence>0.5</confidence>")
     assert not has_format("<answer>1</answer>")
+
+
+def test_prefilled_answer_is_closed_by_the_end_of_the_response():
+    from calbench.harness import close_prefill, grade_doc
+
+    assert close_prefill("<answer>E", "<answer>") == ("<answer>E</answer>", True)
+    assert close_prefill("<answer>E</answer> <confidence>0.5", "<answer>")[1] is False
+    assert close_prefill("<answer>E", "")[1] is False  # only a prefilled tag is closed
+    doc = {"gold": "E", "grader": "letter", "prefill": "<answer>", "question": "q"}
+    g = grade_doc(doc, "<answer>E")
+    assert g["correct"] and g["answer"] == "E"
+    assert g["parse"]["answer_source"] == "prefill_unclosed"
+    assert grade_doc({**doc, "prefill": ""}, "<answer>E")["answer"] is None  # contract holds
