@@ -109,13 +109,13 @@ def test_resume_after_kill_matches_uninterrupted_run(warm_adapter: Path, tmp_pat
 def test_ppo_runs_learns_values_and_logs_kl(warm_adapter: Path, tmp_path: Path) -> None:
     from calbench.train.ppo import PPOConfig, train
 
-    cfg = PPOConfig(model=str(warm_adapter), out_dir=str(tmp_path), steps=3,
+    cfg = PPOConfig(model=str(warm_adapter), out_dir=str(tmp_path), steps=2,
                     prompts_per_step=2, group_size=2, max_new_tokens=20, lr=5e-4,
-                    ppo_epochs=2, minibatches=2, eval_size=4, eval_every=0, save_every=0,
+                    ppo_epochs=1, minibatches=2, eval_size=2, eval_every=0, save_every=0,
                     **COMMON)
     res = train(cfg)
     steps = [r for r in _log(tmp_path) if "event" not in r]
-    assert len(steps) == 3
+    assert len(steps) == 2
     for r in steps:
         for k in ("reward", "pg_loss", "vf_loss", "kl", "approx_kl", "grad_norm"):
             assert math.isfinite(r[k]), k
@@ -123,7 +123,7 @@ def test_ppo_runs_learns_values_and_logs_kl(warm_adapter: Path, tmp_path: Path) 
     assert steps[0]["value_mean"] == 0.0  # the value head starts at exactly zero
     assert steps[-1]["kl"] != 0.0 and steps[-1]["value_mean"] != 0.0
     evals = [r for r in _log(tmp_path) if r.get("event") == "eval"]
-    assert evals[-1]["step"] == 3 and "eval_smece" in evals[-1]
+    assert evals[-1]["step"] == 2 and "eval_smece" in evals[-1]
     state = torch.load(tmp_path / "checkpoint" / "trainer_state.pt", weights_only=False)
     assert "value_head" in state["extra"]
     assert (res.model_dir / "adapter_model.safetensors").is_file()
