@@ -28,7 +28,7 @@ from typing import Any
 
 from calbench.errors import UsageError
 from calbench.grade import _normalise_text, final_number
-from calbench.harness import grade_doc
+from calbench.harness import close_prefill, grade_doc
 from calbench.parse import extract_answer, parse_confidence_details
 from calbench.prompts import CONFIDENCE_PREFILL, Prompt, stage_two
 
@@ -171,7 +171,8 @@ def _consistency(lm, records: list[dict], docs: dict[str, dict], prompts: dict[s
         doc = docs[rec["id"]]
         prefill = doc.get("prefill") or ""
         texts = [prefill + s for s in samples[rec["id"]]]
-        answers = [extract_answer(t) for t in texts]
+        # read each sample as grade_doc reads a response (an open prefilled tag is closed)
+        answers = [extract_answer(close_prefill(t, prefill)[0]) for t in texts]
         ans, share, count = majority(answers, doc.get("grader", "math"))
         rec["consistency"] = {"k": k, "temperature": temperature, "samples": texts,
                               "answers": answers, "majority_count": count,
