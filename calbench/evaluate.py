@@ -256,7 +256,7 @@ def grader_used(grader: str, judge: dict | None) -> str:
 
 def _evaluate_task(
     args: argparse.Namespace, lm: Any, call: BackendCall, task: TaskInfo, run_dir: Path,
-    gen_kwargs: dict,
+    gen_kwargs: dict, judge: dict | None,
 ) -> list[dict]:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
@@ -268,7 +268,6 @@ def _evaluate_task(
                                 "size": size}
     if args.data_dir:
         metadata["data_dir"] = str(Path(args.data_dir).resolve())
-    judge = judge_config(args)
     if judge:
         metadata["judge"] = judge
     paths = list(dict.fromkeys([str(TASKS_DIR), str(task.yaml_path.parent)]))
@@ -390,7 +389,7 @@ def run(args: argparse.Namespace) -> int:
         }
         atomic_write_json(run_dir / "manifest.json", manifest)
         t0 = time.time()
-        samples = _evaluate_task(args, lm, call, t, run_dir, gen_kwargs)
+        samples = _evaluate_task(args, lm, call, t, run_dir, gen_kwargs, judge)
         from calbench.harness import lmeval_samples_to_records
 
         records = lmeval_samples_to_records(samples, task=t.name, count_tokens=count_tokens)
