@@ -11,8 +11,9 @@ cache, which makes them resumable) and rewrites each record's confidence:
 * ``logprob``: confidence = exp(log P(answer tokens | prompt, ``<answer>``)) — the probability the
   model puts on the answer it gave, by lm-eval's ``loglikelihood``; needs a backend with
   logprobs of the prompt (hf, vllm, openai-completions; not chat APIs).
-* ``consistency``: k samples at temperature T (seeded per round; cached in the run folder by
-  (prompt, settings, round)); answer = the most common answer (equivalent answers grouped: by
+* ``consistency``: k samples at temperature T (cached in the run folder by (prompt, settings,
+  round); on hf the k samples share one run of the prompt, elsewhere one request per round,
+  seeded per round); answer = the most common answer (equivalent answers grouped: by
   final number for math, by letter for multiple choice, by normalised text otherwise; ties go to
   the answer seen first), confidence = its share of the k samples.
 """
@@ -23,6 +24,7 @@ import hashlib
 import json
 import math
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -143,27 +145,45 @@ def _consistency(lm, records: list[dict], docs: dict[str, dict], prompts: dict[s
 
     db = SqliteDict(str(cache), autocommit=True)
     samples: dict[str, list[str]] = {r["id"]: [] for r in records}
+
+    def round_kw(round_: int) -> dict:
+        kw = dict(gen_kwargs, do_sample=True, temperature=temperature)
+        if api:  # lm-eval sends a fixed seed; vary it per round or every sample is equal
+            kw["seed"] = seed * 1000 + round_
+        return kw
+
+    def key(rid: str, round_: int) -> str:
+        kw = {k_: v for k_, v in round_kw(round_).items() if k_ != "seed"}
+        return hashlib.sha256(json.dumps([prompts[rid], kw, seed, round_], sort_keys=True,
+                                         default=str).encode()).hexdigest()
+
     try:
+        if _is_hf(lm):
+            # hf: all k samples of a question from one run of its prompt; each batch is
+            # committed to the cache as it finishes, so a killed run resumes
+            missing = [r["id"] for r in records
+                       if any(key(r["id"], j) not in db for j in range(k))]
+            gen = _sample_shared_prefix(lm, [prompts[rid] for rid in missing],
+                                        round_kw(0), k=k, seed=seed)
+            for i, outs in gen:
+                for j, text in enumerate(outs):
+                    db.setdefault(key(missing[i], j), text)
         for round_ in range(k):
-            kw = dict(gen_kwargs, do_sample=True, temperature=temperature)
-            if api:  # lm-eval sends a fixed seed; vary it per round or every sample is equal
-                kw["seed"] = seed * 1000 + round_
+            kw = round_kw(round_)
             todo, keys = [], []
             for i, rec in enumerate(records):
-                key = hashlib.sha256(json.dumps(
-                    [prompts[rec["id"]], {k_: v for k_, v in kw.items() if k_ != "seed"},
-                     seed, round_], sort_keys=True, default=str).encode()).hexdigest()
-                if key in db:
-                    samples[rec["id"]].append(db[key])
+                h = key(rec["id"], round_)
+                if h in db:
+                    samples[rec["id"]].append(db[h])
                 else:
                     todo.append(_instance("generate_until", docs[rec["id"]],
                                           (prompts[rec["id"]], kw), i))
-                    keys.append((rec["id"], key))
+                    keys.append((rec["id"], h))
             if todo:
                 torch.manual_seed(seed * 1000 + round_)
                 outs = lm.generate_until(todo)
-                for (rid, key), out in zip(keys, outs, strict=True):
-                    db[key] = out or ""
+                for (rid, h), out in zip(keys, outs, strict=True):
+                    db[h] = out or ""
                     samples[rid].append(out or "")
     finally:
         db.close()
@@ -187,6 +207,58 @@ def _consistency(lm, records: list[dict], docs: dict[str, dict], prompts: dict[s
             rec.update(answer=None, correct=False)
         _set_confidence(rec, share, "consistency", raw=f"{count}/{k}",
                         error="no sample gave an answer")
+
+
+def _is_hf(lm) -> bool:
+    try:
+        from lm_eval.models.huggingface import HFLM
+    except ImportError:  # pragma: no cover - lm-eval always ships it
+        return False
+    return isinstance(lm, HFLM) and getattr(lm, "backend", "causal") == "causal"
+
+
+def _sample_shared_prefix(lm, contexts: list[str], gen_kwargs: dict, *, k: int, seed: int
+                          ) -> Iterator[tuple[int, list[str]]]:
+    """k sampled continuations of each context on an lm-eval ``HFLM``, the prompt run once;
+    yields ``(index into contexts, k texts)`` batch by batch.
+
+    Why: lm-eval's ``generate_until`` re-runs the whole prompt for every sample, and with short
+    answers the prompt is nearly all the compute (truthfulqa_mc: ~180 prompt tokens, 8 answer
+    tokens), so k rounds cost k full passes. Here each prompt's KV cache is computed once and
+    repeated k times (the trainer's sampler, :func:`calbench.train.common.sample`). Prompts are
+    encoded, stop strings applied and text decoded exactly as ``HFLM.generate_until`` does; the
+    RNG is seeded per batch of prompts (a resumed run draws fresh samples only for prompts that
+    have none cached)."""
+    import torch
+    from lm_eval.models.utils import handle_stop_sequences, postprocess_generated_text
+    from tqdm import tqdm
+
+    from calbench.train.common import sample
+
+    kwargs = dict(gen_kwargs)
+    eos = lm.tok_decode(lm.eot_token_id, skip_special_tokens=False)
+    until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
+    max_new = int(kwargs.get("max_gen_toks", lm.max_gen_toks))
+    temperature = float(kwargs.get("temperature", 1.0))
+    top_p = float(kwargs.get("top_p", 1.0))
+    tok = lm.tokenizer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else lm.eot_token_id
+    order = sorted(range(len(contexts)), key=lambda i: -len(contexts[i]))  # less padding
+    bs = max(1, int(lm.batch_size) if str(lm.batch_size).isdigit() else 16)
+    batches = [order[a:a + bs] for a in range(0, len(order), bs)]
+    for b, idx in enumerate(tqdm(batches, desc=f"consistency: {k} samples per prompt")):
+        ids, mask = lm.tok_batch_encode([contexts[i] for i in idx],
+                                        left_truncate_len=lm.max_length - max_new)
+        ids, mask = ids.to(lm.device), mask.to(lm.device)
+        gen = torch.Generator(device=lm.device).manual_seed(seed * 1_000_003 + b)
+        toks, alive = sample(lm.model, ids, mask, group=k, max_new_tokens=max_new,
+                             eos_id=lm.eot_token_id, pad_id=pad_id, temperature=temperature,
+                             top_p=top_p, generator=gen)
+        texts = [postprocess_generated_text(
+            generation=lm.tok_decode(toks[r][alive[r].bool()].tolist()), stop=until,
+            think_end_token=None) for r in range(toks.shape[0])]
+        for n, i in enumerate(idx):
+            yield i, texts[n * k:(n + 1) * k]
 
 
 def _set_confidence(rec: dict, value: float | None, method: str, *, raw: str | None = None,

@@ -121,3 +121,30 @@ def test_plain_lm_eval_runs_the_task_plugins(smollm2_path, tmp_path):
     assert samples
     rows = [json.loads(line) for line in samples[0].read_text().splitlines()]
     assert len(rows) == 2 and rows[0]["arguments"]["gen_args_0"]["arg_0"].endswith("<answer>")
+
+
+@pytest.mark.slow
+def test_consistency_shared_prefix_sampler_matches_lm_eval(smollm2_path):
+    """The hf fast path encodes, stops and decodes exactly like HFLM.generate_until: at
+    temperature 0 (argmax) both give the same text; sampled, each prompt gets k answers."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from calbench.elicit import _sample_shared_prefix
+    from calbench.prompts import build_prompt
+
+    lm = HFLM(pretrained=str(smollm2_path), dtype="float32", batch_size=2, device="cpu")
+    questions = ["What is 2 + 3?", "Name the capital of France.", "Is the sea salty? Why?"]
+    contexts = []
+    for q in questions:
+        p = build_prompt(q, "consistency")
+        contexts.append(lm.tokenizer.apply_chat_template(
+            p.messages, tokenize=False, add_generation_prompt=True) + p.prefill)
+    kw = {"until": ["<|im_end|>"], "max_gen_toks": 10, "do_sample": False, "temperature": 0.0}
+    want = lm.generate_until([Instance("generate_until", {}, (c, dict(kw)), 0) for c in contexts])
+    got = dict(_sample_shared_prefix(lm, contexts, dict(kw), k=2, seed=0))
+    assert [got[i] for i in range(3)] == [[w, w] for w in want]
+    sampled = dict(_sample_shared_prefix(lm, contexts, dict(kw, do_sample=True, temperature=1.0),
+                                         k=4, seed=0))
+    assert sorted(sampled) == [0, 1, 2] and all(len(v) == 4 for v in sampled.values())
+    assert any(len(set(v)) > 1 for v in sampled.values())  # temperature 1: samples differ

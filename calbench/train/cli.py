@@ -42,6 +42,7 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--ppo-epochs", "ppo_epochs", int, "PPO: epochs over each rollout batch"),
     ("--minibatches", "minibatches", int, "PPO: minibatches per epoch"),
     ("--micro-batch", "micro_batch", int, "GRPO: questions per forward/backward chunk"),
+    ("--train-order", "train_order", str, "RL questions: stream | stratified (bins take turns)"),
     ("--lora-r", "lora_r", int, "LoRA rank"),
     ("--lora-alpha", "lora_alpha", int, "LoRA alpha"),
     ("--lora-last-layers", "lora_last_layers", int, "LoRA on the last N layers only (0: all)"),

@@ -63,6 +63,9 @@ class RunConfig:
     # LoRA on the last N decoder layers only (0: all). Backward then stops N layers deep: on a
     # slow CPU that is most of the step (30 layers in SmolLM2-135M).
     lora_last_layers: int = 0
+    # RL questions: "stream" (reasoning-gym's order) or "stratified" (difficulty bins take turns,
+    # so every step of 4k questions holds k of each bin; see data.stratified_train_items)
+    train_order: str = "stream"
     # held-out evaluation, logging, checkpoints
     eval_every: int = 10  # steps between held-out evaluations (0: only at the end)
     eval_size: int = 64  # held-out test questions (greedy decoding)
@@ -905,7 +908,16 @@ class Session:
         self.wall_before = float(state.get("wall_s", 0.0)) if state else 0.0
         self._state = state
         per_step = getattr(cfg, "prompts_per_step", 1)
-        self.train_items = chain_sum_items("train", cfg.steps * per_step, cfg.seed)
+        n_train = cfg.steps * per_step
+        order = getattr(cfg, "train_order", "stream")
+        if order == "stratified":
+            from calbench.train.data import stratified_train_items
+
+            self.train_items = stratified_train_items(n_train, cfg.seed)
+        elif order == "stream":
+            self.train_items = chain_sum_items("train", n_train, cfg.seed)
+        else:
+            raise UsageError(f"train_order must be 'stream' or 'stratified', not {order!r}")
         self.eval_items = chain_sum_items("test", cfg.eval_size, cfg.seed) if cfg.eval_size else []
         self.log = JsonlLog(self.out / "log.jsonl")
         if state is None:  # no checkpoint: whatever a killed earlier attempt logged is void

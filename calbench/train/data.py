@@ -111,3 +111,27 @@ def chain_sum_items(split: str, n: int, seed: int = 0, *, offset: int = 0) -> li
 def difficulty_bin(meta: dict) -> str:
     """A short label for per-difficulty reports: ``"2t1d"`` = 2 terms of 1 digit."""
     return f"{meta['num_terms']}t{meta['num_digits']}d"
+
+
+def stratified_train_items(n: int, seed: int = 0) -> list[dict]:
+    """``n`` train questions ordered so that the difficulty bins take turns (2t1d, 2t2d, 3t1d,
+    3t2d, 2t1d, …): any slice of 4 consecutive items holds one of each.
+
+    Why: in the plain stream the easy bins are rare (2t1d is ~12% of train, see above), so most
+    RL steps hold only questions the model gets wrong every time; all-wrong groups only teach
+    "say lower", and the confidence collapsed to the base rate in a probe. With every bin in every
+    step, each step contrasts questions the model often gets right with ones it never does.
+    Items are the train stream's in order within each bin (same ids as
+    :func:`chain_sum_items`), so the result is deterministic and never touches the test pool."""
+    need = -(-n // 4)  # per bin
+    size = 8 * n + 64
+    while True:
+        pool = chain_sum_items("train", size, seed)
+        bins = {}
+        for item in pool:
+            bins.setdefault(difficulty_bin(item["meta"]), []).append(item)
+        if len(bins) == 4 and min(len(v) for v in bins.values()) >= need:
+            break
+        size *= 2
+    order = sorted(bins)
+    return [bins[order[i % 4]][i // 4] for i in range(n)]
