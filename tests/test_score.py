@@ -188,3 +188,27 @@ def test_same_pair_twice_is_an_error(tmp_path):
     write_jsonl(run / "samples.jsonl", samples())
     with pytest.raises(UsageError, match="appears in both"):
         score_cli([str(run), str(run / "samples.jsonl"), "-o", str(tmp_path)])
+
+
+def test_by_meta_breaks_accuracy_and_confidence_down_per_group(tmp_path, capsys):
+    rows = []
+    for i in range(30):
+        terms = 2 if i < 20 else 3
+        rows.append({"id": f"chain_sum/test/{i}", "task": "chain_sum",
+                     "correct": i < 12 if terms == 2 else i == 29,
+                     "confidence": None if i == 0 else (0.7 if terms == 2 else 0.2),
+                     "meta": {"num_terms": terms, "num_digits": 1}})
+    run = tmp_path / "m"
+    write_jsonl(run / "samples.jsonl", rows)
+    out = tmp_path / "out"
+    assert score_cli([str(run), "--output", str(out), "--n-bootstrap", "20",
+                      "--by", "num_terms,num_digits"]) == 0
+    by = json.loads((out / "scores.json").read_text())["chain_sum"]["m"]["by"]
+    assert by["keys"] == ["num_terms", "num_digits"]
+    g2, g3 = by["groups"]
+    assert g2["group"] == "num_terms=2,num_digits=1" and g2["n"] == 20
+    assert g2["accuracy"] == pytest.approx(12 / 20) and g2["parse_rate"] == pytest.approx(19 / 20)
+    assert g2["mean_confidence"] == pytest.approx(0.7)
+    assert g3["n"] == 10 and g3["accuracy"] == pytest.approx(0.1)
+    assert g3["accuracy_lo"] < 0.1 < g3["accuracy_hi"]
+    assert "num_terms=3,num_digits=1" in capsys.readouterr().out
