@@ -125,9 +125,15 @@ def publish(out: Path) -> None:
     for spec, short in REFERENCE_MODELS.items():
         run = out / short
         dest = REFERENCE_DIR / short
+        src = run / "adapter"
+        if not (src / "adapter_config.json").is_file():
+            # a run stopped before its last step: publish its latest checkpoint, and say so
+            src = run / "checkpoint"
+            if not (src / "adapter_config.json").is_file():
+                raise RuntimeFailure(f"{run}: no adapter or checkpoint to publish")
         if dest.exists():
             shutil.rmtree(dest)
-        shutil.copytree(run / "adapter", dest)
+        shutil.copytree(src, dest, ignore=shutil.ignore_patterns("trainer_state.pt"))
         for name in ("log.jsonl", "config.json"):
             shutil.copy2(run / name, dest / f"train_{name}")
         info = json.loads((dest / "calbench_train.json").read_text())
@@ -143,6 +149,10 @@ def model_card(spec: str, short: str, info: dict, size: int) -> str:
         "rlvr": "the warm-up, then GRPO with the correctness-only reward (RLVR)",
         "rlcr": "the warm-up, then GRPO with correctness + Brier (RLCR, Damani et al. 2025)",
     }[short]
+    partial = ""
+    if short != "warmup" and info.get("steps") != cfg.get("steps"):
+        partial = (" — **a checkpoint of a run stopped early**, not the finished run the "
+                   "command below describes")
     cmd = (["calbench", "train", "--method", "warmup", "--model", "smollm2-135m",
             "--out", "runs/reference/warmup", *WARMUP_ARGS] if short == "warmup" else
            ["calbench", "train", "--method", short, "--model", "runs/reference/warmup/adapter",
@@ -156,8 +166,8 @@ Trained by `calbench reproduce` (calbench commit {info.get('git_commit') or 'unk
 |---|---|
 | data | reasoning-gym `chain_sum` (2–3 terms of 1–2 digits), train stream of seed {cfg.get('seed', 0)}; never the 500-question held-out pool |
 | method / algorithm | {info.get('method')} / {info.get('algo')} |
-| steps | {info.get('steps')} |
-| wall time | {info.get('wall_s', 0) / 60:.1f} min |
+| steps | {info.get('steps')} of {cfg.get('steps') if short != 'warmup' else info.get('steps')} configured{partial} |
+| wall time | {info.get('wall_time_s', 0) / 60:.1f} min |
 | machine | 2 shared AMD EPYC cores (AVX2), fp32, 1 torch thread per run, no GPU |
 | adapter | {size / 1e6:.1f} MB (`adapter_model.safetensors`) |
 
