@@ -120,11 +120,11 @@ def _done_eval(results: Path, model: str, task: str) -> bool:
         return False
 
 
-def publish(out: Path) -> None:
+def publish(out: Path, dest_root: Path = REFERENCE_DIR) -> None:
     """Copy each trained adapter, its config, log and a model card into calbench/reference/."""
     for spec, short in REFERENCE_MODELS.items():
         run = out / short
-        dest = REFERENCE_DIR / short
+        dest = dest_root / short
         src = run / "adapter"
         if not (src / "adapter_config.json").is_file():
             # a run stopped before its last step: publish its latest checkpoint, and say so
