@@ -18,10 +18,11 @@ $(STAMP): pyproject.toml
 # Main job, offline: the shipped reference models (warm-up, RLVR, RLCR: LoRA adapters in
 # calbench/reference/, trained by `calbench reproduce`) on samples of the in-domain task and
 # GSM-Symbolic; prints the comparison table and writes reliability diagrams.
+DEMO_LIMIT ?= 40
 DEMO_MODELS := smollm2-135m-warmup smollm2-135m-rlvr smollm2-135m-rlcr
 demo: setup
 	@for m in $(DEMO_MODELS); do \
-	  $(VENV)/bin/calbench eval --model $$m --tasks chain_sum,gsm_symbolic --limit 60 \
+	  $(VENV)/bin/calbench eval --model $$m --tasks chain_sum,gsm_symbolic --limit $(DEMO_LIMIT) \
 	      --max-new-tokens 40 --output results-demo --bootstrap 500 || exit $$?; \
 	done
 	$(VENV)/bin/calbench leaderboard results-demo --out results-demo/leaderboard
