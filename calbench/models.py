@@ -196,6 +196,7 @@ def resolve_model(spec: str, *, hash_weights: bool = True) -> ResolvedModel:
     if _HUB_ID.match(spec) and not p.exists():
         return ResolvedModel(spec, "hub", spec, None, spec.replace("/", "__"), None)
     raise UsageError(
-        f"unknown model {spec!r}: use an alias ({', '.join(sorted(ALIASES) + sorted(REFERENCE_MODELS))}), a local HF "
+        f"unknown model {spec!r}: use an alias "
+        f"({', '.join(sorted(ALIASES) + sorted(REFERENCE_MODELS))}), a local HF "
         "folder, a PEFT adapter folder, or a hub id like org/name"
     )

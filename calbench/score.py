@@ -247,8 +247,10 @@ def score_files(
     policy: str = "drop",
     n_bootstrap: int = 1000,
     seed: int = 0,
+    by: list[str] | None = None,
 ) -> dict[str, dict[str, dict]]:
-    """scores.json content for the given inputs: {dataset: {model: entry}}."""
+    """scores.json content for the given inputs: {dataset: {model: entry}}; with ``by``, each
+    entry also holds ``by`` = {"keys", "groups": :func:`breakdown`} from the same records."""
     from calbench.metrics import MetricInputError
 
     groups: dict[Key, list[dict]] = {}
@@ -277,6 +279,8 @@ def score_files(
         except MetricInputError as e:
             raise UsageError(f"{sources[(dataset, model)]} ({dataset}, {model}): {e}") from None
         entry["source"] = sources[(dataset, model)]
+        if by:
+            entry["by"] = {"keys": by, "groups": breakdown(recs, by)}
         scores.setdefault(dataset, {})[model] = entry
     return scores
 
@@ -377,18 +381,12 @@ def run(args: argparse.Namespace) -> int:
         policy=args.policy,
         n_bootstrap=args.n_bootstrap,
         seed=args.seed,
+        by=[k for k in args.by.split(",") if k] if args.by else None,
     )
-    if args.by:
-        keys = [k for k in args.by.split(",") if k]
-        for f in args.files:
-            try:
-                loaded = load_records(f)
-            except SkippedInput:
-                continue
-            for (dataset, model), recs in loaded.items():
-                rows = breakdown(recs, keys)
-                scores[dataset][model]["by"] = {"keys": keys, "groups": rows}
-                print_breakdown(dataset, model, rows)
+    for dataset, models in scores.items():
+        for model, entry in models.items():
+            if "by" in entry:
+                print_breakdown(dataset, model, entry["by"]["groups"])
     out = Path(args.output) / "scores.json"
     atomic_write_json(out, scores)
     print_table(scores)
