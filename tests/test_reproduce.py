@@ -75,3 +75,21 @@ def test_reference_alias_resolves_to_its_adapter(smollm2_path):
     assert r.kind == "adapter" and r.name == "smollm2-135m-rlcr"
     assert r.adapter == str((REFERENCE_DIR / "rlcr").resolve())
     assert r.path == str(smollm2_path)
+
+
+def test_rl_stage_refuses_a_warmup_at_the_accuracy_floor(tmp_path, capsys):
+    from calbench.reproduce import WARMUP_MIN_ACCURACY, check_warmup
+
+    run = tmp_path / "ref" / "warmup"
+    (run / "adapter").mkdir(parents=True)
+    info = run / "adapter" / "calbench_train.json"
+    info.write_text(json.dumps({"final_eval": {"eval_accuracy": 0.02}}))
+    # exit 1 (runtime failure) before any RL command runs, saying why
+    assert main(["reproduce", "--out", str(tmp_path / "ref"), "--stages", "rl"]) == 1
+    err = capsys.readouterr()
+    assert "2.0%" in err.err and "calbench train" not in err.out
+    info.write_text(json.dumps({"final_eval": {"eval_accuracy": WARMUP_MIN_ACCURACY + 0.01}}))
+    assert check_warmup(run) == pytest.approx(WARMUP_MIN_ACCURACY + 0.01)
+    info.write_text("{broken")
+    with pytest.raises(Exception, match="no finished warm-up"):
+        check_warmup(run)

@@ -70,6 +70,24 @@ def test_warmup_targets_teach_the_format_without_leaking_correctness() -> None:
     pre = warmup_examples(5, seed=0, elicitation="prefill")
     assert all(not e["target"].startswith("<answer>") for e in pre)
     assert all(has_format("<answer>" + e["target"]) for e in pre)
+    bare = warmup_examples(5, seed=0, work="none")
+    assert all(e["target"].startswith("<answer>") for e in bare)
+
+
+def test_worked_steps_reduce_the_chain_left_to_right() -> None:
+    from calbench.train.warmup import worked_steps
+
+    assert worked_steps("98 + 93 - 77") == "98 + 93 - 77 = 191 - 77 = 114"
+    assert worked_steps("1 - 7 - 8") == "1 - 7 - 8 = -6 - 8 = -14"
+    assert worked_steps("3 + 8") == "3 + 8 = 11"
+    # every warm-up target's last step is the gold answer, and the answer tag follows the work
+    for e in warmup_examples(200, seed=1):
+        work, _, rest = e["target"].partition("\n")
+        assert work.split(" = ")[-1] == e["gold"] and rest.startswith("<answer>")
+    with pytest.raises(ValueError):
+        worked_steps("3 * 8")
+    with pytest.raises(ValueError):
+        warmup_examples(2, work="cot")
 
 
 def test_stratified_order_cycles_the_bins_and_stays_out_of_test() -> None:

@@ -3,12 +3,17 @@
 SmolLM2-135M-Instruct writes the tags 0% of the time when only instructed, and RL cannot reward
 a format it never samples. So before RL we fine-tune on
 
-    <prompt>  →  "<answer>{gold}</answer> <confidence>{q}</confidence>"
+    <prompt>  →  "2 + 9 - 3 = 11 - 3 = 8\n<answer>8</answer> <confidence>{q}</confidence>"
 
 with ``q`` drawn uniformly from the grid {0.1, 0.2, …, 0.9}, independently of the question.
 
 Why those targets:
 
+* **Worked steps before the answer** (``work="steps"``). A first reference model trained on
+  the bare answer tag answered 2–3% of held-out questions right (it had to add a whole chain in
+  the one token position of the answer); one two-operand step at a time is arithmetic this
+  model can do. RL then has right and wrong answers to compare, and difficulty (how many steps,
+  how many digits) shows in the response it conditions its confidence on.
 * **Gold answers**, not the model's own. Its own free-form answers were mostly "The answer is 1."
   — a target made of those would teach a constant answer. The warm-up questions come from a
   stretch of the train stream that RL never reaches (``offset``), and never from the test set.
@@ -19,8 +24,8 @@ Why those targets:
   (that collapse is the failure the RLCR authors warn about). The grid values are the ones a
   small model can write as a single short token sequence.
 
-Probe on SmolLM2-135M (320 examples, LoRA r16, lr 2e-4, 2 epochs, ~3 min on an idle 2-core CPU):
-99% of held-out responses parse.
+The reference warm-up's held-out accuracy and format rate: its train_log.jsonl and the
+README ("Reference models").
 """
 
 from __future__ import annotations
@@ -51,19 +56,48 @@ class WarmupConfig(RunConfig):
     examples: int = 320  # supervised examples
     epochs: int = 2
     batch_size: int = 16
-    max_new_tokens: int = 32  # for the held-out evaluation
+    max_new_tokens: int = 64  # for the held-out evaluation (room for the worked steps)
+    # "steps": write the chain left to right ("2 + 9 - 3 = 11 - 3 = 8") before the answer tag;
+    # "none": the answer tag straight away (see module docstring for why steps is the default)
+    work: str = "steps"
     eval_every: int = 0  # evaluate at the start and the end only
     save_every: int = 0
 
 
-def warmup_target(gold: str, confidence: float, prefill: str = "") -> str:
-    """The response the warm-up teaches (minus the prefill, which is already in the prompt)."""
+def worked_steps(expression: str) -> str:
+    """The chain reduced left to right, one two-operand step at a time:
+    ``"98 + 93 - 77"`` -> ``"98 + 93 - 77 = 191 - 77 = 114"``. Each step is a single addition or
+    subtraction, which a 135M model can do; the whole chain at once it mostly cannot."""
+    tokens = expression.split()
+    if len(tokens) % 2 == 0 or not all(op in ("+", "-") for op in tokens[1::2]):
+        raise ValueError(f"not a chain of + and -: {expression!r}")
+    value = int(tokens[0])
+    rest = tokens[1:]
+    parts = [expression]
+    while rest:
+        op, b = rest[0], int(rest[1])
+        value = value + b if op == "+" else value - b
+        rest = rest[2:]
+        parts.append(" ".join([str(value), *rest]))
+    return " = ".join(parts)
+
+
+def warmup_target(gold: str, confidence: float, prefill: str = "", work: str = "") -> str:
+    """The response the warm-up teaches (minus the prefill, which is already in the prompt);
+    ``work`` (worked steps, or "") goes before the answer tag."""
     full = f"<answer>{gold}</answer> <confidence>{confidence:.1f}</confidence>"
+    if work:
+        full = f"{work}\n{full}"
     return full[len(prefill):] if prefill and full.startswith(prefill) else full
 
 
-def warmup_examples(n: int, seed: int = 0, elicitation: str = "tags") -> list[dict]:
-    """``n`` (question, target) pairs with uniform grid confidences, reproducible from seed."""
+def warmup_examples(n: int, seed: int = 0, elicitation: str = "tags", work: str = "steps"
+                    ) -> list[dict]:
+    """``n`` (question, target) pairs with uniform grid confidences, reproducible from seed.
+    ``work="steps"`` puts :func:`worked_steps` before the answer (not with a prefill
+    elicitation, whose response starts inside the answer tag)."""
+    if work not in ("steps", "none"):
+        raise ValueError(f"work must be 'steps' or 'none', not {work!r}")
     from calbench.prompts import build_prompt
     from calbench.train.data import chain_sum_items
 
@@ -72,14 +106,15 @@ def warmup_examples(n: int, seed: int = 0, elicitation: str = "tags") -> list[di
     out = []
     for item in chain_sum_items("train", n, seed, offset=WARMUP_OFFSET):
         q = rng.choice(CONFIDENCE_GRID)
+        steps = worked_steps(item["meta"]["expression"]) if work == "steps" and not prefill else ""
         out.append({"question": item["question"], "gold": item["gold"], "confidence": q,
-                    "target": warmup_target(item["gold"], q, prefill)})
+                    "target": warmup_target(item["gold"], q, prefill, steps)})
     return out
 
 
 def train(cfg: WarmupConfig, *, overwrite: bool = False) -> TrainResult:
     """Supervised fine-tuning on :func:`warmup_examples`; one "step" = one optimizer step."""
-    examples = warmup_examples(cfg.examples, cfg.seed, cfg.elicitation)
+    examples = warmup_examples(cfg.examples, cfg.seed, cfg.elicitation, cfg.work)
     per_epoch = (len(examples) + cfg.batch_size - 1) // cfg.batch_size
     cfg.steps = per_epoch * cfg.epochs
     s = Session(cfg, "warmup", overwrite=overwrite)
