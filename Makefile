@@ -23,7 +23,7 @@ DEMO_MODELS := smollm2-135m-warmup smollm2-135m-rlvr smollm2-135m-rlcr
 demo: setup
 	@for m in $(DEMO_MODELS); do \
 	  $(VENV)/bin/calbench eval --model $$m --tasks chain_sum,gsm_symbolic --limit $(DEMO_LIMIT) \
-	      --max-new-tokens 40 --output results-demo --bootstrap 500 || exit $$?; \
+	      --max-new-tokens 64 --output results-demo --bootstrap 500 || exit $$?; \
 	done
 	$(VENV)/bin/calbench leaderboard results-demo --out results-demo/leaderboard
 	@cat results-demo/leaderboard/leaderboard.md

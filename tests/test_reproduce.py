@@ -59,6 +59,10 @@ def test_publish_copies_adapters_and_flags_a_run_stopped_early(tmp_path):
         assert "trainer_state.pt" not in files
     assert "stopped early" in (dest / "rlcr" / "README.md").read_text()
     assert "stopped early" not in (dest / "rlvr" / "README.md").read_text()
+    # publishing one model (the warm-up, before its RL arms finish) leaves the others alone
+    shutil.rmtree(dest / "rlvr")
+    publish(out, dest, only=("warmup",))
+    assert (dest / "warmup" / "README.md").is_file() and not (dest / "rlvr").exists()
 
 
 @pytest.mark.parametrize("spec", sorted(REFERENCE_MODELS))
