@@ -252,6 +252,13 @@ def run(args: argparse.Namespace) -> int:
         r.parallel(todo)
     if "leaderboard" in stages:
         r.run("leaderboard", _calbench("leaderboard", str(results), "--out", args.leaderboard))
+        # the README's side-by-side reliability diagrams of the reference models, per task
+        for task in tasks:
+            runs = [str(results / m / task / "tags") for m in REFERENCE_MODELS]
+            if args.dry_run or all((Path(x) / "metrics.json").is_file() for x in runs):
+                r.run(f"plot-{task}", _calbench(
+                    "plot", *runs, "--out", str(Path(args.leaderboard) / "figures" /
+                                               f"reference_{task}.png")))
     total = time.perf_counter() - t0
     print(f"reproduce: {total / 60:.1f} min wall for stages {', '.join(stages)}")
     if not args.dry_run:

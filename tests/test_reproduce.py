@@ -97,3 +97,12 @@ def test_rl_stage_refuses_a_warmup_at_the_accuracy_floor(tmp_path, capsys):
     info.write_text("{broken")
     with pytest.raises(Exception, match="no finished warm-up"):
         check_warmup(run)
+
+
+def test_leaderboard_stage_also_draws_the_side_by_side_diagrams(capsys, tmp_path):
+    assert main(["reproduce", "--dry-run", "--stages", "leaderboard", "--tasks", "chain_sum",
+                 "--results", str(tmp_path / "res"), "--leaderboard", str(tmp_path / "lb")]) == 0
+    plot = [x for x in capsys.readouterr().out.splitlines() if "calbench plot" in x]
+    assert len(plot) == 1 and all(f"smollm2-135m-{m}/chain_sum" in plot[0]
+                                  for m in ("warmup", "rlvr", "rlcr"))
+    assert plot[0].endswith(str(tmp_path / "lb" / "figures" / "reference_chain_sum.png"))
