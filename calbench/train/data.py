@@ -1,8 +1,8 @@
 """Training / held-out questions for the RLCR trainer: ``reasoning-gym``'s ``chain_sum``.
 
 Why this task: SmolLM2-135M is at the floor on GSM-Symbolic (0/30 in a probe), but short chains
-of additions and subtractions (2–3 terms of 1–2 digits) it learns to work out step by step (42%
-held-out after the format warm-up), and how often it is right depends visibly on the item
+of additions and subtractions (2–3 terms of 1–2 digits) it learns to work out step by step (39%
+of the 500 held-out after the format warm-up), and how often it is right depends visibly on the item
 (``4 - 1`` vs ``98 + 93 - 77``). That spread is what a confidence can learn;
 ``meta["num_terms"]`` / ``meta["num_digits"]`` give difficulty bins.
 
