@@ -86,7 +86,9 @@ def test_worked_steps_reduce_the_chain_left_to_right() -> None:
         assert work.split(" = ")[-1] == e["gold"] and rest.startswith("<answer>")
     with pytest.raises(ValueError):
         worked_steps("3 * 8")
-    with pytest.raises(ValueError):
+    from calbench.errors import UsageError
+
+    with pytest.raises(UsageError):
         warmup_examples(2, work="cot")
 
 

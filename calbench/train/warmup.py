@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
+from calbench.errors import UsageError
 from calbench.train.common import (
     RunConfig,
     Session,
@@ -97,7 +98,8 @@ def warmup_examples(n: int, seed: int = 0, elicitation: str = "tags", work: str 
     ``work="steps"`` puts :func:`worked_steps` before the answer (not with a prefill
     elicitation, whose response starts inside the answer tag)."""
     if work not in ("steps", "none"):
-        raise ValueError(f"work must be 'steps' or 'none', not {work!r}")
+        # a UsageError (exit 2), as `--set work=...` reaches here before any model is loaded
+        raise UsageError(f"work must be 'steps' or 'none', not {work!r}")
     from calbench.prompts import build_prompt
     from calbench.train.data import chain_sum_items
 
