@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from calbench.train.common import (
     JsonlLog,
     Policy,
     Reference,
+    Rollout,
     RolloutModel,
     confidence_start,
     encode_prompts,
@@ -28,8 +30,15 @@ from calbench.train.common import (
     save_model,
     smooth_ece,
 )
-from calbench.train.grpo import GRPOConfig, grpo_loss
+from calbench.train.grpo import (
+    GRPOConfig,
+    confidence_digit,
+    expected_digit_objective,
+    expected_digit_targets,
+    grpo_loss,
+)
 from calbench.train.ppo import gae
+from calbench.train.rewards import score_completions
 
 # Short raw prompts of different lengths (left padding is exercised): exactness does not need
 # the ~110-token chat prompt, and they keep each forward pass well under a second.
@@ -330,3 +339,85 @@ def test_calbench_train_help_exits_cleanly(capsys: pytest.CaptureFixture) -> Non
         main(["train", "--help"])
     assert e.value.code == 0
     assert "--method" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------
+# conf_grad="expected": the exact expectation over the confidence's tenths digit
+# --------------------------------------------------------------------------------------------
+
+_RESPONSE = "2 + 6 = 8\n<answer>8</answer> <confidence>0.5</confidence>"
+
+
+def _one_response(policy: Policy, text: str) -> tuple:
+    """A one-question, one-answer Rollout of a fixed response (EOS not needed here)."""
+    tok = policy.tokenizer
+    ids, mask = encode_prompts(tok, ["Compute 2 + 6."], policy.device)
+    r_ids = torch.tensor([tok(text, add_special_tokens=False).input_ids], device=policy.device)
+    ro = Rollout(ids, mask, r_ids, torch.ones_like(r_ids), 1, [text])
+    return ro, SimpleNamespace(policy=policy, tok=tok)
+
+
+def test_confidence_digit_is_the_tenths_of_a_0_d_confidence(policy: Policy) -> None:
+    tok = policy.tokenizer
+    for text, digit in [(_RESPONSE, "5"), ("<answer>3</answer> <confidence>0.9</confidence>", "9"),
+                        ("<answer>3</answer> <confidence>1.0</confidence>", None),
+                        ("<answer>3</answer> <confidence>0.55</confidence>", None),
+                        ("<answer>3</answer> <confidence>high</confidence>", None),
+                        ("<answer>0.7</answer>", None)]:
+        ids = tok(text, add_special_tokens=False).input_ids
+        k = confidence_digit(tok, ids, confidence_start(tok, ids, text))
+        assert (tok.decode([ids[k]]) if k is not None else None) == digit, text
+
+
+@pytest.mark.parametrize("gold, rises", [("8", True), ("9", False)])
+def test_expected_digit_gradient_moves_confidence_towards_the_outcome(
+        policy: Policy, gold: str, rises: bool) -> None:
+    """One gradient step on the exact term raises the expected stated confidence after a right
+    answer and lowers it after a wrong one; rlvr (no confidence rule) gets no term at all."""
+    ro, session = _one_response(policy, _RESPONSE)
+    scored = score_completions([_RESPONSE], [gold])
+    assert expected_digit_targets(GRPOConfig(method="rlvr", conf_grad="expected"), session, ro,
+                                  scored)[0].tolist() == [-1]
+    assert expected_digit_targets(GRPOConfig(method="rlcr"), session, ro,
+                                  scored)[0].tolist() == [-1]  # "sampled" is the default
+    pos, rewards = expected_digit_targets(GRPOConfig(method="rlcr", conf_grad="expected"),
+                                          session, ro, scored)
+    assert session.tok.decode([int(ro.response_ids[0, pos[0]])]) == "5"
+    c = 1.0 if rises else 0.0
+    assert rewards[0].tolist() == pytest.approx([-((d / 10 - c) ** 2) for d in range(10)])
+    digits = session.tok.convert_tokens_to_ids([str(d) for d in range(10)])
+    params = [p for p in policy.model.parameters() if p.requires_grad]
+
+    def mean_q() -> float:
+        with torch.no_grad():
+            _, h = response_forward(policy, ro.prompt_ids, ro.prompt_mask, ro.response_ids, 1,
+                                    want_hidden=True)
+            p = policy.causal_lm.get_output_embeddings()(h[0, pos[0]]).float().softmax(-1)[digits]
+        return float((p / p.sum() * torch.arange(10) / 10).sum())
+
+    before = mean_q()
+    saved = [p.detach().clone() for p in params]
+    _, hidden = response_forward(policy, ro.prompt_ids, ro.prompt_mask, ro.response_ids, 1,
+                                 want_hidden=True)
+    gain = expected_digit_objective(session, hidden, pos, rewards)
+    policy.model.zero_grad()
+    gain.sum().backward()
+    try:
+        with torch.no_grad():
+            for p in params:
+                p += 0.05 * p.grad / max(float(p.grad.norm()), 1e-12)  # ascent on the gain
+        after = mean_q()
+    finally:
+        with torch.no_grad():
+            for p, s in zip(params, saved, strict=True):
+                p.copy_(s)
+        policy.model.zero_grad()
+    assert (after > before + 1e-3) if rises else (after < before - 1e-3), (before, after)
+
+
+def test_unknown_conf_grad_is_a_usage_error_before_any_model_loads(tmp_path: object) -> None:
+    from calbench.train.grpo import train
+
+    with pytest.raises(UsageError, match="conf_grad"):
+        train(GRPOConfig(method="rlcr", conf_grad="mode", out_dir=str(tmp_path)))
+    assert not any(tmp_path.iterdir())  # nothing written

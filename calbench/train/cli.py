@@ -42,6 +42,8 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--ppo-epochs", "ppo_epochs", int, "PPO: epochs over each rollout batch"),
     ("--minibatches", "minibatches", int, "PPO: minibatches per epoch"),
     ("--micro-batch", "micro_batch", int, "GRPO: questions per forward/backward chunk"),
+    ("--conf-grad", "conf_grad", str,
+     "GRPO: confidence digit credit: sampled | expected (exact over the ten digits)"),
     ("--train-order", "train_order", str, "RL questions: stream | stratified (bins take turns)"),
     ("--lora-r", "lora_r", int, "LoRA rank"),
     ("--lora-alpha", "lora_alpha", int, "LoRA alpha"),
