@@ -36,11 +36,13 @@ WARMUP_ARGS = ["--examples", "640", "--epochs", "1", "--batch-size", "16", "--lr
                "--eval-size", "120", "--eval-every", "20", *LORA_ARGS]
 RL_STEPS = 40
 # 48 new tokens: the worked steps + tags of the longest chains are 43 tokens. --conf-grad
-# expected: with the sampled estimator 40 steps left RLCR stating 0.5 for 479 of 500 held-out
-# questions (AUROC 0.48); it is a no-op for rlvr, whose reward ignores the confidence.
+# expected --conf-weight 20: with the sampled estimator 40 steps left RLCR stating 0.5 for 479
+# of 500 held-out questions (AUROC 0.48), and with the exact term at weight 1 the mean of its
+# confidence distribution still spanned 0.506-0.521 across difficulty bins after 10 steps. Both
+# are no-ops for rlvr, whose reward ignores the confidence.
 RL_ARGS = ["--algo", "grpo", "--steps", str(RL_STEPS), "--prompts-per-step", "4",
            "--group-size", "8", "--max-new-tokens", "48", "--lr", "2e-4", "--beta", "0.04",
-           "--train-order", "stratified", "--conf-grad", "expected",
+           "--train-order", "stratified", "--conf-grad", "expected", "--conf-weight", "20",
            "--eval-size", "0", "--save-every", "10"]
 RL_METHODS = ("rlvr", "rlcr")
 # (task, extra eval args): the in-domain held-out split and the out-of-domain checks.

@@ -324,10 +324,14 @@ def test_cli_builds_configs() -> None:
     assert type(cfg).__name__ == "PPOConfig"
     assert (cfg.method, cfg.steps, cfg.vf_coef, cfg.split_credit) == ("brier", 3, 0.5, False)
     assert cfg.out_dir == "runs/train/brier-ppo"
+    g = cli.build_config(p.parse_args(["--method", "rlcr", "--conf-grad", "expected",
+                                       "--conf-weight", "20"]))
+    assert (g.conf_grad, g.conf_weight) == ("expected", 20.0)
     w = cli.build_config(p.parse_args(["--method", "warmup", "--examples", "8"]))
     assert type(w).__name__ == "WarmupConfig" and w.examples == 8
     for bad in (["--set", "nope=1"], ["--adv-norm", "rank"], ["--group-size", "1"],
-                ["--set", "split_credit=maybe"]):
+                ["--set", "split_credit=maybe"], ["--conf-grad", "mode"],
+                ["--conf-weight", "-1"]):
         with pytest.raises(UsageError):
             cli.build_config(p.parse_args(["--method", "rlcr", *bad]))
 

@@ -44,6 +44,7 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--micro-batch", "micro_batch", int, "GRPO: questions per forward/backward chunk"),
     ("--conf-grad", "conf_grad", str,
      "GRPO: confidence digit credit: sampled | expected (exact over the ten digits)"),
+    ("--conf-weight", "conf_weight", float, "GRPO: λ, weight of the exact confidence-digit term"),
     ("--train-order", "train_order", str, "RL questions: stream | stratified (bins take turns)"),
     ("--lora-r", "lora_r", int, "LoRA rank"),
     ("--lora-alpha", "lora_alpha", int, "LoRA alpha"),
@@ -148,6 +149,10 @@ def _validate(cfg: Any) -> None:
         raise UsageError("--adv-norm must be mean or std")
     if getattr(cfg, "loss_agg", "token") not in ("token", "sequence"):
         raise UsageError("loss_agg must be token or sequence")
+    if getattr(cfg, "conf_grad", "sampled") not in ("sampled", "expected"):
+        raise UsageError("--conf-grad must be sampled or expected")
+    if getattr(cfg, "conf_weight", 1.0) < 0:
+        raise UsageError("--conf-weight must be >= 0")
     for name in ("steps", "prompts_per_step", "group_size", "max_new_tokens", "examples",
                  "epochs", "batch_size", "ppo_epochs", "minibatches", "updates_per_batch"):
         if hasattr(cfg, name) and getattr(cfg, name) < 1:

@@ -36,6 +36,12 @@ Calibration-specific choices (each measured on SmolLM2-135M, see the README, "Tr
   ``0.d``; other forms keep the sampled estimator. Rewards without a confidence rule (``rlvr``)
   give every digit the same reward, so the term is zero and the arm is unchanged. The exact term
   is not clipped (with ``updates_per_batch`` = 1, ρ = 1 and the clip never binds).
+* ``conf_weight`` (λ) scales that exact term in the loss. With the token-mean loss the digit is
+  one of ~35 tokens of a worked answer, and its consistent signal is a small share of a gradient
+  dominated by the answer tokens' correctness noise; at λ = 1 the stated confidence of the
+  reference run still barely depended on the question after 10 steps. λ scales the scoring rule's
+  gradient on the digit only — the same as training with reward c − λ(q − c)² there, which is
+  still proper (best q = P(correct) for every λ > 0). Zero for ``rlvr`` whatever λ is.
 """
 
 from __future__ import annotations
@@ -81,6 +87,7 @@ class GRPOConfig(RunConfig):
     loss_agg: str = "token"  # "token": mean over all tokens (DAPO) | "sequence": GRPO paper
     micro_batch: int = 0  # questions per forward/backward chunk (0: the whole batch)
     conf_grad: str = "sampled"  # last confidence digit: "sampled" (GRPO) | "expected" (exact)
+    conf_weight: float = 1.0  # λ: weight of the exact digit term (conf_grad="expected" only)
 
 
 CONF_GRADS = ("sampled", "expected")
@@ -246,6 +253,7 @@ def train(cfg: GRPOConfig, *, overwrite: bool = False) -> TrainResult:
                     gain = expected_digit_objective(s, hidden, digit_pos[sl],
                                                     digit_rewards[sl])
                     rows = exact[sl]
+                    gain = cfg.conf_weight * gain
                     if cfg.loss_agg == "token":
                         loss = loss - gain.sum() / n_tokens
                     else:  # each response's tokens are averaged first, as in grpo_loss
