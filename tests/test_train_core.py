@@ -425,3 +425,27 @@ def test_unknown_conf_grad_is_a_usage_error_before_any_model_loads(tmp_path: obj
     with pytest.raises(UsageError, match="conf_grad"):
         train(GRPOConfig(method="rlcr", conf_grad="mode", out_dir=str(tmp_path)))
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_confprobe_reads_the_digit_distribution_behind_each_greedy_confidence(
+        tmp_path: object, smollm2_path: str) -> None:
+    from calbench.train.confprobe import digit_distributions, main, summary
+    from calbench.train.data import chain_sum_items
+
+    items = chain_sum_items("test", 3)
+    run = tmp_path / "run"
+    run.mkdir()
+    recs = [{"id": it["id"], "task": "chain_sum", "elicitation": "tags",
+             "response": f"<answer>{it['gold']}</answer> <confidence>{q}</confidence>",
+             "correct": k != 1, "confidence": None if q == "high" else float(q)}
+            for k, (it, q) in enumerate(zip(items, ["0.7", "0.2", "high"], strict=True))]
+    (run / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+    rows = digit_distributions("smollm2-135m", recs)
+    assert [r["id"] for r in rows] == [items[0]["id"], items[1]["id"]]  # no confidence: skipped
+    for r in rows:
+        assert sum(r["pi"]) == pytest.approx(1.0) and 0 <= r["expected"] <= 0.9
+    s = summary(rows)
+    assert s["n"] == 2 and s["greedy"]["mean"] == pytest.approx(0.45)
+    assert s["greedy"]["auroc"] == 1.0  # the right answer carried the higher greedy confidence
+    assert main(["smollm2-135m", str(tmp_path / "missing")]) == 2
