@@ -36,14 +36,15 @@ WARMUP_ARGS = ["--examples", "640", "--epochs", "1", "--batch-size", "16", "--lr
                "--eval-size", "120", "--eval-every", "20", *LORA_ARGS]
 RL_STEPS = 40
 # 48 new tokens: the worked steps + tags of the longest chains are 43 tokens. --conf-grad
-# expected --conf-weight 20 (no-ops for rlvr, whose reward ignores the confidence): with the
-# sampled estimator 40 steps at lr 2e-4 left RLCR stating 0.5 for 479 of 500 held-out questions
-# (AUROC 0.48). lr 1e-3: at 2e-4 the mean of RLCR's confidence distribution spanned only 0.014
-# across the difficulty bins after 10 steps, at λ = 1 and at λ = 20 alike — Adam bounds each
-# step's movement by the lr, whatever the weight, so 40 steps need the larger lr.
+# expected (a no-op for rlvr, whose reward ignores the confidence): with the sampled estimator
+# 40 steps at lr 2e-4 left RLCR stating 0.5 for 479 of 500 held-out questions (AUROC 0.48).
+# lr 1e-3: at 2e-4 the mean of RLCR's confidence distribution spanned only 0.014-0.015 across
+# the difficulty bins after 10 steps, with --conf-weight 1 and 20 alike (Adam bounds each step's
+# movement by the lr). --conf-weight 20 at lr 1e-3 overshot (mean stated confidence 0.49, 0.32,
+# 0.26 ... 0.17 over steps 1-7) and collapsed to a constant 0.5 from step 8, so λ stays 1.
 RL_ARGS = ["--algo", "grpo", "--steps", str(RL_STEPS), "--prompts-per-step", "4",
            "--group-size", "8", "--max-new-tokens", "48", "--lr", "1e-3", "--beta", "0.04",
-           "--train-order", "stratified", "--conf-grad", "expected", "--conf-weight", "20",
+           "--train-order", "stratified", "--conf-grad", "expected",
            "--eval-size", "0", "--save-every", "10"]
 RL_METHODS = ("rlvr", "rlcr")
 # (task, extra eval args): the in-domain held-out split and the out-of-domain checks.
