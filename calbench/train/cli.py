@@ -149,8 +149,11 @@ def _validate(cfg: Any) -> None:
         raise UsageError("--adv-norm must be mean or std")
     if getattr(cfg, "loss_agg", "token") not in ("token", "sequence"):
         raise UsageError("loss_agg must be token or sequence")
-    if getattr(cfg, "conf_grad", "sampled") not in ("sampled", "expected"):
-        raise UsageError("--conf-grad must be sampled or expected")
+    if hasattr(cfg, "conf_grad"):
+        from calbench.train.grpo import CONF_GRADS  # the one list grpo.train also checks
+
+        if cfg.conf_grad not in CONF_GRADS:
+            raise UsageError(f"--conf-grad must be one of {', '.join(CONF_GRADS)}")
     if getattr(cfg, "conf_weight", 1.0) < 0:
         raise UsageError("--conf-weight must be >= 0")
     for name in ("steps", "prompts_per_step", "group_size", "max_new_tokens", "examples",

@@ -139,8 +139,6 @@ def expected_digit_objective(session: Session, hidden: torch.Tensor,
     position — the exact expected-reward term, to be maximised. ``hidden`` [n, T, d] is the
     state that predicted each response token (:func:`response_forward`, ``want_hidden``)."""
     rows = (pos >= 0).nonzero().squeeze(-1)
-    if rows.numel() == 0:
-        return hidden.sum() * 0.0
     lm = session.policy.causal_lm
     digit_ids = session.tok.convert_tokens_to_ids(list(DIGITS))
     with autocast(session.policy.device, session.policy.dtype):
