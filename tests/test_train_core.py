@@ -331,7 +331,8 @@ def test_cli_builds_configs() -> None:
     assert type(w).__name__ == "WarmupConfig" and w.examples == 8
     for bad in (["--set", "nope=1"], ["--adv-norm", "rank"], ["--group-size", "1"],
                 ["--set", "split_credit=maybe"], ["--conf-grad", "mode"],
-                ["--conf-weight", "-1"]):
+                ["--conf-weight", "-1"], ["--conf-entropy", "-0.1"],
+                ["--conf-entropy", "0.02"]):
         with pytest.raises(UsageError):
             cli.build_config(p.parse_args(["--method", "rlcr", *bad]))
 
@@ -403,7 +404,8 @@ def test_expected_digit_gradient_moves_confidence_towards_the_outcome(
     saved = [p.detach().clone() for p in params]
     _, hidden = response_forward(policy, ro.prompt_ids, ro.prompt_mask, ro.response_ids, 1,
                                  want_hidden=True)
-    gain = expected_digit_objective(session, hidden, pos, rewards)
+    gain, eq, _ = expected_digit_objective(session, hidden, pos, rewards)
+    assert float(eq[0]) == pytest.approx(before, abs=1e-5)  # the logged expected confidence
     policy.model.zero_grad()
     gain.sum().backward()
     try:
@@ -417,6 +419,44 @@ def test_expected_digit_gradient_moves_confidence_towards_the_outcome(
                 p.copy_(s)
         policy.model.zero_grad()
     assert (after > before + 1e-3) if rises else (after < before - 1e-3), (before, after)
+
+
+def test_confidence_entropy_bonus_spreads_the_digit_for_every_reward(policy: Policy) -> None:
+    """--conf-entropy τ applies to rlvr too (so the arms differ only in the reward): its digit
+    gets a position and zero rewards, and ascent on the term raises the digit's entropy."""
+    ro, session = _one_response(policy, _RESPONSE)
+    scored = score_completions([_RESPONSE], ["8"])
+    pos, rewards = expected_digit_targets(
+        GRPOConfig(method="rlvr", conf_grad="expected", conf_entropy=0.02), session, ro, scored)
+    assert session.tok.decode([int(ro.response_ids[0, pos[0]])]) == "5"
+    assert rewards.abs().sum() == 0
+    params = [p for p in policy.model.parameters() if p.requires_grad]
+
+    def entropy() -> float:
+        with torch.no_grad():
+            _, h = response_forward(policy, ro.prompt_ids, ro.prompt_mask, ro.response_ids, 1,
+                                    want_hidden=True)
+            return float(expected_digit_objective(session, h, pos, rewards)[2][0])
+
+    before = entropy()
+    saved = [p.detach().clone() for p in params]
+    _, hidden = response_forward(policy, ro.prompt_ids, ro.prompt_mask, ro.response_ids, 1,
+                                 want_hidden=True)
+    gain, _, h = expected_digit_objective(session, hidden, pos, rewards, entropy=0.02)
+    assert float(gain[0].detach()) == pytest.approx(0.02 * float(h[0]), abs=1e-6)  # no reward
+    policy.model.zero_grad()
+    gain.sum().backward()
+    try:
+        with torch.no_grad():
+            for p in params:
+                p += 0.05 * p.grad / max(float(p.grad.norm()), 1e-12)
+        after = entropy()
+    finally:
+        with torch.no_grad():
+            for p, s in zip(params, saved, strict=True):
+                p.copy_(s)
+        policy.model.zero_grad()
+    assert after > before + 1e-3, (before, after)
 
 
 def test_unknown_conf_grad_is_a_usage_error_before_any_model_loads(tmp_path: object) -> None:

@@ -45,6 +45,8 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--conf-grad", "conf_grad", str,
      "GRPO: confidence digit credit: sampled | expected (exact over the ten digits)"),
     ("--conf-weight", "conf_weight", float, "GRPO: λ, weight of the exact confidence-digit term"),
+    ("--conf-entropy", "conf_entropy", float,
+     "GRPO: τ, entropy bonus on the confidence digit (with --conf-grad expected)"),
     ("--train-order", "train_order", str, "RL questions: stream | stratified (bins take turns)"),
     ("--lora-r", "lora_r", int, "LoRA rank"),
     ("--lora-alpha", "lora_alpha", int, "LoRA alpha"),
@@ -156,6 +158,10 @@ def _validate(cfg: Any) -> None:
             raise UsageError(f"--conf-grad must be one of {', '.join(CONF_GRADS)}")
     if getattr(cfg, "conf_weight", 1.0) < 0:
         raise UsageError("--conf-weight must be >= 0")
+    if getattr(cfg, "conf_entropy", 0.0) < 0:
+        raise UsageError("--conf-entropy must be >= 0")
+    if getattr(cfg, "conf_entropy", 0.0) > 0 and getattr(cfg, "conf_grad", "") != "expected":
+        raise UsageError("--conf-entropy needs --conf-grad expected (it acts on the exact term)")
     for name in ("steps", "prompts_per_step", "group_size", "max_new_tokens", "examples",
                  "epochs", "batch_size", "ppo_epochs", "minibatches", "updates_per_batch"):
         if hasattr(cfg, name) and getattr(cfg, name) < 1:

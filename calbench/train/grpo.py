@@ -42,6 +42,17 @@ Calibration-specific choices (each measured on SmolLM2-135M, see the README, "Tr
   reference run still barely depended on the question after 10 steps. λ scales the scoring rule's
   gradient on the digit only — the same as training with reward c − λ(q − c)² there, which is
   still proper (best q = P(correct) for every λ > 0). Zero for ``rlvr`` whatever λ is.
+* ``conf_entropy`` (τ) adds τ·H(π) over the ten digits at that same token, for every reward —
+  ``rlvr`` included, so the arms still differ only in the reward. The exact term alone is linear
+  in π: its maximum puts all mass on one digit, where its gradient π(d)(r_d − b) vanishes, and
+  at lr 1e-3 the reference RLCR fell onto 0.2 for every question while its digit *distribution*
+  still ranked right above wrong answers (README, "Reference models"). With the bonus the optimum
+  is interior, π(d) ∝ exp(E[rule(c, d/10)] / τ); for the Brier rule that is a bell around
+  p = P(correct | prefix), exp(−(d/10 − p)² / τ), so the most likely digit — what greedy decoding
+  states — is still the one nearest p, and the gradient that ties it to the question stays alive.
+  For ``rlvr`` every digit earns the same, so the bonus just holds the unrewarded confidence near
+  uniform. Entropy regularisation against premature collapse: Williams & Peng 1991; Mnih et al.
+  2016 (A3C).
 """
 
 from __future__ import annotations
@@ -54,6 +65,7 @@ from typing import Any
 import torch
 
 from calbench.errors import UsageError
+from calbench.metrics.selective import auroc
 from calbench.train.common import (
     RunConfig,
     Session,
@@ -88,6 +100,7 @@ class GRPOConfig(RunConfig):
     micro_batch: int = 0  # questions per forward/backward chunk (0: the whole batch)
     conf_grad: str = "sampled"  # last confidence digit: "sampled" (GRPO) | "expected" (exact)
     conf_weight: float = 1.0  # λ: weight of the exact digit term (conf_grad="expected" only)
+    conf_entropy: float = 0.0  # τ: entropy bonus on the digit's distribution (conf_grad="expected")
 
 
 CONF_GRADS = ("sampled", "expected")
@@ -118,7 +131,7 @@ def expected_digit_targets(cfg: GRPOConfig, session: Session, ro: Any, scored: S
     n = ro.response_ids.shape[0]
     pos = torch.full((n,), -1, dtype=torch.long, device=dev)
     rewards = torch.zeros(n, len(DIGITS), device=dev)
-    if cfg.conf_grad != "expected" or method.confidence_rule is None:
+    if cfg.conf_grad != "expected" or (method.confidence_rule is None and cfg.conf_entropy == 0):
         return pos, rewards
     for i in range(n):
         length = int(ro.response_mask[i].sum())
@@ -128,16 +141,19 @@ def expected_digit_targets(cfg: GRPOConfig, session: Session, ro: Any, scored: S
         if k is None:
             continue
         c = 1.0 if scored[i].correct else 0.0
-        pos[i] = k
+        pos[i] = k  # rlvr (entropy only): every digit earns confidence_term = 0
         rewards[i] = torch.tensor([method.confidence_term(c, d / 10) for d in range(10)])
     return pos, rewards
 
 
-def expected_digit_objective(session: Session, hidden: torch.Tensor,
-                             pos: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
-    """Σ_d π(d)·(rule(c, d/10) − b) summed over the responses of a chunk that have a digit
-    position — the exact expected-reward term, to be maximised. ``hidden`` [n, T, d] is the
-    state that predicted each response token (:func:`response_forward`, ``want_hidden``)."""
+def expected_digit_objective(session: Session, hidden: torch.Tensor, pos: torch.Tensor,
+                             rewards: torch.Tensor, entropy: float = 0.0
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Σ_d π(d)·(rule(c, d/10) − b) + τ·H(π̄) for each response of a chunk that has a digit
+    position — the exact expected-reward term plus the entropy bonus, to be maximised — and,
+    detached, the expected confidence Σ_d π̄(d)·d/10 and H(π̄) of each (π̄: π renormalised over
+    the ten digits). ``hidden`` [n, T, d] is the state that predicted each response token
+    (:func:`response_forward`, ``want_hidden``)."""
     rows = (pos >= 0).nonzero().squeeze(-1)
     lm = session.policy.causal_lm
     digit_ids = session.tok.convert_tokens_to_ids(list(DIGITS))
@@ -147,7 +163,13 @@ def expected_digit_objective(session: Session, hidden: torch.Tensor,
     r = rewards[rows]
     with torch.no_grad():
         baseline = (probs * r).sum(-1, keepdim=True) / probs.sum(-1, keepdim=True)
-    return (probs * (r - baseline)).sum(-1)
+    gain = (probs * (r - baseline)).sum(-1)
+    norm = probs / probs.sum(-1, keepdim=True)
+    h = -(norm * norm.clamp(min=1e-12).log()).sum(-1)
+    if entropy > 0:
+        gain = gain + entropy * h
+    grid = torch.arange(len(DIGITS), device=probs.device, dtype=probs.dtype) / 10
+    return gain, (norm * grid).sum(-1).detach(), h.detach()
 
 
 def token_advantages(cfg: GRPOConfig, session: Session, ro: Any, parts: list[Any]
@@ -236,6 +258,8 @@ def train(cfg: GRPOConfig, *, overwrite: bool = False) -> TrainResult:
         t_train = time.perf_counter()
         totals: dict[str, float] = {}
         kl_seq = None
+        digit_q: dict[int, float] = {}  # response -> expected confidence, for the step's log
+        digit_h: list[float] = []
         for _ in range(cfg.updates_per_batch):
             for a, b in chunks:
                 sl = slice(a * G, b * G)
@@ -248,9 +272,13 @@ def train(cfg: GRPOConfig, *, overwrite: bool = False) -> TrainResult:
                                      ref_logp[sl] if ref_logp is not None else None,
                                      n_tokens, n_seqs)
                 if hidden is not None:
-                    gain = expected_digit_objective(s, hidden, digit_pos[sl],
-                                                    digit_rewards[sl])
+                    gain, eq, h = expected_digit_objective(s, hidden, digit_pos[sl],
+                                                           digit_rewards[sl], cfg.conf_entropy)
                     rows = exact[sl]
+                    for i, q in zip(rows.nonzero().squeeze(-1).tolist(), eq.tolist(),
+                                    strict=True):
+                        digit_q[a * G + i] = q
+                    digit_h += h.tolist()
                     gain = cfg.conf_weight * gain
                     if cfg.loss_agg == "token":
                         loss = loss - gain.sum() / n_tokens
@@ -275,6 +303,13 @@ def train(cfg: GRPOConfig, *, overwrite: bool = False) -> TrainResult:
             "train_s": time.perf_counter() - t_train,
             "step_s": time.perf_counter() - t_step,
         }
+        if digit_q:  # does the digit distribution rank right above wrong answers, in-batch?
+            idx = sorted(digit_q)
+            ok = [float(scored[i].correct) for i in idx]
+            stats["digit_eq_mean"] = float(sum(digit_q.values()) / len(digit_q))
+            stats["digit_entropy"] = float(sum(digit_h) / len(digit_h))
+            stats["digit_eq_auroc"] = auroc(ok, [digit_q[i] for i in idx]) \
+                if 0 < sum(ok) < len(ok) else None
         if "kl_k3" in totals:
             stats["kl_k3_token"] = totals["kl_k3"] / n_tokens / upd
         s.end_step(step, stats)
