@@ -24,7 +24,6 @@ import logging
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -37,7 +36,7 @@ from calbench.backends import API_BACKENDS, BACKENDS, BackendCall, build_backend
 from calbench.errors import RuntimeFailure, UsageError
 from calbench.models import ResolvedModel, resolve_model, weights_hash
 from calbench.prompts import ELICITATIONS, MULTI_PASS, build_prompt, template_sha256
-from calbench.records import atomic_write_json, redact, write_jsonl
+from calbench.records import atomic_write_json, git_commit, redact, write_jsonl
 from calbench.registry import TaskInfo, get_tasks
 
 # Settings that change what a run's generations are; a rerun into the same folder must match.
@@ -89,18 +88,6 @@ def run_dir_for(output: str | Path, model: ResolvedModel | str, task: str, elici
     name = model.name if isinstance(model, ResolvedModel) else str(model)
     safe = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
     return Path(output) / safe / task / elicitation
-
-
-def _git_commit() -> str | None:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "calbench",
-                                "tasks"], capture_output=True, text=True, timeout=5).stdout.strip()
-        return out + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def _versions(backend: str) -> dict[str, str | None]:
@@ -362,7 +349,7 @@ def run(args: argparse.Namespace) -> int:
         manifest: dict[str, Any] = {
             "status": "running",
             "calbench_version": __version__,
-            "git_commit": _git_commit(),
+            "git_commit": git_commit(),
             "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
             "model": model_info.get("name", args.model),
             "model_info": model_info,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -29,6 +30,21 @@ REQUIRED_FIELDS = ("id", "correct", "confidence")
 
 class RecordError(ValueError):
     """A results file that cannot be read as calbench records (exit code 2 at the CLI)."""
+
+
+def git_commit() -> str | None:
+    """The calbench commit that produced a run or an adapter, suffixed ``-dirty`` when the
+    package or task files differ from it (then the commit alone does not reproduce the result);
+    None outside a git checkout (an installed wheel)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "calbench",
+                                "tasks"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("-dirty" if dirty else "") if head else None
 
 
 def sha256_text(text: str) -> str:

@@ -25,7 +25,6 @@ import math
 import os
 import random
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -38,7 +37,7 @@ from torch import nn
 
 from calbench.errors import RuntimeFailure, UsageError
 from calbench.prompts import build_prompt
-from calbench.records import atomic_write_json
+from calbench.records import atomic_write_json, git_commit
 
 # --------------------------------------------------------------------------------------------
 # Run configuration shared by every stage (the algorithm files add their own hyperparameters)
@@ -737,15 +736,6 @@ def _plain(o: Any) -> Any:
     if o is None or isinstance(o, (bool, int, float, str)):
         return o
     return str(o)
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def save_model(policy: Policy, folder: Path, info: dict[str, Any]) -> None:
