@@ -118,7 +118,8 @@ def _draw_reliability(ax, hist_ax, run: Run, *, show_counts: bool = True) -> Non
                     fontsize=6.5, color="#555555", zorder=6)
     _draw_curve(ax, run, color=CURVE, band_alpha=0.13)
     ax.set_xlim(*XLIM)
-    ax.set_ylim(0, 1.08)
+    # Headroom above 1.0 holds the stats box, so it never hides a full-height bin or its count.
+    ax.set_ylim(0, 1.34)
     ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
     ax.set_ylabel("accuracy")
     ax.tick_params(labelbottom=False)
@@ -126,7 +127,7 @@ def _draw_reliability(ax, hist_ax, run: Run, *, show_counts: bool = True) -> Non
     acc = run.metric("accuracy")
     brier = run.metric("brier")
     ax.set_title(_title(run), loc="left")
-    ax.text(0.02, 0.98,
+    ax.text(0.02, 0.985,
             f"smooth ECE {fmt_ci(sece)}\naccuracy {fmt_ci(acc)}\nBrier {fmt_ci(brier)}",
             transform=ax.transAxes, ha="left", va="top", fontsize=7.5,
             bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "#cccccc", "alpha": 0.9},
