@@ -374,6 +374,29 @@ def test_confidence_digit_is_the_tenths_of_a_0_d_confidence(policy: Policy) -> N
         assert (tok.decode([ids[k]]) if k is not None else None) == digit, text
 
 
+def _after_ascent(policy: Policy, params: list, gain: torch.Tensor, measure, step: float
+                  ) -> float:
+    """``measure()`` after one short step of ``step`` (global gradient norm) up ``gain``; the
+    weights are restored afterwards. Short, so the first-order change decides the sign."""
+    saved = [p.detach().clone() for p in params]
+    policy.model.zero_grad()
+    gain.backward()
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = float(torch.sqrt(sum((g * g).sum() for g in grads)))
+    assert norm > 0  # the term reaches the weights
+    try:
+        with torch.no_grad():
+            for p in params:
+                if p.grad is not None:
+                    p += step * p.grad / norm
+        return measure()
+    finally:
+        with torch.no_grad():
+            for p, s in zip(params, saved, strict=True):
+                p.copy_(s)
+        policy.model.zero_grad()
+
+
 @pytest.mark.parametrize("gold, rises", [("8", True), ("9", False)])
 def test_expected_digit_gradient_moves_confidence_towards_the_outcome(
         policy: Policy, gold: str, rises: bool) -> None:
@@ -401,23 +424,11 @@ def test_expected_digit_gradient_moves_confidence_towards_the_outcome(
         return float((p / p.sum() * torch.arange(10) / 10).sum())
 
     before = mean_q()
-    saved = [p.detach().clone() for p in params]
     _, hidden = response_forward(policy, ro.prompt_ids, ro.prompt_mask, ro.response_ids, 1,
                                  want_hidden=True)
     gain, eq, _ = expected_digit_objective(session, hidden, pos, rewards)
     assert float(eq[0]) == pytest.approx(before, abs=1e-5)  # the logged expected confidence
-    policy.model.zero_grad()
-    gain.sum().backward()
-    try:
-        with torch.no_grad():
-            for p in params:
-                p += 0.05 * p.grad / max(float(p.grad.norm()), 1e-12)  # ascent on the gain
-        after = mean_q()
-    finally:
-        with torch.no_grad():
-            for p, s in zip(params, saved, strict=True):
-                p.copy_(s)
-        policy.model.zero_grad()
+    after = _after_ascent(policy, params, gain.sum(), mean_q, step=0.05)
     assert (after > before + 1e-3) if rises else (after < before - 1e-3), (before, after)
 
 
@@ -439,27 +450,11 @@ def test_confidence_entropy_bonus_spreads_the_digit_for_every_reward(policy: Pol
             return float(expected_digit_objective(session, h, pos, rewards)[2][0])
 
     before = entropy()
-    saved = [p.detach().clone() for p in params]
     _, hidden = response_forward(policy, ro.prompt_ids, ro.prompt_mask, ro.response_ids, 1,
                                  want_hidden=True)
     gain, _, h = expected_digit_objective(session, hidden, pos, rewards, entropy=0.02)
     assert float(gain[0].detach()) == pytest.approx(0.02 * float(h[0]), abs=1e-6)  # no reward
-    policy.model.zero_grad()
-    gain.sum().backward()
-    grads = [p.grad for p in params if p.grad is not None]
-    norm = float(torch.sqrt(sum((g * g).sum() for g in grads)))
-    assert norm > 0  # the bonus alone (no reward) reaches the weights
-    try:
-        with torch.no_grad():  # a short step along the gradient: first order, so it must go up
-            for p in params:
-                if p.grad is not None:
-                    p += 0.01 * p.grad / norm
-        after = entropy()
-    finally:
-        with torch.no_grad():
-            for p, s in zip(params, saved, strict=True):
-                p.copy_(s)
-        policy.model.zero_grad()
+    after = _after_ascent(policy, params, gain.sum(), entropy, step=0.01)
     assert after > before + 1e-5, (before, after)
 
 
