@@ -100,7 +100,7 @@ class GRPOConfig(RunConfig):
     micro_batch: int = 0  # questions per forward/backward chunk (0: the whole batch)
     conf_grad: str = "sampled"  # last confidence digit: "sampled" (GRPO) | "expected" (exact)
     conf_weight: float = 1.0  # λ: weight of the exact digit term (conf_grad="expected" only)
-    conf_entropy: float = 0.0  # τ: entropy bonus on the digit's distribution (conf_grad="expected")
+    conf_entropy: float = 0.0  # τ: digit entropy bonus (conf_grad="expected"; scaled by λ too)
 
 
 CONF_GRADS = ("sampled", "expected")
