@@ -71,6 +71,28 @@ def test_grpo_rlcr_moves_reward_up(warm_adapter: Path, tmp_path: Path) -> None:
     assert (info["method"], info["algo"], info["steps"]) == ("rlcr", "grpo", 20)
 
 
+def test_grpo_exact_digit_credit_with_entropy_logs_the_digit(warm_adapter: Path,
+                                                             tmp_path: Path) -> None:
+    """--conf-grad expected --conf-entropy, two updates per batch: the step log carries the
+    digit distribution's mean, entropy and in-batch AUROC, each in its range."""
+    from calbench.train.grpo import GRPOConfig, train
+
+    cfg = GRPOConfig(model=str(warm_adapter), out_dir=str(tmp_path), steps=2,
+                     prompts_per_step=2, group_size=4, max_new_tokens=20, lr=5e-4,
+                     conf_grad="expected", conf_entropy=0.02, updates_per_batch=2,
+                     eval_size=0, save_every=0, seed=0, **COMMON)
+    train(cfg)
+    steps = [r for r in _log(tmp_path) if "event" not in r]
+    assert len(steps) == 2
+    logged = [r for r in steps if "digit_eq_mean" in r]
+    assert logged, "no response wrote a 0.d confidence in two steps"
+    for r in logged:
+        assert 0.0 <= r["digit_eq_mean"] <= 0.9
+        assert 0.0 < r["digit_entropy"] <= math.log(10) + 1e-6
+        auc = r["digit_eq_auroc"]
+        assert auc is None or 0.0 <= auc <= 1.0
+
+
 def test_resume_after_kill_matches_uninterrupted_run(warm_adapter: Path, tmp_path: Path) -> None:
     from calbench.cli import main
 

@@ -258,8 +258,9 @@ def train(cfg: GRPOConfig, *, overwrite: bool = False) -> TrainResult:
         t_train = time.perf_counter()
         totals: dict[str, float] = {}
         kl_seq = None
-        digit_q: dict[int, float] = {}  # response -> expected confidence, for the step's log
-        digit_h: list[float] = []
+        # response -> (expected confidence, entropy) of its digit, for the step's log; with
+        # several updates per batch the last one's, for both
+        digit: dict[int, tuple[float, float]] = {}
         for _ in range(cfg.updates_per_batch):
             for a, b in chunks:
                 sl = slice(a * G, b * G)
@@ -275,10 +276,9 @@ def train(cfg: GRPOConfig, *, overwrite: bool = False) -> TrainResult:
                     gain, eq, h = expected_digit_objective(s, hidden, digit_pos[sl],
                                                            digit_rewards[sl], cfg.conf_entropy)
                     rows = exact[sl]
-                    for i, q in zip(rows.nonzero().squeeze(-1).tolist(), eq.tolist(),
-                                    strict=True):
-                        digit_q[a * G + i] = q
-                    digit_h += h.tolist()
+                    for i, q, e in zip(rows.nonzero().squeeze(-1).tolist(), eq.tolist(),
+                                       h.tolist(), strict=True):
+                        digit[a * G + i] = (q, e)
                     gain = cfg.conf_weight * gain
                     if cfg.loss_agg == "token":
                         loss = loss - gain.sum() / n_tokens
@@ -303,12 +303,12 @@ def train(cfg: GRPOConfig, *, overwrite: bool = False) -> TrainResult:
             "train_s": time.perf_counter() - t_train,
             "step_s": time.perf_counter() - t_step,
         }
-        if digit_q:  # does the digit distribution rank right above wrong answers, in-batch?
-            idx = sorted(digit_q)
+        if digit:  # does the digit distribution rank right above wrong answers, in-batch?
+            idx = sorted(digit)
             ok = [float(scored[i].correct) for i in idx]
-            stats["digit_eq_mean"] = float(sum(digit_q.values()) / len(digit_q))
-            stats["digit_entropy"] = float(sum(digit_h) / len(digit_h))
-            stats["digit_eq_auroc"] = auroc(ok, [digit_q[i] for i in idx]) \
+            stats["digit_eq_mean"] = sum(digit[i][0] for i in idx) / len(idx)
+            stats["digit_entropy"] = sum(digit[i][1] for i in idx) / len(idx)
+            stats["digit_eq_auroc"] = auroc(ok, [digit[i][0] for i in idx]) \
                 if 0 < sum(ok) < len(ok) else None
         if "kl_k3" in totals:
             stats["kl_k3_token"] = totals["kl_k3"] / n_tokens / upd
