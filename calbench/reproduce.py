@@ -45,12 +45,16 @@ RL_STEPS = 40
 # --conf-entropy 0.02 (both arms): without it λ = 1 at lr 1e-3 made RLCR state 0.2 for all 500
 # held-out questions while the mean of its digit distribution still ranked them (AUROC 0.82); the
 # bonus keeps the optimum interior, a bell of width ~0.1 around P(correct) (grpo.py docstring).
-# Measured with it: the distribution stayed spread (entropy 1.91 of 2.30 nats), yet its centre
-# moved only 0.015 across difficulty bins and greedy RLCR still states 0.2 everywhere (README).
+# Measured with it at λ = 1: the distribution stayed spread (entropy 1.91 of 2.30 nats), yet its
+# centre moved only 0.015 across difficulty bins and greedy RLCR still stated 0.2 everywhere.
+# --conf-weight 10: that entropy was still far above the τ-optimum's (a bell around p ≈ 0.3 has
+# 1.42 nats), i.e. after 40 steps the digit term had not reached even its question-independent
+# optimum; under Adam λ sets its share of each normalised step. λ scales τ too, so the optimum
+# (the bell around P(correct)) is unchanged; only the speed of getting there is.
 RL_ARGS = ["--algo", "grpo", "--steps", str(RL_STEPS), "--prompts-per-step", "4",
            "--group-size", "8", "--max-new-tokens", "48", "--lr", "1e-3", "--beta", "0.04",
            "--train-order", "stratified", "--conf-grad", "expected", "--conf-entropy", "0.02",
-           "--eval-size", "0", "--save-every", "10"]
+           "--conf-weight", "10", "--eval-size", "0", "--save-every", "10"]
 RL_METHODS = ("rlvr", "rlcr")
 # (task, extra eval args): the in-domain held-out split and the out-of-domain checks.
 EVALS: list[tuple[str, list[str]]] = [

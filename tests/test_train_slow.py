@@ -89,6 +89,7 @@ def test_grpo_exact_digit_credit_with_entropy_logs_the_digit(warm_adapter: Path,
     for r in logged:
         assert 0.0 <= r["digit_eq_mean"] <= 0.9
         assert 0.0 < r["digit_entropy"] <= math.log(10) + 1e-6
+        assert 0.0 <= r["digit_eq_std"] <= 0.45  # std of values in [0, 0.9]
         auc = r["digit_eq_auroc"]
         assert auc is None or 0.0 <= auc <= 1.0
 

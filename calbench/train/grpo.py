@@ -306,9 +306,14 @@ def train(cfg: GRPOConfig, *, overwrite: bool = False) -> TrainResult:
         if digit:  # does the digit distribution rank right above wrong answers, in-batch?
             idx = sorted(digit)
             ok = [float(scored[i].correct) for i in idx]
-            stats["digit_eq_mean"] = sum(digit[i][0] for i in idx) / len(idx)
+            eq = [digit[i][0] for i in idx]
+            stats["digit_eq_mean"] = sum(eq) / len(idx)
+            # spread of E[q] across the batch's responses: how far the confidence has come
+            # to depend on the question (the mean alone cannot show a per-question shift)
+            stats["digit_eq_std"] = float(torch.tensor(eq).std(unbiased=False)) \
+                if len(eq) > 1 else 0.0
             stats["digit_entropy"] = sum(digit[i][1] for i in idx) / len(idx)
-            stats["digit_eq_auroc"] = auroc(ok, [digit[i][0] for i in idx]) \
+            stats["digit_eq_auroc"] = auroc(ok, eq) \
                 if 0 < sum(ok) < len(ok) else None
         if "kl_k3" in totals:
             stats["kl_k3_token"] = totals["kl_k3"] / n_tokens / upd
