@@ -327,12 +327,15 @@ def test_cli_builds_configs() -> None:
     g = cli.build_config(p.parse_args(["--method", "rlcr", "--conf-grad", "expected",
                                        "--conf-weight", "20"]))
     assert (g.conf_grad, g.conf_weight) == ("expected", 20.0)
+    v = cli.build_config(p.parse_args(["--method", "rlcr", "--eval-split", "val",
+                                       "--eval-size", "800"]))  # val is not capped at 500
+    assert (v.eval_split, v.eval_size) == ("val", 800)
     w = cli.build_config(p.parse_args(["--method", "warmup", "--examples", "8"]))
     assert type(w).__name__ == "WarmupConfig" and w.examples == 8
     for bad in (["--set", "nope=1"], ["--adv-norm", "rank"], ["--group-size", "1"],
                 ["--set", "split_credit=maybe"], ["--conf-grad", "mode"],
                 ["--conf-weight", "-1"], ["--conf-entropy", "-0.1"],
-                ["--conf-entropy", "0.02"]):
+                ["--conf-entropy", "0.02"], ["--eval-split", "dev"], ["--eval-size", "501"]):
         with pytest.raises(UsageError):
             cli.build_config(p.parse_args(["--method", "rlcr", *bad]))
 

@@ -39,6 +39,22 @@ def test_train_and_test_are_disjoint(seed: int) -> None:
     assert not test_q & {ex["question"] for ex in warm}
 
 
+def test_val_split_is_held_out_from_rl_warmup_and_test() -> None:
+    from calbench.train.data import VAL_OFFSET
+
+    val = chain_sum_items("val", 200)
+    assert val == chain_sum_items("val", 400)[:200]  # deterministic prefix
+    assert all(it["id"].startswith("chain_sum/val/") for it in val)
+    idx = [it["meta"]["source_index"] for it in val]
+    assert min(idx) >= VAL_OFFSET  # far from RL (stream index 0 on) and the warm-up (10^6 on)
+    assert VAL_OFFSET > WARMUP_OFFSET + 10_000
+    test_q = {it["question"] for it in chain_sum_items("test", TEST_POOL)}
+    assert not test_q & {it["question"] for it in val}
+    assert {difficulty_bin(it["meta"]) for it in val} == {"2t1d", "2t2d", "3t1d", "3t2d"}
+    with pytest.raises(ValueError):
+        chain_sum_items("val", 3, offset=5)
+
+
 def test_all_difficulty_bins_present_in_test() -> None:
     bins = {difficulty_bin(it["meta"]) for it in chain_sum_items("test", 200)}
     assert bins == {"2t1d", "2t2d", "3t1d", "3t2d"}

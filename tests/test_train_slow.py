@@ -62,6 +62,10 @@ def test_grpo_rlcr_moves_reward_up(warm_adapter: Path, tmp_path: Path) -> None:
     assert conf_last > conf_first
     evals = [r for r in _log(tmp_path) if r.get("event") == "eval"]
     assert [e["step"] for e in evals] == [0, 20]
+    for e in evals:  # greedy answers to 8 test questions: ranking and per-bin confidence
+        assert e["eval_auroc"] is None or 0.0 <= e["eval_auroc"] <= 1.0
+        assert set(e["eval_conf_by_bin"]) <= set(e["eval_by_bin"])
+        assert all(0.0 <= c <= 1.0 for c in e["eval_conf_by_bin"].values())
     # the adapter is what `calbench eval --model <dir>` loads
     r = resolve_model(str(res.model_dir), hash_weights=False)
     assert r.kind == "adapter"

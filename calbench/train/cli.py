@@ -53,7 +53,9 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--lora-last-layers", "lora_last_layers", int, "LoRA on the last N layers only (0: all)"),
     ("--elicitation", "elicitation", str, "prompt format (as in calbench eval): tags | prefill"),
     ("--eval-every", "eval_every", int, "steps between held-out evaluations (0: start/end)"),
-    ("--eval-size", "eval_size", int, "held-out test questions per evaluation"),
+    ("--eval-size", "eval_size", int, "held-out questions per evaluation"),
+    ("--eval-split", "eval_split", str,
+     "held-out questions: test (the eval task's pool) | val (train stream far from RL)"),
     ("--save-every", "save_every", int, "steps between checkpoints"),
     ("--device", "device", str, "auto | cpu | cuda | cuda:N"),
     ("--dtype", "dtype", str, "auto | fp32 | bf16 (autocast and rollout copy)"),
@@ -168,7 +170,9 @@ def _validate(cfg: Any) -> None:
             raise UsageError(f"{name} must be >= 1")
     if getattr(cfg, "group_size", 2) < 2 and cfg.__class__.__name__ == "GRPOConfig":
         raise UsageError("GRPO needs --group-size >= 2 (advantages are relative to the group)")
-    if cfg.eval_size > 500:
+    if getattr(cfg, "eval_split", "test") not in ("test", "val"):
+        raise UsageError(f"--eval-split must be test or val, not {cfg.eval_split!r}")
+    if cfg.eval_size > 500 and getattr(cfg, "eval_split", "test") == "test":
         raise UsageError("--eval-size: the chain_sum test split has 500 items per seed")
 
 

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from calbench.errors import RuntimeFailure, UsageError
+from calbench.metrics.selective import auroc
 from calbench.prompts import build_prompt
 from calbench.records import atomic_write_json, git_commit
 
@@ -67,7 +68,8 @@ class RunConfig:
     train_order: str = "stream"
     # held-out evaluation, logging, checkpoints
     eval_every: int = 10  # steps between held-out evaluations (0: only at the end)
-    eval_size: int = 64  # held-out test questions (greedy decoding)
+    eval_size: int = 64  # held-out questions (greedy decoding)
+    eval_split: str = "test"  # "test" (the eval task's held-out pool) | "val" (for choosing recipes)
     save_every: int = 10  # steps between checkpoints
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -626,6 +628,10 @@ class EvalResult:
     brier: float | None  # over parsed confidences
     smece: float | None
     by_bin: dict[str, float] = field(default_factory=dict)  # accuracy per difficulty bin
+    # does the stated confidence rank right above wrong answers, and follow the bins' accuracy?
+    # (a constant confidence has a low Brier and smooth ECE, and AUROC 0.5)
+    auroc: float | None = None
+    conf_by_bin: dict[str, float] = field(default_factory=dict)  # mean parsed confidence per bin
 
     def to_log(self, prefix: str = "eval_") -> dict[str, Any]:
         return {f"{prefix}{k}": v for k, v in asdict(self).items()}
@@ -649,9 +655,12 @@ def evaluate(policy: Policy, engine: RolloutModel | None, items: Sequence[dict],
     conf = [s.confidence for s in scored if s.confidence is not None]
     corr = [float(s.correct) for s in scored if s.confidence is not None]
     bins: dict[str, list[float]] = {}
+    conf_bins: dict[str, list[float]] = {}
     for it, s in zip(items, scored, strict=True):
         if "meta" in it and "num_terms" in it["meta"]:
             bins.setdefault(difficulty_bin(it["meta"]), []).append(float(s.correct))
+            if s.confidence is not None:
+                conf_bins.setdefault(difficulty_bin(it["meta"]), []).append(s.confidence)
     return EvalResult(
         n=n,
         accuracy=sum(s.correct for s in scored) / max(n, 1),
@@ -662,6 +671,8 @@ def evaluate(policy: Policy, engine: RolloutModel | None, items: Sequence[dict],
         brier=float(np.mean([(c - y) ** 2 for c, y in zip(conf, corr, strict=True)])) if conf else None,
         smece=smooth_ece(conf, corr) if conf else None,
         by_bin={k: sum(v) / len(v) for k, v in sorted(bins.items())},
+        auroc=auroc(corr, conf) if 0 < sum(corr) < len(corr) else None,
+        conf_by_bin={k: float(np.mean(v)) for k, v in sorted(conf_bins.items())},
     )
 
 
@@ -908,7 +919,8 @@ class Session:
             self.train_items = chain_sum_items("train", n_train, cfg.seed)
         else:
             raise UsageError(f"train_order must be 'stream' or 'stratified', not {order!r}")
-        self.eval_items = chain_sum_items("test", cfg.eval_size, cfg.seed) if cfg.eval_size else []
+        self.eval_items = chain_sum_items(getattr(cfg, "eval_split", "test"), cfg.eval_size,
+                                          cfg.seed) if cfg.eval_size else []
         self.log = JsonlLog(self.out / "log.jsonl")
         if state is None:  # no checkpoint: whatever a killed earlier attempt logged is void
             self.log.path.unlink(missing_ok=True)
@@ -1023,7 +1035,8 @@ class Session:
         rec = json.loads(lines[-1]) if lines else {}
         if rec.get("event") == "eval":
             return (f"eval acc {rec['eval_accuracy']:.2f} smECE "
-                    f"{_fmt(rec.get('eval_smece'))} conf {_fmt(rec.get('eval_conf_mean'))}")
+                    f"{_fmt(rec.get('eval_smece'))} AUROC {_fmt(rec.get('eval_auroc'))} "
+                    f"conf {_fmt(rec.get('eval_conf_mean'))}")
         return (f"R {_fmt(rec.get('reward'))} acc {_fmt(rec.get('accuracy'))} conf "
                 f"{_fmt(rec.get('conf_mean'))}±{_fmt(rec.get('conf_std'))} "
                 f"{_fmt(rec.get('step_s'), 1)}s/step")

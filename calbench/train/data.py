@@ -24,6 +24,13 @@ from functools import lru_cache
 TASK = "chain_sum"
 CONFIG = {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2}
 TEST_POOL = 500  # the most test items one seed offers; all of them are kept out of train
+# Train-stream index where the validation split starts: far from RL (index 0 on) and from the
+# format warm-up (warmup.WARMUP_OFFSET = 10^6), so recipes can be compared on questions no run
+# trained on without touching the test pool. The stream repeats questions (there are only ~100
+# distinct 2-term 1-digit questions outside the test pool), so the easiest bin of val overlaps
+# what RL saw; the other bins almost never do.
+VAL_OFFSET = 3_000_000
+SPLITS = ("train", "val", "test")
 _TEST_BASE = 1_000_000_000
 _SEED_STRIDE = 10_000_000
 
@@ -68,7 +75,7 @@ def _record(split: str, i: int, seed: int, item: dict) -> dict:
     meta = item["metadata"]
     return {
         # test: position in the distinct test pool; train: index in the train stream
-        "id": f"{TASK}/{split}/{i if split == 'test' else int(meta['source_index'])}",
+        "id": f"{TASK}/{split}/{i if split == 'test' else int(meta['source_index'])}",  # val, train: stream index
         "question": item["question"],
         "gold": item["answer"],
         "meta": {
@@ -82,17 +89,25 @@ def _record(split: str, i: int, seed: int, item: dict) -> dict:
 
 
 def chain_sum_items(split: str, n: int, seed: int = 0, *, offset: int = 0) -> list[dict]:
-    """``n`` chain-sum questions of ``split`` ("train" or "test") for run seed ``seed``.
+    """``n`` chain-sum questions of ``split`` ("train", "val" or "test") for run seed ``seed``.
 
     Each item is ``{"id", "question", "gold", "meta": {"num_terms", "num_digits", ...}}``; ids
     are ``chain_sum/test/<i>`` (position in the test pool) and ``chain_sum/train/<j>`` (index
     in the train stream). Pure and deterministic: the same arguments give the same items, and the
     first k items of a larger n are the items of n = k. ``offset`` (train only) starts the train
     stream at index ``offset``, for a second disjoint stretch of it (the format warm-up uses one). Train and test never
-    share a question. Test offers at most :data:`TEST_POOL` items per seed.
+    share a question. Test offers at most :data:`TEST_POOL` items per seed. "val" is the train
+    stream from :data:`VAL_OFFSET` on (ids ``chain_sum/val/<j>``): for choosing a recipe without
+    the test set.
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+    if split == "val":
+        if offset:
+            raise ValueError("offset applies to the train split only")
+        items = _stream(seed * _SEED_STRIDE, n, exclude=_test_questions(seed), distinct=False,
+                        start=VAL_OFFSET)
+        return [_record(split, i, seed, item) for i, item in enumerate(items)]
     if n < 0:
         raise ValueError("n must be >= 0")
     if split == "test":
