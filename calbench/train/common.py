@@ -995,12 +995,18 @@ class Session:
             self.save_checkpoint(step)
         return rec
 
+    def compute(self) -> dict[str, str]:
+        """What the run computed on: ``--dtype auto`` resolves per machine (bf16 autocast on a
+        CPU with AVX512-BF16/AMX, fp32 on AVX2), and that changes the numbers a run produces."""
+        return {"device": str(self.policy.device),
+                "dtype": str(self.policy.dtype).removeprefix("torch.")}
+
     def wall_s(self) -> float:
         return self.wall_before + time.perf_counter() - self.t0
 
     def save_checkpoint(self, step: int) -> None:
         ckpt = checkpoint_dir(self.out)
-        info = run_info(self.cfg, self.algo, step, self.wall_s())
+        info = run_info(self.cfg, self.algo, step, self.wall_s(), **self.compute())
         tmp_state = self.out / ".trainer_state.pt.tmp"
         torch.save({
             "step": step,
@@ -1044,7 +1050,8 @@ class Session:
     def finish(self) -> TrainResult:
         step = self.cfg.steps  # end_step already checkpointed it
         name = "adapter" if self.policy.is_lora else "model"
-        info = run_info(self.cfg, self.algo, step, self.wall_s(), final_eval=self.last_eval)
+        info = run_info(self.cfg, self.algo, step, self.wall_s(), final_eval=self.last_eval,
+                        **self.compute())
         save_model(self.policy, self.out / name, info)
         return TrainResult(self.out, self.out / name, step, self.wall_s(), self.last_eval)
 
