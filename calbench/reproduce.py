@@ -208,7 +208,7 @@ Trained by `calbench reproduce` (calbench commit {info.get('git_commit') or 'unk
 | method / algorithm | {info.get('method')} / {info.get('algo')} |
 | steps | {info.get('steps')} of {cfg.get('steps') if short != 'warmup' else info.get('steps')} configured{partial} |
 | wall time | {info.get('wall_time_s', 0) / 60:.1f} min |
-| machine | 2 shared AMD EPYC cores (AVX2), fp32, 1 torch thread per run, no GPU |
+| machine | {_machine(info)} |
 | adapter | {size / 1e6:.1f} MB (`adapter_model.safetensors`) |
 
 Exact command (as run by `calbench reproduce`):
@@ -222,6 +222,13 @@ its parts, accuracy, mean / std / distinct stated confidences, KL, step time). U
 `calbench eval --model {spec} --tasks chain_sum`. Results: the README's headline table and
 `leaderboard/`.
 """
+
+
+def _machine(info: dict) -> str:
+    if "dtype" not in info:  # runs from before the trainer recorded it (all were on AVX2 CPUs)
+        return "2 shared AMD EPYC cores (AVX2), fp32, 1 torch thread per run, no GPU"
+    threads = info.get("config", {}).get("threads") or "default"
+    return f"{info.get('cpu', info['device'])}, {info['dtype']}, {threads} torch thread(s)"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -998,8 +998,10 @@ class Session:
     def compute(self) -> dict[str, str]:
         """What the run computed on: ``--dtype auto`` resolves per machine (bf16 autocast on a
         CPU with AVX512-BF16/AMX, fp32 on AVX2), and that changes the numbers a run produces."""
+        cpu = f"{os.cpu_count()} CPU cores, " + ("AVX512-BF16/AMX" if cpu_has_fast_bf16()
+                                                   else "no native bf16")
         return {"device": str(self.policy.device),
-                "dtype": str(self.policy.dtype).removeprefix("torch.")}
+                "dtype": str(self.policy.dtype).removeprefix("torch."), "cpu": cpu}
 
     def wall_s(self) -> float:
         return self.wall_before + time.perf_counter() - self.t0
