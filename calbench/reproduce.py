@@ -34,25 +34,25 @@ LORA_ARGS = ["--lora-r", "16", "--lora-alpha", "32", "--lora-last-layers", "12"]
 # held-out accuracy with 84% format, at 1e-3 34% with 100% (120 questions each, this machine).
 WARMUP_ARGS = ["--examples", "640", "--epochs", "1", "--batch-size", "16", "--lr", "1e-3",
                "--eval-size", "120", "--eval-every", "20", *LORA_ARGS]
-RL_STEPS = 40
+RL_STEPS = 60
 # 48 new tokens: the worked steps + tags of the longest chains are 43 tokens. --conf-grad
 # expected (a no-op for rlvr, whose reward ignores the confidence): with the sampled estimator
 # 40 steps at lr 2e-4 left RLCR stating 0.5 for 479 of 500 held-out questions (AUROC 0.48).
 # lr 1e-3: at 2e-4 the mean of RLCR's confidence distribution spanned only 0.014-0.015 across
-# the difficulty bins after 10 steps, with --conf-weight 1 and 20 alike (Adam bounds each step's
-# movement by the lr). --conf-weight 20 at lr 1e-3 overshot (mean stated confidence 0.49, 0.32,
-# 0.26 ... 0.17 over steps 1-7) and collapsed to a constant 0.5 from step 8, so λ stays 1.
-# --conf-entropy 0.02 (both arms): without it λ = 1 at lr 1e-3 made RLCR state 0.2 for all 500
-# held-out questions while the mean of its digit distribution still ranked them (AUROC 0.82); the
-# bonus keeps the optimum interior, a bell of width ~0.1 around P(correct) (grpo.py docstring).
-# Measured with it at λ = 1: the distribution stayed spread (entropy 1.91 of 2.30 nats), yet its
-# centre moved only 0.015 across difficulty bins and greedy RLCR still stated 0.2 everywhere.
-# --conf-weight 10: that entropy was still far above the τ-optimum's (a bell around p ≈ 0.3 has
-# 1.42 nats), i.e. after 40 steps the digit term had not reached even its question-independent
-# optimum; under Adam λ sets its share of each normalised step. λ scales τ too, so the optimum
-# (the bell around P(correct)) is unchanged; only the speed of getting there is.
-RL_ARGS = ["--algo", "grpo", "--steps", str(RL_STEPS), "--prompts-per-step", "4",
-           "--group-size", "8", "--max-new-tokens", "48", "--lr", "1e-3", "--beta", "0.04",
+# the difficulty bins after 10 steps. --conf-entropy 0.02 (both arms): keeps the digit's optimum
+# interior, a bell of width ~0.1 around P(correct) (grpo.py docstring); without it RLCR fell onto
+# 0.2 for every question. --conf-weight 10 (λ; it scales τ too, so the optimum is unchanged):
+# at λ = 1 the digit distribution was still far from even its question-independent optimum after
+# 40 steps (entropy 1.91 nats; the bell around p ≈ 0.3 has 1.42).
+# Steps and batch: 40 steps of 4 questions × 8 samples (160 questions) left the confidence one
+# number however λ was set — its spread across a batch (digit_eq_std) stayed ≤ 0.01 for 50 steps
+# and only then grew (0.17 by step 100 of a 120-step probe). Chosen on the validation split
+# (chain_sum_val, never the test split) between two equal-cost RLCR probes by a rule fixed
+# before either was evaluated (higher greedy AUROC unless > 5 points less accurate):
+# 120 × (4 × 8) reached AUROC 0.841, accuracy 0.290, ECE 0.078; 60 × (16 × 4) — four questions
+# per difficulty bin per step — AUROC 0.879, accuracy 0.380, ECE 0.181. The second is used.
+RL_ARGS = ["--algo", "grpo", "--steps", str(RL_STEPS), "--prompts-per-step", "16",
+           "--group-size", "4", "--max-new-tokens", "48", "--lr", "1e-3", "--beta", "0.04",
            "--train-order", "stratified", "--conf-grad", "expected", "--conf-entropy", "0.02",
            "--conf-weight", "10", "--eval-size", "0", "--save-every", "10"]
 RL_METHODS = ("rlvr", "rlcr")
