@@ -197,10 +197,13 @@ def model_card(spec: str, short: str, info: dict, size: int) -> str:
             "--out", "runs/reference/warmup", *WARMUP_ARGS] if short == "warmup" else
            ["calbench", "train", "--method", short, "--model", "runs/reference/warmup/adapter",
             "--out", f"runs/reference/{short}", *RL_ARGS, *LORA_ARGS])
+    start = "" if short == "warmup" else (
+        f", starting from `{cfg.get('model')}`: the warm-up run of the same `reproduce` output "
+        "folder, published beside this adapter as `smollm2-135m-warmup`")
     return f"""# {spec}
 
 LoRA adapter on SmolLM2-135M-Instruct (Apache-2.0): {what}.
-Trained by `calbench reproduce` (calbench commit {info.get('git_commit') or 'unknown'}).
+Trained by `calbench reproduce` (calbench commit {info.get('git_commit') or 'unknown'}){start}.
 
 | | |
 |---|---|
@@ -228,7 +231,8 @@ def _machine(info: dict) -> str:
     if "dtype" not in info:  # runs from before the trainer recorded it (all were on AVX2 CPUs)
         return "2 shared AMD EPYC cores (AVX2), fp32, 1 torch thread per run, no GPU"
     threads = info.get("config", {}).get("threads") or "default"
-    return f"{info.get('cpu', info['device'])}, {info['dtype']}, {threads} torch thread(s)"
+    dtype = "bf16 autocast (fp32 weights)" if info["dtype"] == "bfloat16" else info["dtype"]
+    return f"{info.get('cpu', info['device'])}, {dtype}, torch threads: {threads}"
 
 
 def run(args: argparse.Namespace) -> int:
