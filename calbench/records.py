@@ -35,13 +35,15 @@ class RecordError(ValueError):
 def git_commit() -> str | None:
     """The calbench commit that produced a run or an adapter, suffixed ``-dirty`` when the
     package or task files differ from it (then the commit alone does not reproduce the result);
-    None outside a git checkout (an installed wheel)."""
+    None outside a git checkout (an installed wheel). The shipped adapters in
+    ``calbench/reference`` are not code: ``calbench reproduce`` publishes new ones there and
+    then evaluates them (a run records the adapter's weights hash), so they do not count."""
     root = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                               text=True, timeout=5, check=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "calbench",
-                                "tasks"], capture_output=True, text=True, timeout=5).stdout.strip()
+                                "tasks", ":(exclude)calbench/reference"], capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("-dirty" if dirty else "") if head else None
