@@ -43,7 +43,8 @@ def git_commit() -> str | None:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                               text=True, timeout=5, check=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "calbench",
-                                "tasks", ":(exclude)calbench/reference"], capture_output=True, text=True, timeout=5).stdout.strip()
+                                "tasks", ":(exclude)calbench/reference"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("-dirty" if dirty else "") if head else None

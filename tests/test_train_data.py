@@ -67,6 +67,10 @@ def test_bad_arguments() -> None:
         chain_sum_items("test", TEST_POOL + 1)
     with pytest.raises(ValueError):
         chain_sum_items("test", 3, offset=5)
+    from calbench.train.data import VAL_OFFSET
+
+    with pytest.raises(ValueError):  # a train stretch may not run into the validation split
+        chain_sum_items("train", 3, offset=VAL_OFFSET)
 
 
 def test_warmup_targets_teach_the_format_without_leaking_correctness() -> None:

@@ -170,9 +170,9 @@ def _validate(cfg: Any) -> None:
             raise UsageError(f"{name} must be >= 1")
     if getattr(cfg, "group_size", 2) < 2 and cfg.__class__.__name__ == "GRPOConfig":
         raise UsageError("GRPO needs --group-size >= 2 (advantages are relative to the group)")
-    if getattr(cfg, "eval_split", "test") not in ("test", "val"):
+    if cfg.eval_split not in ("test", "val"):
         raise UsageError(f"--eval-split must be test or val, not {cfg.eval_split!r}")
-    if cfg.eval_size > 500 and getattr(cfg, "eval_split", "test") == "test":
+    if cfg.eval_size > 500 and cfg.eval_split == "test":
         raise UsageError("--eval-size: the chain_sum test split has 500 items per seed")
 
 

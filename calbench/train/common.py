@@ -919,8 +919,8 @@ class Session:
             self.train_items = chain_sum_items("train", n_train, cfg.seed)
         else:
             raise UsageError(f"train_order must be 'stream' or 'stratified', not {order!r}")
-        self.eval_items = chain_sum_items(getattr(cfg, "eval_split", "test"), cfg.eval_size,
-                                          cfg.seed) if cfg.eval_size else []
+        self.eval_items = chain_sum_items(cfg.eval_split, cfg.eval_size, cfg.seed) \
+            if cfg.eval_size else []
         self.log = JsonlLog(self.out / "log.jsonl")
         if state is None:  # no checkpoint: whatever a killed earlier attempt logged is void
             self.log.path.unlink(missing_ok=True)
@@ -995,7 +995,7 @@ class Session:
             self.save_checkpoint(step)
         return rec
 
-    def compute(self) -> dict[str, str]:
+    def hardware(self) -> dict[str, str]:
         """What the run computed on: ``--dtype auto`` resolves per machine (bf16 autocast on a
         CPU with AVX512-BF16/AMX, fp32 on AVX2), and that changes the numbers a run produces."""
         cpu = f"{os.cpu_count()} CPU cores, " + ("AVX512-BF16/AMX" if cpu_has_fast_bf16()
@@ -1008,7 +1008,7 @@ class Session:
 
     def save_checkpoint(self, step: int) -> None:
         ckpt = checkpoint_dir(self.out)
-        info = run_info(self.cfg, self.algo, step, self.wall_s(), **self.compute())
+        info = run_info(self.cfg, self.algo, step, self.wall_s(), **self.hardware())
         tmp_state = self.out / ".trainer_state.pt.tmp"
         torch.save({
             "step": step,
@@ -1053,7 +1053,7 @@ class Session:
         step = self.cfg.steps  # end_step already checkpointed it
         name = "adapter" if self.policy.is_lora else "model"
         info = run_info(self.cfg, self.algo, step, self.wall_s(), final_eval=self.last_eval,
-                        **self.compute())
+                        **self.hardware())
         save_model(self.policy, self.out / name, info)
         return TrainResult(self.out, self.out / name, step, self.wall_s(), self.last_eval)
 

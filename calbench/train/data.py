@@ -74,8 +74,8 @@ def _test_questions(seed: int) -> frozenset[str]:
 def _record(split: str, i: int, seed: int, item: dict) -> dict:
     meta = item["metadata"]
     return {
-        # test: position in the distinct test pool; train: index in the train stream
-        "id": f"{TASK}/{split}/{i if split == 'test' else int(meta['source_index'])}",  # val, train: stream index
+        # test: position in the distinct test pool; train, val: index in the train stream
+        "id": f"{TASK}/{split}/{i if split == 'test' else int(meta['source_index'])}",
         "question": item["question"],
         "gold": item["answer"],
         "meta": {
@@ -102,23 +102,19 @@ def chain_sum_items(split: str, n: int, seed: int = 0, *, offset: int = 0) -> li
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
-    if split == "val":
-        if offset:
-            raise ValueError("offset applies to the train split only")
-        items = _stream(seed * _SEED_STRIDE, n, exclude=_test_questions(seed), distinct=False,
-                        start=VAL_OFFSET)
-        return [_record(split, i, seed, item) for i, item in enumerate(items)]
     if n < 0:
         raise ValueError("n must be >= 0")
+    if split != "train" and offset:
+        raise ValueError("offset applies to the train split only")
     if split == "test":
-        if offset:
-            raise ValueError("offset applies to the train split only")
         if n > TEST_POOL:
             raise ValueError(f"the {TASK} test split has {TEST_POOL} items per seed; asked {n}")
         items = list(_test_pool(seed)[:n])
     else:
-        if not 0 <= offset < _SEED_STRIDE // 2:
-            raise ValueError(f"offset must lie in [0, {_SEED_STRIDE // 2})")
+        if split == "val":
+            offset = VAL_OFFSET
+        elif not 0 <= offset < VAL_OFFSET:  # a train stretch never reaches val
+            raise ValueError(f"offset must lie in [0, {VAL_OFFSET})")
         items = _stream(seed * _SEED_STRIDE, n, exclude=_test_questions(seed), distinct=False,
                         start=offset)
     return [_record(split, i, seed, item) for i, item in enumerate(items)]
