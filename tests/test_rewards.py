@@ -199,7 +199,7 @@ def test_verl_compute_score_matches_trl_reward() -> None:
     for method, f in REWARDS.items():
         for text, gold in [(resp(RIGHT, "0.7"), "7"), (resp(WRONG, "0.7"), "7"),
                            ("<answer>7</answer>", "7"), ("garbage", "7")]:
-            out = compute_score("calbench/chain_sum", text, gold, {"method": method})
+            out = compute_score("calbench/chain_sum", text, gold, None, method=method)
             assert out["score"] == pytest.approx(f([text], [gold])[0])
             assert all(isinstance(v, float) and math.isfinite(v) for v in out.values())
     out = compute_score("x", "7</answer> <confidence>0.8</confidence>", "7", None,
@@ -215,3 +215,48 @@ def test_verl_rows_shape() -> None:
     assert r["reward_model"]["ground_truth"] == "2"
     assert r["prompt"][-1]["role"] == "user" and "1 + 1 =" in r["prompt"][-1]["content"]
     assert r["extra_info"]["prefill"] == "<answer>"
+
+
+def _verl_call(row: dict, response: str, **reward_kwargs: object) -> dict[str, float]:
+    """compute_score called as verl's reward manager calls it for one row of the dataset."""
+    return compute_score(row["data_source"], response, row["reward_model"]["ground_truth"],
+                         row["extra_info"], **reward_kwargs)
+
+
+def test_verl_configured_method_is_the_one_trained() -> None:
+    # Rows built with the README recipe (no method) and reward_kwargs.method=rlvr score RLVR:
+    # a right answer at q = 0.8 earns 1.0, not RLCR's 1 - 0.2² = 0.96.
+    (row,) = verl_rows([{"question": "3 + 4 =", "gold": "7"}])
+    assert "method" not in row["extra_info"]
+    assert _verl_call(row, resp(RIGHT, "0.8"), method="rlvr")["score"] == 1.0
+    assert _verl_call(row, resp(RIGHT, "0.8"))["score"] == pytest.approx(0.96)  # default rlcr
+    # a row that repeats the configured method is fine
+    (same,) = verl_rows([{"question": "3 + 4 =", "gold": "7"}], method="rlvr")
+    assert _verl_call(same, resp(RIGHT, "0.8"), method="rlvr")["score"] == 1.0
+
+
+def test_verl_row_method_conflicting_with_config_is_an_error() -> None:
+    (row,) = verl_rows([{"question": "3 + 4 =", "gold": "7"}], method="rlcr")
+    with pytest.raises(ValueError, match=r"method='rlcr'.*method='rlvr'"):
+        _verl_call(row, resp(RIGHT, "0.8"), method="rlvr")
+    # with nothing configured the default (rlcr) is the run's method: a row saying rlvr conflicts
+    (rlvr_row,) = verl_rows([{"question": "3 + 4 =", "gold": "7"}], method="rlvr")
+    with pytest.raises(ValueError, match=r"method='rlvr'.*method='rlcr' \(the default"):
+        _verl_call(rlvr_row, resp(RIGHT, "0.8"))
+    with pytest.raises(ValueError, match="format_weight=0.5.*format_weight=0.1"):
+        compute_score("x", resp(RIGHT, "0.8"), "7", {"format_weight": 0.5}, format_weight=0.1)
+    with pytest.raises(ValueError, match="unknown calbench reward 'RLVR'"):
+        verl_rows([{"question": "3 + 4 =", "gold": "7"}], method="RLVR")
+
+
+def test_verl_row_without_method_after_parquet_uses_config() -> None:
+    # A dataset where only some rows name a method stores None for the others (parquet unifies
+    # the struct); None means "not stated", so those rows follow reward_kwargs.
+    from datasets import Dataset
+
+    items = [{"question": "3 + 4 =", "gold": "7"}]
+    rows = verl_rows(items, method="rlvr") + verl_rows(items)
+    loaded = list(Dataset.from_list(rows))
+    assert loaded[1]["extra_info"]["method"] is None
+    for row in loaded:
+        assert _verl_call(row, resp(RIGHT, "0.8"), method="rlvr")["score"] == 1.0
