@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import math
+import random
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -24,10 +26,15 @@ from calbench.train.common import (
     encode_prompts,
     group_advantages,
     load_policy,
+    load_trainer_state,
     positions,
     response_forward,
+    rng_state,
     sample,
     save_model,
+    save_trainer_state,
+    seed_everything,
+    set_rng_state,
     smooth_ece,
 )
 from calbench.train.grpo import (
@@ -493,3 +500,92 @@ def test_confprobe_reads_the_digit_distribution_behind_each_greedy_confidence(
     assert s["n"] == 2 and s["greedy"]["mean"] == pytest.approx(0.45)
     assert s["greedy"]["auroc"] == 1.0  # the right answer carried the higher greedy confidence
     assert main(["smollm2-135m", str(tmp_path / "missing")]) == 2
+
+
+# ------------------------------------------------------------------------------------------
+# Checkpoints: tensors-only trainer state, exact RNG round trip
+# ------------------------------------------------------------------------------------------
+
+
+def _draws() -> list:
+    """One draw from every RNG a resumed run continues, including the cached Gaussians."""
+    return [random.random(), random.gauss(0.0, 1.0), np.random.standard_normal(3).tolist(),
+            np.random.rand(), torch.rand(4).tolist(), torch.randint(0, 1000, (3,)).tolist()]
+
+
+def test_checkpoint_round_trips_rng_and_optimizer_state_exactly(tmp_path: Path) -> None:
+    seed_everything(123)
+    random.gauss(0.0, 1.0)  # leaves a cached second Gaussian in python's state...
+    np.random.standard_normal()  # ...and in numpy's
+    head = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-2)
+    head(torch.ones(3)).sum().backward()
+    opt.step()
+    state = {"step": 3, "optimizer": opt.state_dict(), "extra": {"head": head.state_dict()},
+             "reference_lora": None, "rng": rng_state(), "wall_s": 1.5}
+    json.dumps({k: state["rng"][k] for k in ("python", "numpy")})  # plain values, no objects
+    path = tmp_path / "trainer_state.pt"
+    save_trainer_state(path, state)
+    expected = _draws()
+
+    seed_everything(999)  # a fresh process would start elsewhere
+    loaded = load_trainer_state(path)
+    set_rng_state(loaded["rng"])
+    assert _draws() == expected
+    assert loaded["step"] == 3 and loaded["wall_s"] == 1.5
+    head2 = torch.nn.Linear(3, 2)
+    head2.load_state_dict(loaded["extra"]["head"])
+    opt2 = torch.optim.AdamW(head2.parameters(), lr=1e-2)
+    opt2.load_state_dict(loaded["optimizer"])
+    for k, v in opt.state_dict()["state"][0].items():
+        assert torch.equal(v, opt2.state_dict()["state"][0][k]), k
+
+
+class _RunsOnUnpickle:
+    """An object whose unpickling creates a file: proof of code execution on load."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (open, (str(self.marker), "w"))
+
+
+def test_checkpoint_with_a_pickled_object_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "executed"
+    path = tmp_path / "trainer_state.pt"
+    torch.save({"step": 1, "optimizer": None, "rng": rng_state(),
+                "payload": _RunsOnUnpickle(marker)}, path)
+    with pytest.raises(UsageError, match=r"trainer_state\.pt: refusing to load.*open"):
+        load_trainer_state(path)
+    assert not marker.exists()
+    # the raw python/numpy RNG states (tuple with an ndarray) need a full unpickle: refused too
+    torch.save({"step": 1, "optimizer": None, "rng": {"numpy": np.random.get_state()}}, path)
+    with pytest.raises(UsageError, match="refusing to load"):
+        load_trainer_state(path)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(UsageError, match="refusing to load"):
+        load_trainer_state(path)
+    torch.save({"step": 1}, path)
+    with pytest.raises(UsageError, match="lacks rng, optimizer"):
+        load_trainer_state(path)
+    with pytest.raises(UsageError, match="incomplete"):
+        load_trainer_state(tmp_path / "absent.pt")
+
+
+def test_checkpoint_folder_swaps_in_with_its_trainer_state(policy: Policy,
+                                                           tmp_path: Path) -> None:
+    ckpt = tmp_path / "checkpoint"
+    state = {"step": 1, "optimizer": None, "rng": rng_state()}
+    save_model(policy, ckpt, {"steps": 1},
+               also=lambda d: save_trainer_state(d / "trainer_state.pt", state))
+    assert load_trainer_state(ckpt / "trainer_state.pt")["step"] == 1
+
+    def killed(_: Path) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # killed while writing step 2's state
+        save_model(policy, ckpt, {"steps": 2}, also=killed)
+    # the step-1 checkpoint is whole: adapter, info and state agree
+    assert json.loads((ckpt / "calbench_train.json").read_text())["steps"] == 1
+    assert load_trainer_state(ckpt / "trainer_state.pt")["step"] == 1

@@ -23,10 +23,12 @@ import inspect
 import json
 import math
 import os
+import pickle
 import random
+import re
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -749,10 +751,12 @@ def _plain(o: Any) -> Any:
     return str(o)
 
 
-def save_model(policy: Policy, folder: Path, info: dict[str, Any]) -> None:
+def save_model(policy: Policy, folder: Path, info: dict[str, Any],
+               also: Callable[[Path], None] | None = None) -> None:
     """Save the trained weights so ``calbench eval --model <folder>`` loads them: a PEFT adapter
     whose ``base_model_name_or_path`` is the user's ``--model`` spec (resolved offline by
-    :func:`calbench.models.resolve_model`), or a full HF folder; plus ``calbench_train.json``."""
+    :func:`calbench.models.resolve_model`), or a full HF folder; plus ``calbench_train.json``.
+    ``also(folder)`` writes further files (the trainer state) before the folder is swapped in."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -764,6 +768,8 @@ def save_model(policy: Policy, folder: Path, info: dict[str, Any]) -> None:
     else:
         policy.model.save_pretrained(tmp)
         policy.tokenizer.save_pretrained(tmp)
+    if also is not None:
+        also(tmp)
     atomic_write_json(tmp / "calbench_train.json", info)
     # Swap in the new folder only when complete, so a kill never leaves half a checkpoint.
     old = folder.with_name(folder.name + ".old")
@@ -775,19 +781,63 @@ def save_model(policy: Policy, folder: Path, info: dict[str, Any]) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
-             "torch": torch.get_rng_state()}
+    """Every RNG's state as ints, floats, lists and uint8 tensors: the types
+    ``torch.load(weights_only=True)`` reads (numpy's raw state holds an ndarray, which only a
+    full unpickle restores)."""
+    version, mt, gauss_next = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "python": {"version": int(version), "mt": [int(x) for x in mt],
+                   "gauss_next": gauss_next},
+        "numpy": {"kind": str(kind), "keys": [int(x) for x in keys], "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    """Restore what :func:`rng_state` returned."""
+    py, npy = state["python"], state["numpy"]
+    random.setstate((py["version"], tuple(py["mt"]), py["gauss_next"]))
+    np.random.set_state((npy["kind"], np.asarray(npy["keys"], dtype=np.uint32), npy["pos"],
+                         npy["has_gauss"], npy["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+TRAINER_STATE = "trainer_state.pt"  # in checkpoint/: step, optimizer, RNGs, reference LoRA
+
+
+def save_trainer_state(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` of tensors and plain values only, so :func:`load_trainer_state` can read
+    it without unpickling objects."""
+    torch.save(state, path)
+
+
+def load_trainer_state(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A checkpoint's trainer state, read with ``weights_only=True``: a file that holds any
+    other pickled object (which a full unpickle would run) is refused with a UsageError."""
+    hint = "pass --overwrite (or a new --out) to start the run afresh"
+    if not path.is_file():
+        raise UsageError(f"{path}: missing, so the checkpoint in {path.parent} is incomplete; "
+                         f"{hint}")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        why = re.search(r"WeightsUnpickler error:\s*(.*?)(?:\s+was not an allowed|\n\n|$)",
+                        str(e), re.S)
+        reason = why.group(1).strip() if why and why.group(1).strip() else type(e).__name__
+        raise UsageError(f"{path}: refusing to load: not a tensors-only calbench trainer state "
+                         f"({reason}); {hint}") from None
+    missing = [k for k in ("step", "rng", "optimizer") if not isinstance(state, dict)
+               or k not in state]
+    if missing:
+        raise UsageError(f"{path}: not a calbench trainer state (lacks {', '.join(missing)}); "
+                         f"{hint}")
+    return state
 
 
 def seed_everything(seed: int) -> None:
@@ -812,7 +862,11 @@ def read_checkpoint_info(out_dir: Path) -> dict[str, Any] | None:
     f = checkpoint_dir(out_dir) / "calbench_train.json"
     if not f.is_file():
         return None
-    return json.loads(f.read_text())
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise UsageError(f"{f}: not valid JSON ({e}); pass --overwrite (or a new --out) to "
+                         "start the run afresh") from None
 
 
 def check_resumable(out_dir: Path, cfg: RunConfig, algo: str) -> dict[str, Any] | None:
@@ -898,8 +952,7 @@ class Session:
         self.policy = load_policy(cfg, adapter_override=str(ckpt) if info else None)
         self.tok = self.policy.tokenizer
         self.prefill = prefill_for(cfg.elicitation)
-        state = torch.load(ckpt / "trainer_state.pt", map_location=self.policy.device,
-                           weights_only=False) if info else None
+        state = load_trainer_state(ckpt / TRAINER_STATE, self.policy.device) if info else None
         self.reference = Reference(self.policy, state.get("reference_lora") if state else None)
         self.engine = RolloutModel(self.policy)
         self.extra = extra_state or {}
@@ -1009,17 +1062,17 @@ class Session:
     def save_checkpoint(self, step: int) -> None:
         ckpt = checkpoint_dir(self.out)
         info = run_info(self.cfg, self.algo, step, self.wall_s(), **self.hardware())
-        tmp_state = self.out / ".trainer_state.pt.tmp"
-        torch.save({
+        state = {
             "step": step,
             "optimizer": self.optimizer.state_dict() if self.optimizer else None,
             "extra": {k: m.state_dict() for k, m in self.extra.items()},
             "reference_lora": self.reference.state(),
             "rng": rng_state(),
             "wall_s": self.wall_s(),
-        }, tmp_state)
-        save_model(self.policy, ckpt, info)
-        os.replace(tmp_state, ckpt / "trainer_state.pt")
+        }
+        # inside the folder before it is swapped in: adapter and state always match
+        save_model(self.policy, ckpt, info,
+                   also=lambda d: save_trainer_state(d / TRAINER_STATE, state))
 
     def steps(self) -> Iterator[int]:
         """1-based steps still to run, with a rich progress bar (its info line shows the last
