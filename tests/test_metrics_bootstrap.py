@@ -96,9 +96,13 @@ def test_binned_bootstrap_view_agrees_with_exact_resampling():
     assert not exact and view.values.size < 2 * engine.BINNED_GROUPS + 64
     exact_view, is_exact = engine.bootstrap_view(prep, max_atoms=10**9)
     assert is_exact
-    names = ["ece", "brier", "auroc", "aurc", "smooth_ece", "brier_rel", "nll"]
-    point = engine.metric_rows(prep, prep.counts(), names)
-    vp = engine.metric_rows(view, view.counts(), names)
+    names = ["ece", "brier", "auroc", "aurc", "smooth_ece", "brier_rel", "brier_res", "nll"]
+    point = engine.metric_rows(prep, prep.counts(), names + ["brier_wbc"])
+    vp = engine.metric_rows(view, view.counts(), names + ["brier_wbc"])
+    # pools never straddle an ECE bin edge: the binned Brier terms are the data's, unshifted
+    assert prep.brier_bins == view.brier_bins == 10
+    for m in ("brier_rel", "brier_res", "brier_wbc"):
+        assert vp[m][0] == pytest.approx(point[m][0], abs=1e-12), m
     sd = {}
     for p, label, n_atoms in ((view, "binned", view.n_atoms), (prep, "exact", prep.n_atoms)):
         reps = np.vstack(
@@ -112,6 +116,34 @@ def test_binned_bootstrap_view_agrees_with_exact_resampling():
         assert sd["binned"][i] == pytest.approx(sd["exact"][i], rel=0.25), m
         # the binned view is close to the data itself, before any shift
         assert vp[m][0] == pytest.approx(point[m][0], abs=3 * sd["exact"][i]), m
+
+
+def test_summarize_reports_the_brier_decomposition_used():
+    y, c = random_data(500, 12)  # continuous: binned
+    s = M.summarize(y, c, n_bootstrap=200, seed=0)
+    d = s["brier_decomposition"]
+    want = M.brier_decomposition(y, c)
+    assert d["method"] == "binned" and d["bins"] == 10
+    assert d["wbv"] == pytest.approx(want["wbv"], abs=1e-14)
+    assert d["wbc"] == pytest.approx(want["wbc"], abs=1e-14)
+    m = {k: s["metrics"][k]["value"] for k in ("brier", "brier_rel", "brier_res", "brier_unc")}
+    assert m["brier_rel"] == pytest.approx(want["rel"], abs=1e-14)
+    total = m["brier_rel"] - m["brier_res"] + m["brier_unc"] + d["wbv"] - d["wbc"]
+    assert abs(total - m["brier"]) < 1e-12
+    for k in ("brier_rel", "brier_res"):
+        ci = s["metrics"][k]
+        assert 0 <= ci["lo"] < ci["hi"] < 0.1, k  # resampled with the same binning
+    tied = M.summarize(*tied_data(300, 13), n_bootstrap=50)["brier_decomposition"]
+    assert tied["method"] == "exact" and tied["wbv"] == 0 and tied["wbc"] == 0
+
+
+def test_resolution_ci_of_uninformative_continuous_forecasts_is_near_zero():
+    rng = np.random.default_rng(14)
+    c = rng.random(800)
+    y = (rng.random(800) < 0.4).astype(float)
+    ci = M.bootstrap_ci(y, c, "brier_res", n_bootstrap=300)
+    unc = M.brier_decomposition(y, c)["unc"]
+    assert ci["hi"] < 0.1 * unc  # grouping by value would give RES = UNC in every resample
 
 
 def test_paired_bootstrap():

@@ -18,7 +18,7 @@ from calbench.metrics import binning as _bin
 from calbench.metrics import scoring_rules as _sr
 from calbench.metrics import selective as _sel
 from calbench.metrics import smooth as _sm
-from calbench.metrics.inputs import MetricInputError, as_conf, as_correct
+from calbench.metrics.inputs import MetricInputError, as_conf, as_correct, int_param
 
 # The suite, in the order metrics.json lists it.
 METRICS = (
@@ -42,6 +42,9 @@ METRICS = (
     "aurc",
     "excess_aurc",
 )
+# Also computed on request (not in metrics.json's list): the within-bin terms of a binned Brier
+# decomposition, BS = REL - RES + UNC + WBV - WBC (0 when grouped by distinct value).
+BRIER_TERMS = ("brier_wbv", "brier_wbc")
 RANKING = ("auroc", "auprc_correct", "auprc_incorrect", "aurc", "excess_aurc")
 POLICIES = ("drop", "fill=0.5", "fill=0")
 COMPATS = (None, "rlcr")
@@ -91,9 +94,9 @@ class Prepared:
     compat: str | None
     n_bins: int = 10
     nll_eps: float = _sr.NLL_EPS
-    # columns standing for several distinct singleton values (binned bootstrap view): in the Brier
-    # decomposition each of their records is its own group, as it is in the exact data
-    pure: np.ndarray | None = None
+    # Brier decomposition: None groups by distinct value, else this many equal-width bins; fixed
+    # by the full data (``_sr.brier_bins``) so that every resample is decomposed the same way
+    brier_bins: int | None = None
 
     @property
     def n_atoms(self) -> int:
@@ -113,6 +116,7 @@ def prepare(
 ) -> Prepared:
     if compat not in COMPATS:
         raise MetricInputError(f"compat must be None or 'rlcr', got {compat!r}")
+    n_bins = int_param("n_bins", n_bins, 1)
     y = as_correct(correct)
     c = as_conf(conf, allow_missing=True)
     if y.shape != c.shape:
@@ -130,7 +134,16 @@ def prepare(
     labels = np.empty(y.size, dtype=np.int64)
     labels[scored] = 2 * inverse + y[scored].astype(np.int64)
     labels[~scored] = 2 * values.size + y[~scored].astype(np.int64)
-    return Prepared(values, labels, int(y.size), int((~missing).sum()), policy, compat, n_bins)
+    return Prepared(
+        values,
+        labels,
+        int(y.size),
+        int((~missing).sum()),
+        policy,
+        compat,
+        n_bins,
+        brier_bins=_sr.brier_bins(values.size, n_bins),
+    )
 
 
 MAX_ATOMS = 4096  # above this many (value, right/wrong) atoms, resamples use a binned view
@@ -140,16 +153,19 @@ BINNED_GROUPS = 1024
 def bootstrap_view(prep: Prepared, max_atoms: int = MAX_ATOMS, groups: int = BINNED_GROUPS):
     """The atoms a bootstrap resamples: ``(view, exact)``.
 
-    With at most ``max_atoms`` atoms (always the case for verbalized confidences) the view is the
-    data itself (exact). Otherwise, confidences that occur once are pooled, per right/wrong, into
-    about ``groups`` equal-count groups along the confidence axis that never straddle an ECE bin
-    edge (clean or RLCR) or the 0.9 overconfidence threshold; each pooled atom sits at its
-    records' mean confidence. Tied values stay exact atoms while they fit. Resampled statistics
-    computed on the view are shifted by (exact estimate - view estimate) when CIs are formed.
+    With at most ``max_atoms`` atoms (always the case for verbalized confidences), or when the
+    Brier decomposition groups by distinct value (pooling values would change its groups), the
+    view is the data itself (exact). Otherwise, confidences that occur once are pooled, per
+    right/wrong, into about ``groups`` equal-count groups along the confidence axis that never
+    straddle an ECE bin edge (clean or RLCR) or the 0.9 overconfidence threshold; each pooled atom
+    sits at its records' mean confidence. Tied values stay exact atoms while they fit. Resampled
+    statistics computed on the view are shifted by (exact estimate - view estimate) when CIs are
+    formed. Pools keep each clean ECE bin's count, confidence sum and right answers, so the
+    binned Brier terms REL, RES and WBC are the same on the view as on the data.
     """
     k = prep.values.size
     counts = np.bincount(prep.labels, minlength=prep.n_atoms)
-    if np.count_nonzero(counts) <= max_atoms:
+    if np.count_nonzero(counts) <= max_atoms or prep.brier_bins is None:
         return prep, True
     v = prep.values
     tot = counts[0 : 2 * k : 2] + counts[1 : 2 * k : 2]
@@ -187,8 +203,6 @@ def bootstrap_view(prep: Prepared, max_atoms: int = MAX_ATOMS, groups: int = BIN
     order = np.argsort(col_values, kind="stable")[: int(present.sum())]
     rank_of = np.full(n_cols, -1)
     rank_of[order] = np.arange(order.size)
-    pure = np.zeros(order.size, dtype=bool)
-    pure[rank_of[n_tied:][present[n_tied:]]] = True
     labels = np.where(scored, 2 * rank_of[col] + y, 2 * order.size + (prep.labels - 2 * k))
     view = Prepared(
         col_values[order],
@@ -199,7 +213,7 @@ def bootstrap_view(prep: Prepared, max_atoms: int = MAX_ATOMS, groups: int = BIN
         prep.compat,
         prep.n_bins,
         prep.nll_eps,
-        pure,
+        prep.brier_bins,
     )
     return view, False
 
@@ -219,8 +233,9 @@ def metric_rows(
     prep: Prepared, counts: np.ndarray, names=METRICS, cache: dict | None = None
 ) -> dict[str, np.ndarray]:
     """Each requested metric for each row of atom counts, as (R,) arrays (NaN where undefined).
-    Also returns 'n_scored' and, when smooth_ece is asked for, 'smooth_sigma'. ``cache``: a dict
-    kept across calls on the same ``prep`` (smoothing matrices)."""
+    ``names``: from METRICS and BRIER_TERMS. Also returns 'n_scored' and, when smooth_ece is asked
+    for, 'smooth_sigma'. ``cache``: a dict kept across calls on the same ``prep`` (smoothing
+    matrices)."""
     names = set(names)
     v = prep.values
     neg, pos, uneg, upos = split(prep, counts)
@@ -250,9 +265,10 @@ def metric_rows(
         out["debiased_ce"] = _bin.debiased_from_bins(*stats)
     if "smooth_ece" in names:
         out["smooth_ece"], out["smooth_sigma"] = _sm.smooth_ece_k(v, pos, neg, cache)
-    if names & {"brier", "brier_rel", "brier_res", "brier_unc"}:
-        bs, rel, res, unc = _sr.brier_decomposition_k(v, pos, neg, prep.pure)
+    if names & {"brier", "brier_rel", "brier_res", "brier_unc", *BRIER_TERMS}:
+        bs, rel, res, unc, wbv, wbc = _sr.brier_decomposition_k(v, pos, neg, prep.brier_bins)
         out.update(brier=bs, brier_rel=rel, brier_res=res, brier_unc=unc)
+        out.update(brier_wbv=wbv, brier_wbc=wbc)
     if "nll" in names:
         out["nll"] = _sr.nll_k(v, pos, neg, prep.nll_eps)
     if "auroc" in names:

@@ -25,9 +25,16 @@ from calbench.metrics import binning as _bin
 from calbench.metrics import engine
 from calbench.metrics import selective as _sel
 from calbench.metrics import smooth as _sm
-from calbench.metrics.bootstrap import LEVEL, N_BOOTSTRAP, percentile_ci, resample_counts
+from calbench.metrics.bootstrap import (
+    LEVEL,
+    N_BOOTSTRAP,
+    check_resampling,
+    percentile_ci,
+    resample_counts,
+)
 from calbench.metrics.engine import METRICS, POLICIES, nan_to_none
 from calbench.metrics.inputs import MetricInputError
+from calbench.metrics.scoring_rules import EXACT_MAX_VALUES
 
 HEADLINE = ("accuracy", "ece", "smooth_ece", "brier", "auroc", "aurc", "mean_confidence")
 SELECTIVE_COVERAGES = (0.5, 0.8, 1.0)
@@ -43,6 +50,12 @@ BINNED_NOTE = (
     f"pool confidences that occur once into about {engine.BINNED_GROUPS} equal-count groups per "
     "right/wrong (never across an ECE bin edge or 0.9), each at its mean confidence; each "
     "resampled value is shifted by (exact estimate - binned estimate) before taking percentiles"
+)
+BRIER_RULE = (
+    f"exact: one group per distinct confidence (at most {EXACT_MAX_VALUES} values; wbv = wbc = "
+    "0); binned: more values, grouped into the n_bins equal-width ECE bins, with the within-bin "
+    "variance (wbv) and covariance (wbc) of Stephenson et al. (2008); "
+    "brier = rel - res + unc + wbv - wbc"
 )
 CI_NOTE = (
     "percentile bootstrap over records (over ids when ids repeat: a cluster bootstrap), "
@@ -93,12 +106,14 @@ def summarize(
     ``conf`` may hold NaN/None for unparsed confidences (handled by ``policy``); NaN in
     ``correct`` is an error. ``compat="rlcr"`` forces policy ``fill=0`` and the RLCR ECE binning.
     ``ids`` (optional, one per record): records sharing an id are resampled together.
+    ``n_bootstrap=0`` gives point values only (every CI null).
     """
+    n_bootstrap, seed, _ = check_resampling(n_bootstrap, seed, minimum=0)
     if compat == "rlcr":
         policy = "fill=0"
     prep = engine.prepare(correct, conf, policy, compat)
     counts = prep.counts()
-    point = engine.metric_rows(prep, counts, METRICS)
+    point = engine.metric_rows(prep, counts, METRICS + engine.BRIER_TERMS)
     n_scored = int(round(point["n_scored"][0]))
     sigma = float(point["smooth_sigma"][0]) if "smooth_sigma" in point else float("nan")
     curve_x = np.linspace(0, 1, CURVE_POINTS)
@@ -154,6 +169,7 @@ def summarize(
         "nll_eps": prep.nll_eps,
         "n_bins": prep.n_bins,
         "smooth_ece_sigma": nan_to_none(sigma),
+        "brier_decomposition": _brier_note(prep, point),
         "ci": {
             "method": "percentile",
             "level": LEVEL,
@@ -176,6 +192,19 @@ def summarize(
     else:
         out["policies"] = {p: headline(correct, conf, policy=p, compat=compat) for p in POLICIES}
     return out
+
+
+def _brier_note(prep: engine.Prepared, point: dict[str, np.ndarray]) -> dict:
+    """How brier_rel / brier_res were computed, and the within-bin terms that complete the
+    identity brier = rel - res + unc + wbv - wbc."""
+    exact = prep.brier_bins is None
+    return {
+        "method": "exact" if exact else "binned",
+        "bins": prep.values.size if exact else prep.brier_bins,
+        "wbv": nan_to_none(point["brier_wbv"][0]),
+        "wbc": nan_to_none(point["brier_wbc"][0]),
+        "rule": BRIER_RULE,
+    }
 
 
 def _curve(prep, counts, sigma, x, cache=None) -> np.ndarray:
