@@ -228,12 +228,85 @@ def test_equal_mass_keeps_ties_together():
 # --- Brier decomposition ---------------------------------------------------------------------
 
 
+def brute_decomposition(y, c, groups):
+    """REL, RES, UNC, WBV, WBC straight from their definitions, one group label per record."""
+    n, o = len(y), y.mean()
+    rel = res = wbv = wbc = 0.0
+    for g in np.unique(groups):
+        yk, ck = y[groups == g], c[groups == g]
+        fk, ok = ck.mean(), yk.mean()
+        rel += len(yk) * (fk - ok) ** 2 / n
+        res += len(yk) * (ok - o) ** 2 / n
+        wbv += sum((ci - fk) ** 2 for ci in ck) / n
+        wbc += 2 * sum((ci - fk) * (yi - ok) for ci, yi in zip(ck, yk, strict=True)) / n
+    return rel, res, o * (1 - o), wbv, wbc
+
+
 @pytest.mark.parametrize("y,c", DATASETS)
-def test_brier_decomposition_is_exact(y, c):
-    d = M.brier_decomposition(y, c)
+@pytest.mark.parametrize("method", ["auto", "exact", "binned"])
+def test_brier_decomposition_identity_is_exact(y, c, method):
+    d = M.brier_decomposition(y, c, method=method)
     assert d["brier"] == pytest.approx(M.brier(y, c), abs=1e-14)
-    assert d["rel"] - d["res"] + d["unc"] == pytest.approx(d["brier"], abs=1e-12)
-    assert d["rel"] >= 0 and d["res"] >= 0
+    total = d["rel"] - d["res"] + d["unc"] + d["wbv"] - d["wbc"]
+    assert abs(total - d["brier"]) < 1e-12
+    assert d["rel"] >= 0 and d["res"] >= 0 and d["wbv"] >= 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_binned_brier_decomposition_matches_its_definition(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(30, 400))
+    c = rng.random(n)
+    y = (rng.random(n) < rng.random()).astype(float)
+    d = M.brier_decomposition(y, c)
+    assert d["method"] == "binned" and d["bins"] == 10
+    bins = np.clip(np.ceil(c * 10) - 1, 0, 9)  # ((b-1)/10, b/10]; no value sits on an edge here
+    want = brute_decomposition(y, c, bins)
+    got = (d["rel"], d["res"], d["unc"], d["wbv"], d["wbc"])
+    assert got == pytest.approx(want, abs=1e-12)
+    assert abs(d["rel"] - d["res"] + d["unc"] + d["wbv"] - d["wbc"] - d["brier"]) < 1e-12
+
+
+def test_verbalized_confidences_keep_the_exact_grouping():
+    y, c = tied_data(500, 21, np.round(np.arange(11) / 10, 1))  # tenths: 11 values
+    d = M.brier_decomposition(y, c)
+    assert d["method"] == "exact" and d["bins"] == 11
+    assert d["wbv"] == 0 and d["wbc"] == 0
+    want = brute_decomposition(y, c, c)
+    assert (d["rel"], d["res"], d["unc"]) == pytest.approx(want[:3], abs=1e-12)
+    # binned on request: 0.0 and 0.1 share the first bin, so the within-bin terms appear
+    b = M.brier_decomposition(y, c, method="binned")
+    assert b["wbv"] > 0
+    assert abs(b["rel"] - b["res"] + b["unc"] + b["wbv"] - b["wbc"] - b["brier"]) < 1e-12
+    # the switch: up to 21 distinct values exact, more binned
+    grid = np.linspace(0, 1, 22)
+    assert M.brier_decomposition(y[:21], grid[:21])["method"] == "exact"
+    assert M.brier_decomposition(y[:22], grid)["method"] == "binned"
+
+
+def test_uninformative_continuous_forecasts_have_no_resolution():
+    """Every forecast distinct: grouping by value makes RES = UNC (each record its own group)
+    whatever the forecasts say; the binned decomposition gives RES near 0 when they carry no
+    information, and a large RES when they do."""
+    rng = np.random.default_rng(22)
+    c = rng.random(3000)
+    noise = (rng.random(3000) < 0.5).astype(float)
+    assert M.auroc(noise, c) == pytest.approx(0.5, abs=0.03)
+    exact = M.brier_decomposition(noise, c, method="exact")
+    assert exact["res"] == pytest.approx(exact["unc"], abs=1e-12)  # the degenerate answer
+    d = M.brier_decomposition(noise, c)
+    assert d["method"] == "binned"
+    assert d["res"] < 0.01 * d["unc"]
+    informative = (rng.random(3000) < c).astype(float)
+    assert M.brier_decomposition(informative, c)["res"] > 0.06  # about 1/12 - 1/1200
+
+
+def test_brier_decomposition_arguments():
+    y, c = random_data(100, 23)
+    with pytest.raises(MetricInputError, match="method"):
+        M.brier_decomposition(y, c, method="murphy")
+    with pytest.raises(MetricInputError, match="n_bins"):
+        M.brier_decomposition(y, c, n_bins=0)
 
 
 # --- tie-aware selective metrics -------------------------------------------------------------
@@ -355,6 +428,55 @@ def test_nan_inputs_are_rejected_with_a_clear_message():
         M.ece([1, 2], [0.5, 0.5])
     with pytest.raises(MetricInputError, match="entries"):
         M.ece([1, 0, 1], [0.5, 0.5])
+
+
+BAD_ARGUMENTS = [
+    ("sigma", lambda y, c: M.smooth_ece_sigma(y, c, 0)),
+    ("sigma", lambda y, c: M.smooth_ece_sigma(y, c, -0.1)),
+    ("sigma", lambda y, c: M.smooth_ece_sigma(y, c, float("nan"))),
+    ("sigma", lambda y, c: M.smooth_ece_sigma(y, c, 1e-9)),  # a 10^10-point grid
+    ("sigma", lambda y, c: M.smooth_calibration_curve(y, c, sigma=0)),
+    ("n_points", lambda y, c: M.smooth_calibration_curve(y, c, n_points=0)),
+    ("eps", lambda y, c: M.nll(y, c, eps=0.7)),
+    ("eps", lambda y, c: M.nll(y, c, eps=0)),
+    ("eps", lambda y, c: M.nll(y, c, eps=0.5)),
+    ("eps", lambda y, c: M.nll(y, c, eps="0.01")),
+    ("coverage", lambda y, c: M.selective_accuracy(y, c, float("nan"))),
+    ("coverage", lambda y, c: M.selective_accuracy(y, c, np.array([0.5, np.nan]))),
+    ("coverage", lambda y, c: M.selective_accuracy(y, c, "abc")),
+    ("coverage", lambda y, c: M.selective_accuracy(y, c, 0)),
+    ("n_points", lambda y, c: M.risk_coverage(y, c, n_points=0)),
+    ("threshold", lambda y, c: M.overconfidence_rate(y, c, threshold=float("nan"))),
+    ("n_bins", lambda y, c: M.ece(y, c, n_bins=0)),
+    ("n_bins", lambda y, c: M.ece(y, c, n_bins=2.5)),
+    ("n_bins", lambda y, c: M.mce(y, c, n_bins="10")),
+    ("n_bins", lambda y, c: M.reliability_bins(y, c, n_bins=True)),
+    ("n_bootstrap", lambda y, c: M.bootstrap_ci(y, c, "ece", n_bootstrap=-5)),
+    ("n_bootstrap", lambda y, c: M.bootstrap_ci(y, c, M.ece, n_bootstrap=0)),
+    ("n_bootstrap", lambda y, c: M.paired_bootstrap(y, c, y, c, "ece", n_bootstrap=-5)),
+    ("n_bootstrap", lambda y, c: M.summarize(y, c, n_bootstrap=-5)),
+    ("n_bootstrap", lambda y, c: M.summarize(y, c, n_bootstrap=2.5)),
+    ("seed", lambda y, c: M.summarize(y, c, seed=-1)),
+    ("level", lambda y, c: M.bootstrap_ci(y, c, "ece", level=95)),
+    ("level", lambda y, c: M.paired_bootstrap(y, c, y, c, "ece", level=float("nan"))),
+    ("conf must be numbers.*index 0 is 'abc'", lambda y, c: M.ece(y[:3], "abc")),
+    ("conf must be numbers.*index 1 is 'x'", lambda y, c: M.brier(y[:2], [0.5, "x"])),
+    ("conf must be numbers", lambda y, c: M.summarize(y[:2], [0.5, "x"])),
+]
+
+
+@pytest.mark.parametrize("name,call", BAD_ARGUMENTS, ids=[b[0][:12] for b in BAD_ARGUMENTS])
+def test_bad_arguments_raise_metric_input_error_naming_them(name, call):
+    y, c = random_data(60, 24)
+    with pytest.raises(MetricInputError, match=name):
+        call(y, c)
+
+
+def test_zero_resamples_give_point_values_only():
+    y, c = random_data(60, 25)
+    s = M.summarize(y, c, n_bootstrap=0)
+    assert s["metrics"]["ece"]["value"] == pytest.approx(M.ece(y, c))
+    assert s["metrics"]["ece"]["lo"] is None and s["metrics"]["ece"]["hi"] is None
 
 
 def test_overconfidence_and_accuracy():

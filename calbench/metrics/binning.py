@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from calbench.metrics.inputs import EDGE_TOL, MetricInputError, as_rows, check, group, safe_div
+from calbench.metrics.inputs import (
+    EDGE_TOL,
+    MetricInputError,
+    as_rows,
+    check,
+    group,
+    int_param,
+    safe_div,
+)
 
 STRATEGIES = ("width", "mass")
 BINNINGS = (None, "rlcr")
@@ -29,8 +37,7 @@ def width_bin_index(values: np.ndarray, n_bins: int = 10, binning: str | None = 
     0.6000000000000001 and 0.7000000000000001 put exact 0.3, 0.6 and 0.7 in the bin below, while
     0.1, 0.2, 0.4, 0.5, 0.8 and 0.9 go to the bin above, and [0.9, inf) holds 0.9, 0.95 and 1.0.
     """
-    if n_bins < 1:
-        raise MetricInputError(f"n_bins must be >= 1, got {n_bins}")
+    n_bins = int_param("n_bins", n_bins, 1)
     values = np.asarray(values, dtype=np.float64)
     if binning is None:
         interior = np.arange(1, n_bins) / n_bins
@@ -89,8 +96,7 @@ def mass_bin_stats(
     """Per-bin (count, sum of confidences, sum of correct), equal-mass bins; ``values`` must be
     sorted ascending and distinct."""
     pos, neg = as_rows(pos, neg)
-    if n_bins < 1:
-        raise MetricInputError(f"n_bins must be >= 1, got {n_bins}")
+    n_bins = int_param("n_bins", n_bins, 1)
     tot = pos + neg
     rows = tot.shape[0]
     flat = (mass_bin_index(tot, n_bins) + n_bins * np.arange(rows)[:, None]).ravel()
@@ -145,6 +151,7 @@ def debiased_from_bins(cnt: np.ndarray, csum: np.ndarray, ysum: np.ndarray) -> n
 
 def _stats(correct, conf, n_bins, strategy, binning):
     y, c = check(correct, conf)
+    n_bins = int_param("n_bins", n_bins, 1)
     if strategy == "width":
         # no sorting needed: the records themselves are the "values"
         return width_bin_stats(c, y[None, :], 1.0 - y[None, :], n_bins, binning)

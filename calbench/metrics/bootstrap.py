@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse
 
 from calbench.metrics import engine
-from calbench.metrics.inputs import MetricInputError, as_conf, as_correct
+from calbench.metrics.inputs import MetricInputError, as_conf, as_correct, int_param, real_param
 
 N_BOOTSTRAP = 1000
 LEVEL = 0.95
@@ -74,6 +74,16 @@ def _check_metric(metric) -> None:
         )
 
 
+def check_resampling(n_bootstrap, seed, level=LEVEL, minimum: int = 1) -> tuple[int, int, float]:
+    """Validated (n_bootstrap, seed, level): n_bootstrap an int >= ``minimum``, seed an int >= 0,
+    level in (0, 1)."""
+    return (
+        int_param("n_bootstrap", n_bootstrap, minimum),
+        int_param("seed", seed, 0),
+        real_param("level", level, 0, 1, lo_open=True, hi_open=True),
+    )
+
+
 def bootstrap_ci(
     correct,
     conf,
@@ -90,6 +100,7 @@ def bootstrap_ci(
     once per resample on the policy-applied records).
     """
     _check_metric(metric)
+    n_bootstrap, seed, level = check_resampling(n_bootstrap, seed, level)
     if callable(metric):
         y, c = engine.apply_policy(correct, conf, policy)
         if y.size == 0:
@@ -136,6 +147,7 @@ def paired_bootstrap(
     2 min(P*(diff <= 0), P*(diff >= 0)), an approximation, capped at 1.
     """
     _check_metric(metric)
+    n_bootstrap, seed, level = check_resampling(n_bootstrap, seed, level)
     ya, yb = as_correct(correct_a), as_correct(correct_b)
     ca, cb = as_conf(conf_a, allow_missing=True), as_conf(conf_b, allow_missing=True)
     n = ya.size

@@ -11,6 +11,9 @@ through the same code.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
 # A confidence within this distance of a bin edge counts as *on* the edge: 0.1, 0.3 and 0.7 typed
@@ -69,8 +72,7 @@ def as_conf(conf, *, allow_missing: bool = False) -> np.ndarray:
     try:
         arr = np.asarray(conf, dtype=np.float64)
     except (TypeError, ValueError):
-        raw = np.asarray(conf, dtype=object).ravel()
-        arr = np.array([np.nan if x is None else x for x in raw], dtype=np.float64)
+        arr = _floats_or_none(np.asarray(conf, dtype=object).ravel())
     arr = arr.ravel()
     if arr.size and arr.min() >= 0 and arr.max() <= 1:  # fast path: NaN makes min/max NaN
         return arr
@@ -85,6 +87,19 @@ def as_conf(conf, *, allow_missing: bool = False) -> np.ndarray:
         i = _first_bad(bad)
         raise MetricInputError(f"conf must lie in [0, 1]; index {i} is {arr[i]!r}")
     return arr
+
+
+def _floats_or_none(raw: np.ndarray) -> np.ndarray:
+    """Object array -> float64, None -> NaN; anything else that is not a number is an error."""
+    out = np.empty(raw.size)
+    for i, x in enumerate(raw):
+        try:
+            out[i] = np.nan if x is None else float(x)
+        except (TypeError, ValueError):
+            raise MetricInputError(
+                f"conf must be numbers in [0, 1] (None/NaN for unparsed); index {i} is {x!r}"
+            ) from None
+    return out
 
 
 def check(correct, conf) -> tuple[np.ndarray, np.ndarray]:
@@ -125,3 +140,31 @@ def safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     out = np.full(np.broadcast(num, den).shape, np.nan)
     np.divide(num, den, out=out, where=den != 0)
     return out
+
+
+# --- parameters ----------------------------------------------------------------------------------
+
+
+def int_param(name: str, value, minimum: int) -> int:
+    """``value`` as an int >= ``minimum``; bools, floats and strings are errors naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise MetricInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise MetricInputError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def real_param(
+    name: str, value, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False
+) -> float:
+    """``value`` as a finite float in the interval [lo, hi], ( for an open end; NaN, inf,
+    strings and out-of-range values are errors naming ``name``."""
+    interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise MetricInputError(f"{name} must be a number in {interval}, got {value!r}")
+    x = float(value)
+    below = x <= lo if lo_open else x < lo
+    above = x >= hi if hi_open else x > hi
+    if not math.isfinite(x) or below or above:
+        raise MetricInputError(f"{name} must be a number in {interval}, got {value!r}")
+    return x

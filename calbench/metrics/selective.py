@@ -25,6 +25,7 @@ from calbench.metrics.inputs import (
     as_rows,
     check,
     group,
+    int_param,
     safe_div,
 )
 
@@ -198,9 +199,12 @@ def selective_accuracy(correct, conf, coverage: float | np.ndarray = 0.8):
     """
     y, c = check(correct, conf)
     values, pos, neg = group(y, c)
-    q = np.atleast_1d(np.asarray(coverage, dtype=np.float64))
-    if np.any((q <= 0) | (q > 1)):
-        raise MetricInputError("coverage must lie in (0, 1]")
+    try:
+        q = np.atleast_1d(np.asarray(coverage, dtype=np.float64))
+    except (TypeError, ValueError):
+        q = np.array([np.nan])
+    if q.size == 0 or not np.all((q > 0) & (q <= 1)):  # NaN fails both comparisons
+        raise MetricInputError(f"coverage must lie in (0, 1], got {coverage!r}")
     k = np.maximum(1, np.ceil(q * y.size - 1e-9))
     out = 1.0 - expected_errors(values, pos, neg, k) / k
     return float(out[0]) if np.ndim(coverage) == 0 else out
@@ -210,6 +214,7 @@ def risk_coverage(correct, conf, n_points: int = 100) -> tuple[np.ndarray, np.nd
     """The expected risk-coverage curve (risk = error rate among the k most confident answers) at
     up to ``n_points`` coverages k/n spread over (0, 1], for plots."""
     y, c = check(correct, conf)
+    n_points = int_param("n_points", n_points, 1)
     values, pos, neg = group(y, c)
     return risk_coverage_k(values, pos, neg, n_points)
 

@@ -19,17 +19,21 @@ interpolated to T = max(round(10/s), 200) evaluation points, and a 1e-4 is added
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import scipy.fft
 import scipy.sparse
 from scipy.signal import fftconvolve
 
-from calbench.metrics.inputs import as_rows, check
+from calbench.metrics.inputs import as_rows, check, int_param, real_param
 
 SEARCH_FLOOR = 0.001  # relplot smECE(eps=0.001): bandwidths below this are accepted outright
 SEARCH_STEPS = 10  # relplot search_param(refine=10)
 DENS_EPS = 1e-4  # relplot BaseKernelMixin.smooth(eps=0.0001)
 MESH = 200  # relplot config.smECE_mesh_pts
+# smallest fixed bandwidth accepted: a 100,001-point grid (the bandwidth search stops at 1e-3)
+SIGMA_MIN = 1e-4
 _MATMUL_MAX = 4_000_000  # use a (T x G) matrix when it is at most this big, else FFT
 
 
@@ -297,8 +301,9 @@ def smooth_ece(correct, conf, return_sigma: bool = False):
 
 
 def smooth_ece_sigma(correct, conf, sigma: float) -> float:
-    """smECE_s at a fixed bandwidth s (relplot's smECE_sigma)."""
+    """smECE_s at a fixed bandwidth s > 0 (relplot's smECE_sigma)."""
     y, c = check(correct, conf)
+    sigma = _sigma(sigma)
     sm = _Smoother(c, (c - y)[None, :], np.ones((1, c.size)))
     return float(sm.smece(float(sigma), np.array([0]))[0])
 
@@ -312,10 +317,18 @@ def smooth_curve_k(values, pos, neg, sigma: float, x: np.ndarray, cache: dict | 
     return num / den
 
 
+def _sigma(sigma) -> float:
+    # the grid has about 20 / sigma points: 0 divides by zero, a tiny sigma exhausts memory
+    return real_param("sigma", sigma, SIGMA_MIN, math.inf, hi_open=True)
+
+
 def smooth_calibration_curve(correct, conf, n_points: int = 101, sigma: float | None = None):
     """(x, E[y | c = x]) on n_points in [0, 1], smoothed at ``sigma`` (default: smECE's bandwidth)."""
     y, c = check(correct, conf)
+    n_points = int_param("n_points", n_points, 1)
     if sigma is None:
         _, sigma = smooth_ece(y, c, return_sigma=True)
+    else:
+        sigma = _sigma(sigma)
     x = np.linspace(0, 1, n_points)
     return x, smooth_curve_k(c, y[None, :], 1.0 - y[None, :], sigma, x)[0]
