@@ -54,7 +54,7 @@ def read_rows(path: Path) -> list[dict]:
             raise UsageError(f"{path}: expected a JSON list of rows")
         return rows
     if suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as f:
+        with path.open(encoding="utf-8-sig", newline="") as f:  # -sig: a BOM is not a name
             return list(csv.DictReader(f))
     if suffix == ".parquet":
         import datasets
@@ -182,22 +182,62 @@ def load_commonsenseqa(data_dir: str | None = None, split: str = "validation",
     return items
 
 
+# The columns of the original TruthfulQA.csv that the loaders read.
+TRUTHFULQA_COLUMNS = ("Question", "Best Answer", "Incorrect Answers")
+
+
+def _csv_header(path: Path) -> list[str]:
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        return next(csv.reader(f), [])
+
+
+def _csv_row_line(path: Path, index: int) -> int:
+    """The line on which data row ``index`` (0-based) of a CSV ends (fields may span lines)."""
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f)
+        for k, _ in enumerate(reader):
+            if k == index:
+                return reader.line_num
+    return 0
+
+
 def _truthfulqa_rows(data_dir: str | None) -> tuple[list[dict], str]:
     """TruthfulQA rows normalised to the CSV's field names (Question, Best Answer, Correct
     Answers, Incorrect Answers, Category), from the hub (``truthfulqa/truthful_qa``,
-    ``generation``) or the original ``TruthfulQA.csv``."""
+    ``generation``) or the original ``TruthfulQA.csv``. A local CSV must have the
+    :data:`TRUTHFULQA_COLUMNS` in its header, at least one row, and in every row a question,
+    a best answer and at least one incorrect answer; errors name the file (and line)."""
     rows, source = _rows("truthfulqa", data_dir, ["truthfulqa/TruthfulQA.csv",
                                                   "TruthfulQA.csv"],
                          ("truthfulqa/truthful_qa", "generation"), "validation")
+    local = Path(source.removeprefix("local:")) if source.startswith("local:") else None
+    if local is not None:
+        header = _csv_header(local)
+        missing = [c for c in TRUTHFULQA_COLUMNS if c not in header]
+        if missing:
+            raise UsageError(
+                f"{local}: the header lacks the TruthfulQA column(s) {', '.join(missing)} "
+                f"(found {', '.join(header) or 'no header'}); expected the original "
+                f"TruthfulQA.csv: comma-separated, with columns Type, Category, Question, "
+                f"Best Answer, Correct Answers, Incorrect Answers, Source")
+    if not rows:
+        raise UsageError(f"{local or source}: no TruthfulQA questions (the original has 817)")
     out = []
     for i, r in enumerate(rows):
-        if "Question" not in r:  # hub schema -> CSV names
-            _need(r, ("question", "best_answer", "incorrect_answers"), f"truthfulqa row {i}")
+        if local is None:  # hub schema -> CSV names
+            _need(r, ("question", "best_answer", "incorrect_answers"), f"{source} row {i}")
             r = {"Question": r["question"], "Best Answer": r["best_answer"],
                  "Correct Answers": r.get("correct_answers", []),
                  "Incorrect Answers": r["incorrect_answers"], "Category": r.get("category"),
                  "Type": r.get("type")}
-        _need(r, ("Question", "Best Answer", "Incorrect Answers"), f"truthfulqa row {i}")
+        # a short CSV row leaves its last fields None; an empty one would show "None" or no
+        # wrong option
+        empty = [c for c in ("Question", "Best Answer") if not str(r.get(c) or "").strip()]
+        if not _split_list(r.get("Incorrect Answers")):
+            empty.append("Incorrect Answers")
+        if empty:
+            where = f"{local}:{_csv_row_line(local, i)}" if local else f"{source} row {i}"
+            raise UsageError(f"{where}: TruthfulQA row {i} has no {', '.join(empty)}")
         out.append(r)
     return out, source
 

@@ -43,6 +43,16 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_index(task: str, index: int, n: int | None) -> None:
+    """UsageError unless 0 <= index < n (n None: size unknown, only the sign is checked)."""
+    if n == 0:
+        raise UsageError(f"{task} has no questions, so there is nothing to show")
+    if index < 0 or (n is not None and index >= n):
+        valid = f"0..{n - 1}" if n is not None else "0 or more"
+        raise UsageError(f"--index {index} is out of range for {task}: valid indices are {valid}"
+                         + (f" ({n} questions)" if n is not None else ""))
+
+
 def _show(args: argparse.Namespace) -> int:
     from calbench.datasets import LOADERS
     from calbench.registry import get_tasks, task_metadata
@@ -53,12 +63,14 @@ def _show(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown elicitation {args.elicitation!r}; choose from "
                          f"{', '.join(ELICITATIONS)}")
     (task,) = get_tasks([args.name])
+    # Checked before loading: generated tasks (chain_sum, gsm_symbolic) build index + 1 items,
+    # so an index past the evaluated set would build questions no evaluation uses, or fail.
+    _check_index(task.name, args.index, task.n_items)
     meta = task_metadata(task)
     loader = LOADERS[meta.get("loader") or task.name]
     kwargs = {k: v for k, v in meta.items() if k not in ("loader", "calbench_name")}
     items = loader(task=task.name, data_dir=args.data_dir, **{**kwargs, "size": args.index + 1})
-    if args.index >= len(items):
-        raise UsageError(f"{task.name} has {len(items)} questions; --index {args.index} is past")
+    _check_index(task.name, args.index, len(items))  # local data may hold fewer questions
     item = items[args.index]
     prompt = build_prompt(item["question"], args.elicitation)
     print(f"# {task.name} (lm-eval: {task.lmeval_task}), question {item['id']}, "

@@ -99,6 +99,46 @@ def test_wrong_schema_is_a_clear_error(tmp_path):
         LOADERS["hotpotqa"](data_dir=str(tmp_path))
 
 
+TQA_HEADER = "Type,Category,Question,Best Answer,Correct Answers,Incorrect Answers,Source\n"
+TQA_ROW = ("Adversarial,Misconceptions,Can pigs fly?,No,No; Pigs cannot fly,"
+           "Yes; Pigs fly at night,fixture\n")
+
+
+def _tqa_csv(root, text):
+    (root / "truthfulqa").mkdir()
+    path = root / "truthfulqa" / "TruthfulQA.csv"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("loader", ["truthfulqa_mc", "truthfulqa_gen"])
+def test_truthfulqa_csv_with_a_wrong_header_names_the_missing_columns(tmp_path, loader):
+    # the hub's column names written as a CSV header, with a valid-looking data row
+    path = _tqa_csv(tmp_path, "type,category,question,best_answer,correct_answers,"
+                              "incorrect_answers,source\n" + TQA_ROW)
+    with pytest.raises(UsageError) as e:
+        LOADERS[loader](data_dir=str(tmp_path))
+    msg = str(e.value)
+    assert str(path) in msg and "Question, Best Answer, Incorrect Answers" in msg
+
+
+def test_truthfulqa_csv_problems_name_the_file(tmp_path):
+    path = _tqa_csv(tmp_path, TQA_HEADER.replace(",", ";"))  # semicolon-separated export
+    with pytest.raises(UsageError, match="lacks the TruthfulQA column"):
+        LOADERS["truthfulqa_mc"](data_dir=str(tmp_path))
+    path.write_text(TQA_HEADER)  # header only
+    with pytest.raises(UsageError, match=f"{path}: no TruthfulQA questions"):
+        LOADERS["truthfulqa_mc"](data_dir=str(tmp_path))
+    path.write_text(TQA_HEADER + TQA_ROW + "Adversarial,Misconceptions,Is it?\n")  # cut short
+    with pytest.raises(UsageError, match=f"{path}:3: TruthfulQA row 1 has no Best Answer, "
+                                         "Incorrect Answers"):
+        LOADERS["truthfulqa_mc"](data_dir=str(tmp_path))
+    # Excel's BOM before the first column, here Question (only the needed columns)
+    path.write_bytes("\ufeffQuestion,Best Answer,Incorrect Answers\nCan pigs fly?,No,Yes\n"
+                     .encode())
+    assert LOADERS["truthfulqa_mc"](data_dir=str(tmp_path))[0]["meta"]["n_options"] == 2
+
+
 def test_hub_unreachable_names_data_dir(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
@@ -188,6 +228,20 @@ def test_tasks_show_renders_the_chat_template(smollm2_path):
     assert r.returncode == 0, r.stderr
     assert "<|im_start|>user\nA baker makes 12 rolls" in r.stdout
     assert r.stdout.rstrip().endswith("<|im_start|>assistant\n<answer>")
+
+
+@pytest.mark.parametrize("task, index, valid", [
+    ("chain_sum", 99999, "0..499"),  # generated: checked before any question is built
+    ("chain_sum", -1, "0..499"),
+    ("gsm8k", 3, "0..2"),  # the local fixture holds 3 of GSM8K's 1319
+])
+def test_tasks_show_index_out_of_range_is_exit_2(capsys, task, index, valid):
+    from calbench.cli import main
+
+    assert main(["tasks", "show", task, "--data-dir", str(FIX), "--index", str(index)]) == 2
+    err = capsys.readouterr().err
+    assert f"--index {index} is out of range for {task}: valid indices are {valid}" in err
+    assert "Traceback" not in err
 
 
 def test_tasks_show_unknown_is_exit_2():
