@@ -1,13 +1,15 @@
 """Trainer building blocks: exactness of the shared-prefix passes, the merged rollout copy, the
-reference policy, token spans, advantages, GAE, smooth ECE, saving, CLI wiring.
+reference policy, token spans, advantages, GAE, held-out eval metrics, saving, CLI wiring.
 
 The model tests load SmolLM2-135M once and use a handful of short sequences (seconds each)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from calbench import metrics as M
 from calbench.errors import UsageError
 from calbench.train.common import (
     JsonlLog,
@@ -24,6 +27,7 @@ from calbench.train.common import (
     RolloutModel,
     confidence_start,
     encode_prompts,
+    eval_result,
     group_advantages,
     load_policy,
     load_trainer_state,
@@ -35,7 +39,6 @@ from calbench.train.common import (
     save_trainer_state,
     seed_everything,
     set_rng_state,
-    smooth_ece,
 )
 from calbench.train.grpo import (
     GRPOConfig,
@@ -298,17 +301,72 @@ def test_gae_matches_hand_computation() -> None:
     assert torch.allclose(ret[:, :3], adv[:, :3] + values[:, :3])
 
 
-def test_smooth_ece() -> None:
-    rng = np.random.default_rng(0)
-    f = rng.uniform(size=4000)
-    y = (rng.uniform(size=4000) < f).astype(float)
-    assert smooth_ece(f, y) < 0.03  # calibrated
-    assert smooth_ece(np.full(500, 0.9), np.zeros(500)) == pytest.approx(0.9, abs=0.02)
-    relplot = pytest.importorskip("relplot")
-    for shift in (0.0, 0.15):
-        ff = np.clip(f[:1000] + shift, 0, 1)
-        assert smooth_ece(ff, y[:1000]) == pytest.approx(float(relplot.smECE(ff, y[:1000])),
-                                                          abs=0.01)
+def _graded_eval_answers(seed: int) -> tuple[list[dict], list]:
+    """200 held-out chain-sum items and graded answers to them: right or wrong (the real grader),
+    confidences with many distinct values, some missing, some unparseable."""
+    from calbench.train.data import chain_sum_items
+
+    items = chain_sum_items("test", 200)
+    rng = np.random.default_rng(seed)
+    texts = []
+    for it in items:
+        hard = it["meta"]["num_digits"] == 2
+        right = rng.random() < (0.3 if hard else 0.7)
+        answer = it["gold"] if right else str(int(it["gold"]) + 1)
+        conf = float(np.clip(rng.normal(0.35 if hard else 0.75, 0.15), 0, 1))
+        tail = rng.choice(["tag", "none", "words"], p=[0.85, 0.1, 0.05])
+        confidence = {"tag": f"<confidence>{conf:.4f}</confidence>", "none": "",
+                      "words": "<confidence>fairly sure</confidence>"}[tail]
+        texts.append(f"<answer>{answer}</answer> {confidence}")
+    return items, score_completions(texts, [it["gold"] for it in items])
+
+
+def test_trainer_eval_metrics_are_calbench_metrics() -> None:
+    """The trainer's held-out numbers are calbench.metrics' on the same answers (as `calbench
+    score` writes them under policy drop), including smooth ECE on many distinct confidences."""
+    from calbench.train.data import difficulty_bin
+
+    items, scored = _graded_eval_answers(0)
+    res = eval_result(items, scored)
+    y = np.array([float(s.correct) for s in scored])
+    conf = [s.confidence for s in scored]
+    parsed = np.array([c is not None for c in conf])
+    yc, c = y[parsed], np.array([x for x in conf if x is not None])
+    assert 0 < parsed.sum() < len(scored) and len(set(c)) > 100 and 0 < yc.mean() < 1
+    assert res.n == 200 and res.accuracy == M.accuracy(y)
+    assert res.conf_parse_rate == parsed.mean()
+    assert res.smece == M.smooth_ece(yc, c)
+    assert res.brier == M.brier(yc, c)
+    assert res.auroc == M.auroc(yc, c)
+    assert res.conf_mean == M.mean_confidence(yc, c)
+    suite = M.summarize(y.astype(bool), conf, n_bootstrap=0)["metrics"]
+    for field_name, metric in (("accuracy", "accuracy"), ("smece", "smooth_ece"),
+                               ("brier", "brier"), ("auroc", "auroc"),
+                               ("conf_mean", "mean_confidence")):
+        assert getattr(res, field_name) == pytest.approx(suite[metric]["value"], abs=1e-12)
+    keys = np.array([difficulty_bin(it["meta"]) for it in items])
+    assert len(res.by_bin) == 4
+    for key, acc in res.by_bin.items():
+        assert acc == M.accuracy(y[keys == key])
+        assert res.conf_by_bin[key] == M.mean_confidence(yc[keys[parsed] == key],
+                                                         c[keys[parsed] == key])
+    # the log field names every consumer reads (grpo/ppo eval lines, calbench_train.json)
+    assert set(res.to_log()) == {f"eval_{k}" for k in (
+        "n", "accuracy", "format_rate", "conf_parse_rate", "conf_mean", "conf_std", "brier",
+        "smece", "by_bin", "auroc", "conf_by_bin")}
+
+
+def test_trainer_eval_metrics_when_undefined() -> None:
+    items, scored = _graded_eval_answers(1)
+    wrong = [dataclasses.replace(s, correct=False) for s in scored]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one class: AUROC None, not NaN with a warning
+        res = eval_result(items, wrong)
+    assert res.auroc is None and res.accuracy == 0.0 and res.brier is not None
+    none = [dataclasses.replace(s, confidence=None) for s in scored]
+    res = eval_result(items, none)
+    assert res.conf_parse_rate == 0 and res.accuracy > 0
+    assert res.smece is None and res.brier is None and res.auroc is None and res.conf_mean is None
 
 
 def test_jsonl_log_truncates_after_checkpoint(tmp_path: object) -> None:

@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from calbench import metrics
 from calbench.errors import RuntimeFailure, UsageError
-from calbench.metrics.selective import auroc
 from calbench.prompts import build_prompt
 from calbench.records import atomic_write_json, git_commit
 
@@ -588,35 +588,8 @@ def group_advantages(r: torch.Tensor, group: int, norm: str, std_floor: float = 
 
 
 # --------------------------------------------------------------------------------------------
-# Calibration metrics for the held-out evaluation
+# Held-out evaluation (every metric from calbench.metrics)
 # --------------------------------------------------------------------------------------------
-
-
-def smooth_ece(conf: Sequence[float], correct: Sequence[float], eps: float = 1e-3) -> float:
-    """Smooth ECE (Błasiok & Nakkiran 2023): kernel-smooth the residual y − f with a reflected
-    Gaussian of width σ and integrate its absolute value against the smoothed density; σ is the
-    fixed point σ = smECE_σ (found by bisection, as in the authors' ``relplot``)."""
-    f = np.asarray(conf, dtype=float)
-    y = np.asarray(correct, dtype=float)
-    if f.size == 0:
-        return float("nan")
-
-    def at(sigma: float) -> float:
-        t = np.linspace(0.0, 1.0, max(200, round(10 / sigma)))[:, None]
-        k = sum(np.exp(-((t - c) ** 2) / (2 * sigma**2)) for c in (f, -f, 2.0 - f))
-        r = (k * (f - y)).sum(axis=1)
-        return float(np.abs(r).sum() / k.sum())
-
-    if at(1.0) >= 1.0:
-        return at(1.0)
-    lo, hi = 0.0, 1.0  # at(s) - s is decreasing in s; bisect the crossing
-    for _ in range(10):
-        mid = (lo + hi) / 2
-        if mid < eps or mid < at(mid):
-            lo = mid
-        else:
-            hi = mid
-    return at(hi)
 
 
 @dataclass
@@ -642,7 +615,6 @@ class EvalResult:
 def evaluate(policy: Policy, engine: RolloutModel | None, items: Sequence[dict], *,
              elicitation: str, max_new_tokens: int, batch_size: int = 32) -> EvalResult:
     """Greedy answers to held-out items, graded and scored like `calbench eval` does."""
-    from calbench.train.data import difficulty_bin
     from calbench.train.rewards import score_completions
 
     prefill = prefill_for(elicitation)
@@ -653,28 +625,42 @@ def evaluate(policy: Policy, engine: RolloutModel | None, items: Sequence[dict],
                      group=1, max_new_tokens=max_new_tokens, temperature=0.0)
         scored += score_completions(ro.completions, [it["gold"] for it in chunk],
                                     prefill=prefill)
+    return eval_result(items, scored)
+
+
+def eval_result(items: Sequence[dict], scored: Sequence[Any]) -> EvalResult:
+    """The held-out metrics of graded answers (``scored[i]`` answers ``items[i]``), each computed
+    by :mod:`calbench.metrics` as `calbench score` computes it; confidence metrics over the
+    answers whose confidence parsed (policy ``drop``), accuracy over all."""
+    from calbench.train.data import difficulty_bin
+
     n = len(scored)
+    correct = [float(s.correct) for s in scored]
     conf = [s.confidence for s in scored if s.confidence is not None]
     corr = [float(s.correct) for s in scored if s.confidence is not None]
     bins: dict[str, list[float]] = {}
-    conf_bins: dict[str, list[float]] = {}
+    conf_bins: dict[str, tuple[list[float], list[float]]] = {}
     for it, s in zip(items, scored, strict=True):
         if "meta" in it and "num_terms" in it["meta"]:
-            bins.setdefault(difficulty_bin(it["meta"]), []).append(float(s.correct))
+            key = difficulty_bin(it["meta"])
+            bins.setdefault(key, []).append(float(s.correct))
             if s.confidence is not None:
-                conf_bins.setdefault(difficulty_bin(it["meta"]), []).append(s.confidence)
+                ys, cs = conf_bins.setdefault(key, ([], []))
+                ys.append(float(s.correct))
+                cs.append(s.confidence)
     return EvalResult(
         n=n,
-        accuracy=sum(s.correct for s in scored) / max(n, 1),
+        accuracy=metrics.accuracy(correct) if n else 0.0,
         format_rate=sum(s.format_ok for s in scored) / max(n, 1),
         conf_parse_rate=len(conf) / max(n, 1),
-        conf_mean=float(np.mean(conf)) if conf else None,
+        conf_mean=metrics.mean_confidence(corr, conf) if conf else None,
         conf_std=float(np.std(conf)) if conf else None,
-        brier=float(np.mean([(c - y) ** 2 for c, y in zip(conf, corr, strict=True)])) if conf else None,
-        smece=smooth_ece(conf, corr) if conf else None,
-        by_bin={k: sum(v) / len(v) for k, v in sorted(bins.items())},
-        auroc=auroc(corr, conf) if 0 < sum(corr) < len(corr) else None,
-        conf_by_bin={k: float(np.mean(v)) for k, v in sorted(conf_bins.items())},
+        brier=metrics.brier(corr, conf) if conf else None,
+        smece=metrics.smooth_ece(corr, conf) if conf else None,
+        by_bin={k: metrics.accuracy(v) for k, v in sorted(bins.items())},
+        # None rather than NaN (and no warning) when one class is missing: AUROC is undefined
+        auroc=metrics.auroc(corr, conf) if 0 < sum(corr) < len(corr) else None,
+        conf_by_bin={k: metrics.mean_confidence(*v) for k, v in sorted(conf_bins.items())},
     )
 
 
@@ -695,8 +681,8 @@ def rollout_stats(scored: Sequence[Any], parts: Sequence[Any], ro: Rollout) -> d
         "conf_std": float(np.std(conf)) if conf else None,
         "conf_distinct": len({round(c, 4) for c in conf}),
         # Brier score of the stated confidences that parse (format failures excluded)
-        "brier": float(np.mean([(s.confidence - float(s.correct)) ** 2 for s in scored
-                                if s.confidence is not None])) if conf else None,
+        "brier": metrics.brier([float(s.correct) for s in scored if s.confidence is not None],
+                               conf) if conf else None,
         "response_tokens": ro.num_tokens / n,
         "rollout_s": ro.seconds,
         "rollout_tokens_per_s": ro.num_tokens / max(ro.seconds, 1e-9),
