@@ -14,7 +14,7 @@ cache, which makes them resumable) and rewrites each record's confidence:
 * ``consistency``: k samples at temperature T (cached in the run folder by (prompt, settings,
   round); on hf the k samples share one run of the prompt, elsewhere one request per round,
   seeded per round); answer = the most common answer (equivalent answers grouped: by
-  final number for math, by letter for multiple choice, by normalised text otherwise; ties go to
+  stated value for math, by letter for multiple choice, by normalised text otherwise; ties go to
   the answer seen first), confidence = its share of the k samples.
 """
 
@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from calbench.errors import UsageError
-from calbench.grade import _normalise_text, final_number
-from calbench.harness import close_prefill, grade_doc
-from calbench.parse import extract_answer, parse_confidence_details
+from calbench.grade import _normalise_text, letter_of, plain_number
+from calbench.harness import grade_doc
+from calbench.parse import parse_confidence_details
 from calbench.prompts import CONFIDENCE_PREFILL, Prompt, stage_two
+from calbench.responses import read_response
 
 # What each backend can do; checked before anything runs.
 LOGPROB_BACKENDS = ("hf", "vllm", "openai-completions")
@@ -68,17 +69,17 @@ def _answer_span(response: str, prefill: str) -> str | None:
 
 
 def answer_key(answer: str | None, grader: str) -> Any:
-    """Group equivalent answers for majority voting."""
+    """Group equivalent answers for majority voting, with the graders' own readings: by stated
+    value for math (:func:`calbench.grade.plain_number`), by letter for multiple choice
+    (:func:`calbench.grade.letter_of`), by normalised text otherwise."""
     if answer is None:
         return None
     if grader == "math":
-        n = final_number(answer)
+        n = plain_number(answer)
         return ("num", round(n, 9)) if n is not None else ("text", _normalise_text(answer))
     if grader == "letter":
-        import re
-
-        m = re.match(r"^\W*(?:option\s+)?\(?([A-Za-z])\b", answer.strip(), re.I)
-        return ("letter", m.group(1).upper()) if m else ("text", _normalise_text(answer))
+        letter = letter_of(answer)
+        return ("letter", letter) if letter else ("text", _normalise_text(answer))
     return ("text", _normalise_text(answer))
 
 
@@ -137,6 +138,18 @@ def _logprob(lm, records: list[dict], docs: dict[str, dict], prompts: dict[str, 
             _set_confidence(rec, None, "logprob", error="no answer to score")
 
 
+def _request_context(ctx: Any) -> Any:
+    """A first-pass context as a request needs it. lm-eval's logged samples turn a chat API
+    prompt (``JsonChatStr``, a one-string NamedTuple) into a plain 1-tuple, which the chat
+    backend cannot send; rebuild it. Other contexts (strings) pass through."""
+    from lm_eval.models.api_models import JsonChatStr
+
+    if (isinstance(ctx, tuple) and not isinstance(ctx, JsonChatStr) and len(ctx) == 1
+            and isinstance(ctx[0], str)):
+        return JsonChatStr(ctx[0])
+    return ctx
+
+
 def _consistency(lm, records: list[dict], docs: dict[str, dict], prompts: dict[str, str],
                  gen_kwargs: dict, *, k: int, temperature: float, seed: int, cache: Path,
                  api: bool) -> None:
@@ -177,7 +190,7 @@ def _consistency(lm, records: list[dict], docs: dict[str, dict], prompts: dict[s
                     samples[rec["id"]].append(db[h])
                 else:
                     todo.append(_instance("generate_until", docs[rec["id"]],
-                                          (prompts[rec["id"]], kw), i))
+                                          (_request_context(prompts[rec["id"]]), kw), i))
                     keys.append((rec["id"], h))
             if todo:
                 torch.manual_seed(seed * 1000 + round_)
@@ -191,8 +204,8 @@ def _consistency(lm, records: list[dict], docs: dict[str, dict], prompts: dict[s
         doc = docs[rec["id"]]
         prefill = doc.get("prefill") or ""
         texts = [prefill + s for s in samples[rec["id"]]]
-        # read each sample as grade_doc reads a response (an open prefilled tag is closed)
-        answers = [extract_answer(close_prefill(t, prefill)[0]) for t in texts]
+        # read each sample as grade_doc reads a response
+        answers = [read_response(t, prefill)[0].answer for t in texts]
         ans, share, count = majority(answers, doc.get("grader", "math"))
         rec["consistency"] = {"k": k, "temperature": temperature, "samples": texts,
                               "answers": answers, "majority_count": count,
@@ -296,7 +309,9 @@ def second_pass(elicitation: str, lm, records: list[dict], samples: list[dict], 
         _logprob(lm, records, docs, prompts)
         return {"confidence": "exp(sum of answer-token log-probs)"}
     if elicitation == "consistency":
-        _consistency(lm, records, docs, prompts, gen_kwargs, k=k, temperature=temperature,
+        # the first pass's own request settings (its stop sequences included), then sampling
+        first_kwargs = samples[0]["arguments"][0][1] if samples else gen_kwargs
+        _consistency(lm, records, docs, prompts, dict(first_kwargs), k=k, temperature=temperature,
                      seed=seed, cache=cache_dir / "consistency.sqlite",
                      api=backend in ("openai-chat", "openai-completions"))
         return {"k": k, "temperature": temperature}

@@ -12,13 +12,22 @@ import re
 from collections.abc import Callable
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+# A plain number: "1250", "-3", "2.5", "1,250" ("1,2,3" is not one number). A gold written so
+# (GSM8K, chain_sum) lets a prediction that states one number be read by value.
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[+-]?\.\d+")
+_CURRENCY = re.compile(r"^\\?\$\s*|\s*\\?%$")
+# Characters that make a number an operand of an expression rather than a stated value.
+_OPERATOR_BEFORE = frozenset("^/*×÷+-\\{(_")
+_OPERATOR_AFTER = frozenset("^/*×÷+-\\{(_)]}")
+# math-verify (sympy) on a long string costs seconds; an answer this long is prose, not a value.
+MAX_MATH_CHARS = 1000
 
 
 def final_number(text: str | None) -> float | None:
     """The last number written in ``text`` ("4 - 1 = 3" -> 3.0, "$1,250" -> 1250.0), or None.
 
-    Small models often answer with the whole equation or with units and currency signs; GSM8K-style
-    grading takes the final number, like lm-eval's ``flexible-extract`` filter.
+    A loose reading for display and diagnostics; grading uses :func:`plain_number`, which
+    refuses "2^10" or "3/4" instead of reading their last number.
     """
     if not text:
         return None
@@ -31,6 +40,31 @@ def final_number(text: str | None) -> float | None:
         return None
 
 
+def plain_number(text: str | None) -> float | None:
+    """The number a GSM8K-style answer ends on, when it is a stated value; else None.
+
+    The last number after the last ``=`` ("4 - 1 = 3" -> 3), thousands commas allowed, among
+    words, currency or percent signs ("$1,250", "18 dollars", "The answer is 7."). None when that
+    number is an operand ("2^10", "3/4", "8\\sqrt{2}", "\\frac{1}{3}", "3 - 5"), glued to a letter
+    ("2i", "5th"), or when there is none.
+    """
+    if not text or len(text) > MAX_MATH_CHARS:
+        return None
+    tail = text.replace("\u2212", "-").rsplit("=", 1)[-1]
+    m = None
+    for m in _PLAIN_NUMBER.finditer(tail):  # noqa: B007 - the last match is wanted
+        pass
+    if m is None:
+        return None
+    before, after = tail[: m.start()], tail[m.end() :]
+    if (before and (before[-1].isalnum() or before[-1] == ".")) or (after and after[0].isalnum()):
+        return None
+    prev, nxt = before.rstrip()[-1:], after.lstrip()[:1]
+    if (prev and prev in _OPERATOR_BEFORE) or (nxt and nxt in _OPERATOR_AFTER):
+        return None
+    return float(m.group(0).replace(",", ""))
+
+
 def gsm8k_gold(answer_field: str) -> str:
     """The gold number from a GSM8K worked solution ("... #### 1,234" -> "1234")."""
     return answer_field.split("####")[-1].strip().replace(",", "")
@@ -40,16 +74,46 @@ def _numbers_equal(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
 
 
+_DELIMITED = ("$", "\\(", "\\[", "\\boxed")
+# Plain-text math a model writes, in the LaTeX math-verify reads: sqrt(13), √5, ∞, π.
+_PLAIN_MATH = (
+    (re.compile(r"(?<!\\)\bsqrt\s*\(([^()]*)\)"), r"\\sqrt{\1}"),
+    (re.compile(r"√\s*\(([^()]*)\)"), r"\\sqrt{\1}"),
+    (re.compile(r"√\s*(\d+(?:\.\d+)?|[A-Za-z])"), r"\\sqrt{\1}"),
+    (re.compile("∞"), r"\\infty "),
+    (re.compile("π"), r"\\pi "),
+)
+
+
+def _whole_expression(text: str) -> list | None:
+    """math-verify's reading of all of ``text``, or None. Undelimited text is read as a plain
+    expression when math-verify's plain extraction covers the whole text, else as LaTeX math
+    (``$text$``, plain-text sqrt/√/∞/π rewritten): the plain extraction alone picks one number
+    out of an expression ("6+9i" -> 9, "3 * sqrt(13)" -> 3, "x^5 - x + 1" -> 1) and would grade
+    "1" right against the last."""
+    from math_verify import parse  # sympy: ~1 s at import, so only when a grade needs it
+
+    text = text.strip()
+    if not any(d in text for d in _DELIMITED):
+        got = parse(text)
+        if got and len(got) > 1 and "".join(str(got[1]).split()) == "".join(text.split()):
+            return got
+        text = text[:-1] if text.endswith(".") else text  # "6 - 5i." ends a sentence
+        for pattern, latex in _PLAIN_MATH:
+            text = pattern.sub(latex, text)
+        text = f"${text}$"
+    return parse(text) or None
+
+
 def _math_verify(pred: str, gold: str) -> bool:
-    # Imported lazily: math-verify pulls in sympy, which costs ~1 s at import.
-    from math_verify import parse, verify
+    from math_verify import verify
 
     try:
-        # Parse BOTH sides: the RLCR evaluator parsed only the prediction and so scored "12.0" vs
-        # "12" as wrong. math-verify's own timeout uses SIGALRM, which only works in the main
-        # thread; elsewhere it is disabled and the numeric fallback still applies.
-        gold_parsed = parse(gold)
-        pred_parsed = parse(pred)
+        # Both sides parsed as whole expressions: the RLCR evaluator parsed only the prediction
+        # and so scored "12.0" vs "12" as wrong. math-verify's own timeout uses SIGALRM, which
+        # only works in the main thread; elsewhere it is disabled.
+        gold_parsed = _whole_expression(gold)
+        pred_parsed = _whole_expression(pred)
         if not gold_parsed or not pred_parsed:
             return False
         return bool(verify(gold_parsed, pred_parsed))
@@ -60,18 +124,35 @@ def _math_verify(pred: str, gold: str) -> bool:
 def math_equal(prediction: str | None, gold: str) -> bool:
     """Mathematical equivalence of ``prediction`` and ``gold``.
 
-    Correct when math-verify proves the two equal (both parsed), or when the final number of the
-    prediction equals the gold number (relative tolerance 1e-6) — the numeric fallback that keeps
-    "The answer is $1,250." and "4 - 1 = 3" gradable.
+    Where the gold is a plain number ("1250", "-3", "2.5"), a prediction that states one number
+    (:func:`plain_number`: "$1,250", "4 - 1 = 3", "18 dollars") is right when that number equals
+    the gold (relative tolerance 1e-6) — GSM8K-style answers with units and equations. Otherwise,
+    and for every other gold, math-verify's verdict stands (both sides parsed). Predictions
+    longer than :data:`MAX_MATH_CHARS` are wrong unless the plain-number rule proves them right.
     """
     if prediction is None or not prediction.strip():
         return False
     gold = gold.strip()
-    gold_num = final_number(gold)
-    pred_num = final_number(prediction)
-    if gold_num is not None and pred_num is not None and _numbers_equal(gold_num, pred_num):
-        return True
+    value = _CURRENCY.sub("", gold)  # "\\$36", "25\\%" are plain numbers too
+    if _PLAIN_NUMBER.fullmatch(value):
+        pred_num = plain_number(prediction)
+        if pred_num is not None and _numbers_equal(pred_num, float(value.replace(",", ""))):
+            return True
+    if len(prediction) > MAX_MATH_CHARS:
+        return False
     return _math_verify(prediction, gold)
+
+
+def letter_of(answer: str | None) -> str | None:
+    """The multiple-choice letter an answer names ("B", "(B)", "B) Paris", "Option B",
+    "Answer: B"), upper-cased, or None."""
+    if answer is None:
+        return None
+    m = _LETTER.match(answer.strip())
+    return m.group(1).upper() if m else None
+
+
+_LETTER = re.compile(r"^\W*(?:option\s+|answer\s*:?\s*)?\(?([A-Za-z])\b", re.IGNORECASE)
 
 
 def _normalise_text(s: str) -> str:
@@ -92,10 +173,8 @@ def exact_match(prediction: str | None, gold: str) -> bool:
 
 def letter_match(prediction: str | None, gold: str) -> bool:
     """Multiple-choice letter: "B", "(B)", "B) Paris", "Option B" all read as B."""
-    if prediction is None:
-        return False
-    m = re.match(r"^\W*(?:option\s+|answer\s*:?\s*)?\(?([A-Za-z])\b", prediction.strip(), re.I)
-    return bool(m) and m.group(1).upper() == gold.strip().upper()
+    letter = letter_of(prediction)
+    return letter is not None and letter == gold.strip().upper()
 
 
 GRADERS: dict[str, Callable[[str | None, str], bool]] = {
@@ -154,18 +233,37 @@ def embed(texts: list[str]):
         return torch.nn.functional.normalize(vec, dim=-1)
 
 
+# Chosen leave-one-out on TruthfulQA's own references (benchmarks/similarity_threshold.py,
+# BENCHMARKS.md "Similarity grader"). The floor stops off-topic and generic answers, whose best
+# similarity to a correct reference is tiny but can still beat the incorrect ones. The margin
+# makes a near-tie wrong; it stays small because MiniLM puts a statement and its negation at
+# ~0.98-0.99, so a larger one would reject answers that quote a correct reference verbatim.
+SIMILARITY_FLOOR = 0.5
+SIMILARITY_MARGIN = 0.01
+
+
+def similarity_verdict(best_correct: float, best_incorrect: float,
+                       floor: float = SIMILARITY_FLOOR, margin: float = SIMILARITY_MARGIN) -> bool:
+    """The similarity grader's rule: close enough to a correct reference (``>= floor``) and
+    closer to it than to every incorrect reference by at least ``margin``."""
+    return best_correct >= floor and best_correct - best_incorrect >= margin
+
+
 def similarity_grade(prediction: str | None, gold: str) -> tuple[bool, dict]:
-    """Offline TruthfulQA grader: correct when the answer's best cosine similarity to a correct
-    reference beats its best similarity to an incorrect one (all-MiniLM-L6-v2)."""
+    """Offline TruthfulQA grader (all-MiniLM-L6-v2 cosine similarities): correct iff the
+    answer's best similarity to a correct reference is at least ``SIMILARITY_FLOOR`` and exceeds
+    its best similarity to an incorrect reference by at least ``SIMILARITY_MARGIN``."""
     correct_refs, incorrect_refs = _references(gold)
+    rule = {"grader": "similarity", "floor": SIMILARITY_FLOOR, "margin": SIMILARITY_MARGIN}
     if not prediction or not correct_refs:
-        return False, {"grader": "similarity", "best_correct": None, "best_incorrect": None}
+        return False, {**rule, "best_correct": None, "best_incorrect": None}
     vecs = embed([prediction, *correct_refs, *incorrect_refs])
     sims = (vecs[1:] @ vecs[0]).tolist()
     best_c = max(sims[:len(correct_refs)])
     best_i = max(sims[len(correct_refs):], default=-1.0)
-    return best_c > best_i, {"grader": "similarity", "model": "all-MiniLM-L6-v2",
-                             "best_correct": round(best_c, 6), "best_incorrect": round(best_i, 6)}
+    return similarity_verdict(best_c, best_i), {
+        **rule, "model": "all-MiniLM-L6-v2", "best_correct": round(best_c, 6),
+        "best_incorrect": round(best_i, 6)}
 
 
 JUDGE_PROMPT = (

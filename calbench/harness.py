@@ -5,8 +5,7 @@ Two halves:
 * hooks called from the lm-eval task plugins in ``tasks/*/utils.py``: :func:`make_docs` renders
   each question into the prompt fields the YAML templates read (``description: "{{system}}"``,
   ``doc_to_text: "{{user}}"``, ``gen_prefix: "{{prefill}}"``), and :func:`process_results`
-  grades a response with :mod:`calbench.parse` and :mod:`calbench.grade` — the same code the
-  trainer's rewards use;
+  grades a response with :mod:`calbench.responses` — the same code the trainer's rewards use;
 * :func:`lmeval_samples_to_records`, turning lm-eval's logged samples into calbench records.
 
 Because the prompt is rendered into the doc, plain ``lm_eval --include_path tasks/
@@ -21,9 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from calbench.grade import ALL_GRADERS, grade
-from calbench.parse import parse_answer_details, parse_confidence_details
+from calbench.grade import ALL_GRADERS
 from calbench.prompts import build_prompt
+from calbench.responses import grade_response
 
 TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
 
@@ -75,48 +74,13 @@ def make_docs(
     return {"test": datasets.Dataset.from_list(docs)}
 
 
-def grade_response(response: str, gold: str, grader: str = "math", *, question: str = "",
-                   judge: dict | None = None) -> dict[str, Any]:
-    """Parse and grade one full response (prefill included). Returns the record fields."""
-    ans = parse_answer_details(response)
-    conf = parse_confidence_details(response)
-    correct, details = grade(grader, ans.answer, gold, question=question, judge=judge)
-    out = {
-        "answer": ans.answer,
-        "correct": bool(correct),
-        "confidence": conf.value,
-        "parse": {
-            "answer_source": ans.source,
-            "answer_raw": ans.raw,
-            "confidence_source": conf.source,
-            "confidence_raw": conf.raw,
-            "confidence_rescaled": conf.rescaled,
-            "confidence_error": conf.error,
-        },
-    }
-    if details is not None:
-        out["grading"] = details
-    return out
-
-
-def close_prefill(response: str, prefill: str) -> tuple[str, bool]:
-    """With an ``<answer>`` prefill, a model that stops without writing ``</answer>`` has given
-    everything after the prefill as its answer ("<answer>E" + end of turn): close the tag for
-    grading. The stored response stays as generated; the record says the tag was closed."""
-    if prefill.strip().lower() == "<answer>" and "</answer>" not in response.lower():
-        return response + "</answer>", True
-    return response, False
-
-
 def grade_doc(doc: dict, response: str) -> dict[str, Any]:
-    """:func:`grade_response` with the grader, judge and question a doc carries."""
-    text, closed = close_prefill(response, doc.get("prefill") or "")
-    out = grade_response(text, doc["gold"], doc.get("grader", "math"),
-                         question=doc.get("question", ""),
-                         judge=json.loads(doc.get("judge") or "{}"))
-    if closed and out["parse"]["answer_source"] == "tag":
-        out["parse"]["answer_source"] = "prefill_unclosed"
-    return out
+    """The graded record fields of a full response (prefill included) to ``doc``, read and graded
+    by :mod:`calbench.responses` with the grader, judge, question and prefill the doc carries."""
+    g = grade_response(response, doc["gold"], doc.get("grader", "math"),
+                       prefill=doc.get("prefill") or "", question=doc.get("question", ""),
+                       judge=json.loads(doc.get("judge") or "{}"))
+    return g.record_fields()
 
 
 def process_results(doc: dict, results: list[str]) -> dict[str, float]:

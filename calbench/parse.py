@@ -1,30 +1,42 @@
 """Parse a model's answer and verbalized confidence out of its raw response.
 
-This is the single parser shared by the evaluator (``tasks/*/utils.py``), ``calbench score``
-and the trainer's reward functions, so a number means the same thing everywhere.
+The parsing half of the response contract (:mod:`calbench.responses` adds prefill repair and
+grading); every client reads responses through it, so a number means the same thing everywhere.
 
-Contract (see README "Parser"):
+Contract (see docs: README "Parser"):
 
-* ``extract_answer``: content of the LAST ``<answer>…</answer>`` (tags case-insensitive, content
-  stripped, empty -> None); with no answer tag, the last line starting with ``Answer:`` or
-  ``Final answer:``; otherwise None.
-* ``parse_confidence``: from the LAST complete ``<confidence>…</confidence>`` (an unclosed tag does
-  not count); with no tag, the last line starting with ``Confidence:`` or ``Confidence level:``.
-  The content (stripped, one trailing period removed) is used if it *is* a number, optionally with
-  ``%``; otherwise if it contains exactly one number (optionally with ``%``); else None.
-  ``%`` values must lie in [0, 100] and are divided by 100; bare values in [0, 1] are kept; bare
-  values in (1, 100] are read as percentages and flagged; anything else -> None.
-  The last tag wins even when its content is unparseable.
+* ``extract_answer``: content of the last complete answer tag — the last ``</answer>`` and the
+  last ``<answer>`` before it (tags case-insensitive, content stripped, empty -> None). A
+  ``</answer>`` with no ``<answer>`` anywhere before it: the response began inside the answer (a
+  prefilled tag the caller left out), so the content runs from the start (source
+  ``tag_unopened``). With no answer tag, the last line starting with ``Answer:`` or
+  ``Final answer:``; otherwise None. With ``unclosed_ok`` (a prefilled ``<answer>``: the model was
+  made to start its answer), a final unclosed ``<answer>`` counts too: its content runs to the
+  next ``<confidence>`` tag or the end (source ``prefill_unclosed``).
+* ``parse_confidence``: from the last complete ``<confidence>…</confidence>``; a final unclosed
+  ``<confidence>`` after it counts when its content up to the next ``<`` is a number (source
+  ``tag_unclosed``: the model stopped after the number, or a stop sequence cut the closing tag);
+  with no tag, the last line starting with ``Confidence:`` or ``Confidence level:``.
+  The content (stripped, one trailing period removed) is used if it *is* a number, optionally
+  with ``%``; otherwise (complete tags and lines only) if it contains exactly one number
+  (optionally with ``%``); else None. ``%`` values must lie in [0, 100] and are divided by 100;
+  bare values in [0, 1] are kept; bare values in (1, 100] are read as percentages and flagged;
+  anything else -> None. The last complete tag wins even when its content is unparseable.
+  Content longer than :data:`MAX_CONFIDENCE_CHARS` is not a confidence.
+
+Every function is linear in the length of the response: tags are located with one scan (no
+regex that re-scans the text from each unclosed tag).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
-_CONF_TAG = re.compile(r"<confidence>(.*?)</confidence>", re.IGNORECASE | re.DOTALL)
+_ANSWER_TAGS = re.compile(r"<(/?)answer>", re.IGNORECASE)
+_CONF_TAGS = re.compile(r"<(/?)confidence>", re.IGNORECASE)
+_CONF_OPEN = re.compile(r"<confidence>", re.IGNORECASE)
 _ANSWER_LINE = re.compile(r"^\s*(?:final\s+answer|answer)\s*:(.*)$", re.IGNORECASE)
 _CONF_LINE = re.compile(r"^\s*confidence(?:\s+level)?\s*:(.*)$", re.IGNORECASE)
 # A decimal number: 0.85, .25, 1e-1, 1.0000, -3. No thousands separators: "0,8" is two numbers.
@@ -32,49 +44,63 @@ _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 _NUMBER_RE = re.compile(_NUMBER)
 _WHOLE_NUMBER = re.compile(rf"({_NUMBER})\s*(%?)")
 _ONE_NUMBER = re.compile(rf"(?<![\w.])({_NUMBER})(?![\w.])\s*(%?)")
+# "0.85" or "I'd say about 85% sure" fit easily; a longer content is prose, not a confidence
+# (and the bound keeps the number search linear on hostile input).
+MAX_CONFIDENCE_CHARS = 200
 
 
 @dataclass(frozen=True)
 class AnswerParse:
     answer: str | None
-    source: str | None  # "tag" | "line" | None
+    source: str | None  # "tag" | "tag_unopened" | "prefill_unclosed" | "line" | None
     raw: str | None  # tag/line content before stripping to None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
 class ConfidenceParse:
     value: float | None
-    source: str | None  # "tag" | "line" | None
+    source: str | None  # "tag" | "tag_unclosed" | "line" | None
     raw: str | None  # the tag or line content as written
     rescaled: bool  # True when a bare number in (1, 100] was read as a percentage
     error: str | None  # why value is None ("missing", "not a number", "out of range", ...)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+
+def _tag_spans(pattern: re.Pattern, text: str) -> tuple[tuple[int, int, bool] | None, int | None]:
+    """One scan over the tags of ``pattern``: ((start, end, opened) of the content of the last
+    complete tag, or None; end of a final opening tag that no closing tag follows, or None).
+
+    A complete tag is a closing tag and the last opening tag before it. A closing tag with no
+    opening tag anywhere before it spans from the start of the text (``opened`` False); a stray
+    closing tag after a complete one is ignored."""
+    pending: int | None = None  # end of an opening tag not yet closed
+    seen_open = False
+    last: tuple[int, int, bool] | None = None
+    for m in pattern.finditer(text):
+        if not m.group(1):
+            pending, seen_open = m.end(), True
+        elif pending is not None:
+            last, pending = (pending, m.start(), True), None
+        elif not seen_open:
+            last = (0, m.start(), False)
+    return last, pending
 
 
-def _strip(s: str) -> str:
-    # str.strip() with no argument already strips Unicode whitespace (NBSP, thin space, ...).
-    return s.strip()
-
-
-def parse_answer_details(text: str | None) -> AnswerParse:
-    """Answer with provenance; see :func:`extract_answer` for the rules."""
+def parse_answer_details(text: str | None, *, unclosed_ok: bool = False) -> AnswerParse:
+    """Answer with provenance; see :func:`extract_answer` and the module docstring."""
     if not text:
         return AnswerParse(None, None, None)
-    tags = _ANSWER_TAG.findall(text)
-    if tags:
-        raw = tags[-1]
-        content = _strip(raw)
-        return AnswerParse(content or None, "tag", raw)
+    span, unclosed = _tag_spans(_ANSWER_TAGS, text)
+    if unclosed_ok and unclosed is not None:
+        stop = _CONF_OPEN.search(text, unclosed)
+        raw = text[unclosed : stop.start() if stop else len(text)]
+        return AnswerParse(raw.strip() or None, "prefill_unclosed", raw)
+    if span is not None:
+        raw = text[span[0] : span[1]]
+        return AnswerParse(raw.strip() or None, "tag" if span[2] else "tag_unopened", raw)
     for line in reversed(text.splitlines()):
         m = _ANSWER_LINE.match(line)
         if m:
-            content = _strip(m.group(1))
-            return AnswerParse(content or None, "line", m.group(1))
+            return AnswerParse(m.group(1).strip() or None, "line", m.group(1))
     return AnswerParse(None, None, None)
 
 
@@ -83,11 +109,9 @@ def extract_answer(text: str | None) -> str | None:
     return parse_answer_details(text).answer
 
 
-def _number_to_confidence(number: str, percent: bool, raw: str, source: str) -> ConfidenceParse:
-    try:
-        x = float(number)
-    except ValueError:  # pragma: no cover - the regex only admits floats
-        return ConfidenceParse(None, source, raw, False, "not a number")
+def _number_to_confidence(number: str, percent: bool, raw: str, source: str | None
+                          ) -> ConfidenceParse:
+    x = float(number)  # the regex only admits floats
     if not math.isfinite(x):
         return ConfidenceParse(None, source, raw, False, "not finite")
     if percent:
@@ -101,16 +125,22 @@ def _number_to_confidence(number: str, percent: bool, raw: str, source: str) -> 
     return ConfidenceParse(None, source, raw, False, "out of range")
 
 
-def confidence_from_content(raw: str, source: str | None = None) -> ConfidenceParse:
-    """Read a confidence from the content of a tag or line (the rules of the module docstring)."""
-    content = _strip(raw)
+def confidence_from_content(raw: str, source: str | None = None, *,
+                            whole_only: bool = False) -> ConfidenceParse:
+    """Read a confidence from the content of a tag or line (the rules of the module docstring).
+    ``whole_only``: the content must be a number (no number inside text)."""
+    content = raw.strip()  # str.strip() strips Unicode whitespace too (NBSP, thin space)
     if content.endswith("."):
-        content = _strip(content[:-1])
+        content = content[:-1].strip()
     if not content:
         return ConfidenceParse(None, source, raw, False, "empty")
+    if len(content) > MAX_CONFIDENCE_CHARS:
+        return ConfidenceParse(None, source, raw, False, "too long")
     whole = _WHOLE_NUMBER.fullmatch(content)
     if whole:
         return _number_to_confidence(whole.group(1), bool(whole.group(2)), raw, source)
+    if whole_only:
+        return ConfidenceParse(None, source, raw, False, "not a number")
     numbers = _NUMBER_RE.findall(content)
     if len(numbers) == 1:
         m = _ONE_NUMBER.search(content)
@@ -126,9 +156,15 @@ def parse_confidence_details(text: str | None) -> ConfidenceParse:
     """Confidence with provenance and the reason for a failure; see :func:`parse_confidence`."""
     if not text:
         return ConfidenceParse(None, None, None, False, "missing")
-    tags = _CONF_TAG.findall(text)
-    if tags:
-        return confidence_from_content(tags[-1], "tag")
+    span, unclosed = _tag_spans(_CONF_TAGS, text)
+    if unclosed is not None:
+        stop = text.find("<", unclosed)
+        raw = text[unclosed : stop if stop >= 0 else len(text)]
+        got = confidence_from_content(raw, "tag_unclosed", whole_only=True)
+        if got.value is not None:
+            return got
+    if span is not None:
+        return confidence_from_content(text[span[0] : span[1]], "tag")
     for line in reversed(text.splitlines()):
         m = _CONF_LINE.match(line)
         if m:
@@ -142,5 +178,9 @@ def parse_confidence(text: str | None) -> float | None:
 
 
 def has_format(text: str | None) -> bool:
-    """True when the response has both a complete answer tag and a complete confidence tag."""
-    return bool(text) and bool(_ANSWER_TAG.search(text)) and bool(_CONF_TAG.search(text))
+    """True when the response has a complete answer tag and a complete confidence tag."""
+    if not text:
+        return False
+    answer, _ = _tag_spans(_ANSWER_TAGS, text)
+    conf, _ = _tag_spans(_CONF_TAGS, text)
+    return answer is not None and conf is not None

@@ -92,9 +92,16 @@ def test_last_tag_wins_even_if_unparseable():
     assert d.raw == "high" and d.error
 
 
-def test_unclosed_tag_does_not_count():
-    assert parse_confidence("<confidence>0.4</confidence> ... <confidence>0.9") == 0.4
-    d = parse_confidence_details("<confidence>0.9")
+def test_final_unclosed_confidence_tag_counts_when_it_holds_a_number():
+    # two-stage prefills <confidence>; the model stops after the number, or a stop sequence
+    # cuts the closing tag
+    d = parse_confidence_details("<confidence>0.5")
+    assert (d.value, d.source) == (0.5, "tag_unclosed")
+    assert parse_confidence("<confidence>0.4</confidence> ... <confidence>0.9") == 0.9
+    assert parse_confidence("<confidence>85%</confid") == pytest.approx(0.85)  # cut mid-tag
+    # prose after an unclosed tag is not a number: the complete tag (or nothing) stands
+    assert parse_confidence("<confidence>0.4</confidence> <confidence>0.9 because") == 0.4
+    d = parse_confidence_details("<confidence>I think 0.9")
     assert d.value is None and d.error == "missing"
 
 
@@ -124,14 +131,40 @@ def test_has_format():
     assert not has_format("<answer>1</answer>")
 
 
-def test_prefilled_answer_is_closed_by_the_end_of_the_response():
-    from calbench.harness import close_prefill, grade_doc
+def test_prefilled_answer_runs_to_the_end_of_the_response():
+    from calbench.harness import grade_doc
 
-    assert close_prefill("<answer>E", "<answer>") == ("<answer>E</answer>", True)
-    assert close_prefill("<answer>E</answer> <confidence>0.5", "<answer>")[1] is False
-    assert close_prefill("<answer>E", "")[1] is False  # only a prefilled tag is closed
     doc = {"gold": "E", "grader": "letter", "prefill": "<answer>", "question": "q"}
     g = grade_doc(doc, "<answer>E")
     assert g["correct"] and g["answer"] == "E"
     assert g["parse"]["answer_source"] == "prefill_unclosed"
+    # the unclosed answer stops at a confidence tag, which is read too
+    g = grade_doc(doc, "<answer>E <confidence>0.7")
+    assert (g["answer"], g["confidence"]) == ("E", 0.7)
     assert grade_doc({**doc, "prefill": ""}, "<answer>E")["answer"] is None  # contract holds
+
+
+@pytest.mark.parametrize(
+    "text, expected, source",
+    [
+        ("<answer>a<answer>b</answer>", "b", "tag"),  # the opening tag nearest the close
+        ("7</answer><confidence>0.8</confidence>", "7", "tag_unopened"),
+        ("<answer>1</answer> 2</answer>", "1", "tag"),  # a stray close is ignored
+    ],
+)
+def test_answer_tag_pairing(text, expected, source):
+    d = parse_answer_details(text)
+    assert (d.answer, d.source) == (expected, source)
+
+
+def test_parsing_is_linear_on_hostile_responses():
+    # 200 KB of unclosed tags took 15-22 s per response with the old regexes
+    import time
+
+    for chunk in ("<answer>", "<confidence>", "<answer><confidence>1", "9" * 7 + "x "):
+        text = chunk * (200_000 // len(chunk))
+        t = time.perf_counter()
+        parse_answer_details(text, unclosed_ok=True)
+        parse_answer_details(text)
+        parse_confidence_details(text)
+        assert time.perf_counter() - t < 1.0, chunk  # linear: ~10 ms here; quadratic: > 10 s

@@ -58,7 +58,7 @@ UNPARSEABLE = [
     "<answer>7</answer> <confidence>inf</confidence>",
     "<answer>7</answer> <confidence>150</confidence>",
     "<answer>7</answer> <confidence>0.3 or 0.4</confidence>",
-    "<answer>7</answer> <confidence>0.9",  # unclosed
+    "<answer>7</answer> <confidence>0.9 or so",  # unclosed, not a number
     "",
 ]
 

@@ -5,9 +5,10 @@ Every reward is ``f(completions, gold, **columns) -> list[float]`` — the signa
 ``completions`` are strings or TRL chat lists (``[{"role": "assistant", "content": ...}]``);
 ``gold`` the reference answers.
 
-A response is read with :mod:`calbench.parse` (answer from the last ``<answer>`` tag, confidence
-q from the last ``<confidence>`` tag) and graded with :func:`calbench.grade.math_equal` unless a
-``grader`` column/keyword names another entry of :data:`calbench.grade.GRADERS`.  With c = 1 if the
+A response is read and graded by :mod:`calbench.responses`, exactly as the evaluator reads it
+(answer from the last ``<answer>`` tag, confidence q from the last ``<confidence>`` tag), with
+:func:`calbench.grade.math_equal` unless a ``grader`` column/keyword names another entry of
+:data:`calbench.grade.GRADERS` (or is a callable ``f(answer, gold) -> bool``).  With c = 1 if the
 answer is correct else 0:
 
 =============  ==========================================================  ===================
@@ -20,7 +21,7 @@ method         reward                                                       best
 ``asymmetric`` c·q − (1−c)·q^2.5      (popular article; kept for contrast)  overconfident
 =============  ==========================================================  ===================
 
-plus ``format_weight`` × 1[both tags present and q parseable] (0 by default).
+plus ``format_weight`` × 1[both tags complete and q parseable] (0 by default).
 
 Never NaN: when q cannot be parsed, the confidence term takes its *worst* value for the outcome
 (−1 for Brier, log ε for the log score, 0 if correct / −1 if wrong for ``asymmetric``), so a
@@ -30,27 +31,22 @@ False — and turns a whole GRPO group's mean, std and hence advantages into NaN
 
 Prefill: under the ``prefill`` elicitation the prompt ends with ``<answer>``, which belongs to the
 response but is not in the sampled completion. Pass ``prefill="<answer>"`` (a keyword or a
-column) and it is put back in front of any completion that does not already start with it; a
-completion that closes ``</answer>`` without ever opening it is also read as if the tag had been
-prefilled, so rewards are right even when the caller forgets.
+column): it is put back in front of any completion that does not already start with it, and a
+completion that stops without ``</answer>`` has given its answer (as in the evaluator).
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from calbench.grade import GRADERS, math_equal
-from calbench.parse import extract_answer, has_format, parse_confidence
+from calbench.grade import GRADERS
+from calbench.responses import GradedResponse, Grader, grade_answer, read_response, restore_prefill
 
 LOG_EPS = 1e-3  # clip for the log score: log(1e-3) = -6.9 is its worst value
 ASYM_POWER = 2.5
-
-_OPEN_ANSWER = re.compile(r"<answer>", re.IGNORECASE)
-_CLOSE_ANSWER = re.compile(r"</answer>", re.IGNORECASE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -110,7 +106,8 @@ METHODS: dict[str, Method] = {
 
 
 def completion_text(completion: Any, prefill: str | None = None) -> str:
-    """The response text of one completion (a string or a TRL chat list), prefill restored."""
+    """The response text of one completion (a string or a TRL chat list), prefill restored
+    (:func:`calbench.responses.restore_prefill`)."""
     if isinstance(completion, str):
         text = completion
     elif isinstance(completion, dict):
@@ -124,13 +121,7 @@ def completion_text(completion: Any, prefill: str | None = None) -> str:
         )
     else:
         text = "" if completion is None else str(completion)
-    if prefill and not text.lstrip().lower().startswith(prefill.lower()):
-        text = prefill + text
-    # A closed but never opened answer tag: the prefill was dropped somewhere upstream.
-    close = _CLOSE_ANSWER.search(text)
-    if close and not _OPEN_ANSWER.search(text, 0, close.start()):
-        text = "<answer>" + text
-    return text
+    return restore_prefill(text, prefill)
 
 
 @dataclass(frozen=True)
@@ -141,7 +132,7 @@ class Scored:
     answer: str | None
     correct: bool
     confidence: float | None  # None: unparseable or missing
-    format_ok: bool  # both tags present and the confidence parses
+    format_ok: bool  # both tags complete and the confidence parses
 
 
 def _column(value: Any, n: int, default: Any = None) -> list:
@@ -155,14 +146,12 @@ def _column(value: Any, n: int, default: Any = None) -> list:
     return [value] * n
 
 
-def _grader(g: Any) -> Callable[[str | None, str], bool]:
+def _grader(g: Any) -> Grader:
     if g is None:
-        return math_equal
-    if callable(g):
+        return "math"
+    if callable(g) or g in GRADERS:
         return g
-    if g not in GRADERS:
-        raise ValueError(f"unknown grader {g!r}; choose from {sorted(GRADERS)}")
-    return GRADERS[g]
+    raise ValueError(f"unknown grader {g!r}; choose from {sorted(GRADERS)}")
 
 
 def score_completions(
@@ -172,8 +161,9 @@ def score_completions(
     grader: Any = None,
     prefill: Any = None,
 ) -> list[Scored]:
-    """Parse and grade each completion. Identical (answer, gold) pairs are graded once per call:
-    a GRPO group often repeats an answer, and math-verify costs milliseconds per call."""
+    """Read and grade each completion exactly as the evaluator reads a response
+    (:mod:`calbench.responses`). Identical (answer, gold, grader) triples are graded once per
+    call: a GRPO group often repeats an answer, and math-verify costs milliseconds per call."""
     n = len(completions)
     golds = _column(gold, n)
     graders = _column(grader, n)
@@ -182,12 +172,12 @@ def score_completions(
     out = []
     for comp, g, gr, pf in zip(completions, golds, graders, prefills, strict=True):
         text = completion_text(comp, pf)
-        answer = extract_answer(text)
-        key = (answer, str(g), gr if isinstance(gr, str) or gr is None else id(gr))
+        ans, conf = read_response(text, pf)
+        key = (ans.answer, str(g), gr if isinstance(gr, str) or gr is None else id(gr))
         if key not in cache:
-            cache[key] = bool(answer is not None and _grader(gr)(answer, str(g)))
-        q = parse_confidence(text)
-        out.append(Scored(text, answer, cache[key], q, has_format(text) and q is not None))
+            cache[key] = grade_answer(ans.answer, str(g), _grader(gr))[0]
+        graded = GradedResponse(ans, conf, cache[key], None)
+        out.append(Scored(text, ans.answer, graded.correct, conf.value, graded.format_ok))
     return out
 
 
@@ -254,13 +244,14 @@ REWARDS: dict[str, Callable[..., list[float]]] = {
 
 
 def format_reward(completions: Sequence[Any], prefill: Any = None, **columns: Any) -> list[float]:
-    """1.0 when both tags are present and the confidence parses, else 0.0 (a separate TRL reward
-    function, for use with ``reward_weights``)."""
+    """1.0 when both tags are complete and the confidence parses, else 0.0 (a separate TRL
+    reward function, for use with ``reward_weights``)."""
     n = len(completions)
-    return [
-        1.0 if has_format(t) and parse_confidence(t) is not None else 0.0
-        for t in (completion_text(c, p) for c, p in zip(completions, _column(prefill, n, ""), strict=True))
-    ]
+    out = []
+    for c, pf in zip(completions, _column(prefill, n, ""), strict=True):
+        ans, conf = read_response(completion_text(c, pf), pf)
+        out.append(1.0 if GradedResponse(ans, conf, False, None).format_ok else 0.0)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
