@@ -14,9 +14,10 @@ Fields read, per sample:
   the doc has one (lm-eval strips ``gen_prefix`` from what it logs; calbench tasks prefill).
 * **correct**: the per-doc metric ``correct`` (calbench tasks), else the first of
   ``exact_match``, ``acc``, ``em``, ``exact`` the task logged; it must be 0/1 (or true/false).
-* **confidence**: the per-doc metric ``confidence`` (calbench tasks; NaN = unparsed), else parsed
-  from the response with :func:`calbench.parse.parse_confidence`. A file of a task that logs no
-  confidence and in whose responses none parses is not a verbalized-confidence run: rejected.
+* **confidence**: the per-doc metric ``confidence`` (calbench tasks; NaN = unparsed, anything
+  else must be a number in [0, 1]), else parsed from the response with
+  :func:`calbench.parse.parse_confidence`. A file of a task that logs no confidence and in whose
+  responses none parses is not a verbalized-confidence run: rejected.
 * **id**: ``doc["id"]`` when present, else ``"<task>/<doc_id>"``.
 * **answer**: :func:`calbench.parse.extract_answer` of the response, else ``filtered_resps[0]``
   (what the task's own filter extracted and graded).
@@ -41,7 +42,13 @@ from pathlib import Path
 from typing import Any
 
 from calbench.parse import parse_answer_details, parse_confidence_details
-from calbench.records import RecordError, iter_jsonl
+from calbench.records import (
+    RecordError,
+    check_confidence,
+    check_correct,
+    iter_jsonl_lines,
+    validate_record,
+)
 
 # lm-eval's date_id is datetime.isoformat() with ":" replaced by "-".
 _SAMPLES_NAME = re.compile(r"^samples_(?P<task>.+)_(?P<date>\d{4}-\d{2}-\d{2}T[\d\-.]+)\.jsonl$")
@@ -145,22 +152,12 @@ def _task_name(samples_file: Path, results: dict) -> str:
     return lm_task
 
 
-def _as_correct(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    return None
-
-
-def _as_confidence(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
+def _as_confidence(value: Any, where: str) -> float | None:
+    # calbench tasks log NaN for an unparsed confidence (lm-eval averages per-doc floats, so it
+    # cannot log null); any other value must pass the shared record check.
+    if isinstance(value, float) and math.isnan(value):
         return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) and 0.0 <= x <= 1.0 else None
+    return check_confidence(value, where)
 
 
 def _generation(sample: dict) -> str | None:
@@ -216,13 +213,11 @@ def _record(sample: dict, *, task: str, lm_task: str, path: Path, lineno: int) -
         raise RecordError(
             f"{path}:{lineno}: no correctness metric logged (looked for {', '.join(CORRECT_FIELDS)})"
         )
-    correct = _as_correct(sample[field])
-    if correct is None:
-        raise RecordError(f"{path}:{lineno}: {field}={sample[field]!r} is not 0/1")
+    correct = check_correct(sample[field], f"{path}:{lineno}", field)
 
     conf_parse = parse_confidence_details(response)
     if "confidence" in sample:  # calbench tasks: their process_results already parsed it
-        confidence = _as_confidence(sample["confidence"])
+        confidence = _as_confidence(sample["confidence"], f"{path}:{lineno}")
         conf_source = "lm-eval"
     else:
         confidence = conf_parse.value
@@ -286,11 +281,14 @@ def _read_file(path: Path) -> tuple[str, str, dict[str, list[dict]]]:
     model = _model_name(path, results)
     by_filter: dict[str, list[dict]] = {}
     lineno = 0
-    for lineno, sample in enumerate(iter_jsonl(path), 1):
+    seen: dict[str, dict[str, str]] = {}  # ids are unique per filter (one record per doc each)
+    for lineno, sample in iter_jsonl_lines(path):
         if not all(k in sample for k in _SAMPLE_KEYS):
             raise RecordError(f"{path}:{lineno}: not an lm-eval sample (needs {_SAMPLE_KEYS})")
         rec = _record(sample, task=task, lm_task=lm_task, path=path, lineno=lineno)
-        by_filter.setdefault(str(sample.get("filter") or "none"), []).append(rec)
+        flt = str(sample.get("filter") or "none")
+        rec = validate_record(rec, f"{path}:{lineno}", seen.setdefault(flt, {}))
+        by_filter.setdefault(flt, []).append(rec)
     if lineno == 0:
         raise RecordError(f"{path}: no samples")
     for recs in by_filter.values():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import subprocess
 import tempfile
@@ -109,17 +110,73 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
         yield obj
 
 
+def check_correct(value: Any, where: str, field: str = "correct") -> bool:
+    """``value`` as a bool: JSON true/false or the number 0/1 (1.0 too: lm-eval logs floats).
+    Anything else (a string such as "false" or "0", null, 0.5) raises RecordError naming
+    ``where`` and ``field``: a truthy string would otherwise count as a right answer."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    raise RecordError(f"{where}: '{field}' must be true/false or 0/1, got {value!r}")
+
+
+def check_confidence(value: Any, where: str, field: str = "confidence") -> float | None:
+    """``value`` as a float in [0, 1], or None for an unparsed confidence (JSON null). A bool,
+    a string, NaN, an infinity or a number outside [0, 1] raises RecordError."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RecordError(f"{where}: '{field}' must be a number or null, got {value!r}")
+    x = float(value)
+    if math.isnan(x):
+        raise RecordError(f"{where}: '{field}' is NaN (write null for an unparsed confidence)")
+    if not 0.0 <= x <= 1.0:
+        raise RecordError(f"{where}: '{field}' must lie in [0, 1], got {value!r}")
+    return x
+
+
+def check_id(value: Any, where: str, seen: dict[str, str] | None = None) -> str | int:
+    """``value`` as a record id: a non-empty string or an integer. With ``seen`` (id text ->
+    where it was first seen, filled in here), a repeated id raises RecordError naming both
+    places. Ids are compared as text because the metrics compare them so (1 and "1" are one
+    question), and a repeated id would silently turn the bootstrap into a cluster bootstrap."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+        raise RecordError(f"{where}: 'id' must be a non-empty string or an integer, got {value!r}")
+    if seen is not None:
+        key = str(value)
+        if key in seen:
+            raise RecordError(f"{where}: 'id' {value!r} repeats the id at {seen[key]}")
+        seen[key] = where
+    return value
+
+
+def validate_record(obj: Any, where: str, seen_ids: dict[str, str] | None = None) -> dict:
+    """The one record check behind every reader (score, leaderboard, plot, lm-eval import).
+
+    ``obj`` must be a dict with ``id`` (:func:`check_id`; unique among ``seen_ids`` when given),
+    ``correct`` (:func:`check_correct`) and ``confidence`` (:func:`check_confidence`). Returns a
+    shallow copy with ``correct`` as a bool and ``confidence`` as a float or None; a violation
+    raises RecordError naming ``where`` (file:line) and the field."""
+    if not isinstance(obj, dict):
+        raise RecordError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    missing = [k for k in REQUIRED_FIELDS if k not in obj]
+    if missing:
+        raise RecordError(f"{where}: record lacks {', '.join(missing)}")
+    out = dict(obj)
+    out["id"] = check_id(obj["id"], where, seen_ids)
+    out["correct"] = check_correct(obj["correct"], where)
+    out["confidence"] = check_confidence(obj["confidence"], where)
+    return out
+
+
 def read_samples(path: str | os.PathLike) -> list[dict]:
-    """Read a calbench ``samples.jsonl`` and check every record has id, correct and confidence."""
-    records = list(iter_jsonl(path))
-    for i, r in enumerate(records, 1):
-        missing = [k for k in REQUIRED_FIELDS if k not in r]
-        if missing:
-            raise RecordError(f"{path}: record {i} lacks {', '.join(missing)}")
-        c = r["confidence"]
-        if c is not None and not isinstance(c, (int, float)):
-            raise RecordError(f"{path}: record {i}: confidence must be a number or null")
-    return records
+    """The records of a calbench ``samples.jsonl``, each checked by :func:`validate_record`
+    (ids unique within the file). RecordError names the file, line and field of the first
+    violation."""
+    seen: dict[str, str] = {}
+    return [validate_record(obj, f"{path}:{lineno}", seen)
+            for lineno, obj in iter_jsonl_lines(path)]
 
 
 def redact(record: dict) -> dict:

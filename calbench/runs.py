@@ -4,7 +4,8 @@ A run folder holds ``samples.jsonl``, ``metrics.json`` (the output of
 :func:`calbench.metrics.summarize`) and ``manifest.json`` (model, task, elicitation, n, ...).
 Reports read ``metrics.json``; when it is missing, or lacks a field a report needs (an older
 calbench wrote it), the summary is recomputed from ``samples.jsonl`` with the same policy, so a
-report never shows numbers that no longer match the records.
+report never shows numbers that no longer match the records. Loading a run checks every record of
+its ``samples.jsonl`` with :func:`calbench.records.read_samples` before any report is written.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Run:
     summary: dict[str, Any]
     recomputed: bool = False  # True when ``summary`` came from samples.jsonl, not metrics.json
     _records: list[dict] | None = field(default=None, repr=False)
+    _by_policy: dict[str, dict[str, Any] | None] = field(default_factory=dict, repr=False)
 
     @property
     def model(self) -> str:
@@ -67,6 +69,13 @@ class Run:
     def n(self) -> int:
         n = self.summary.get("n", self.manifest.get("n"))
         return int(n) if n is not None else 0
+
+    @property
+    def status(self) -> str | None:
+        """The manifest's ``status`` (``calbench eval`` writes ``running``, then ``complete``);
+        None when the manifest does not say (hand-made runs)."""
+        s = self.manifest.get("status")
+        return None if s is None else str(s)
 
     @property
     def label(self) -> str:
@@ -102,11 +111,33 @@ class Run:
             return []
         return [float(r["confidence"]) for r in recs if _finite_or_none(r["confidence"]) is not None]
 
+    def summary_under(self, policy: str) -> dict[str, Any] | None:
+        """The metric suite under unparsed-confidence ``policy`` (no compat mode, so every run
+        is scored alike): ``summary`` itself when it was made that way or when no confidence is
+        unparsed (then every policy scores the same records), else recomputed from the records
+        with the summary's bootstrap seed and size. None when that needs records the run lacks."""
+        if policy not in self._by_policy:
+            same_choices = not self.summary.get("compat") and not missing_fields(self.summary)
+            all_parsed = self.summary.get("coverage") == 1.0
+            if same_choices and (self.summary.get("policy", "drop") == policy or all_parsed):
+                self._by_policy[policy] = self.summary
+            elif not self.records:
+                self._by_policy[policy] = None
+            else:
+                ci = self.summary.get("ci") or {}
+                self._by_policy[policy] = summarize_records(
+                    self.records, policy=policy, n_bootstrap=int(ci.get("n_bootstrap", 1000)),
+                    seed=int(ci.get("seed", 0)))
+        return self._by_policy[policy]
+
+    def question_ids(self) -> frozenset[str] | None:
+        """The ids of the run's records as text (the metrics compare ids so), or None when the
+        run has no samples.jsonl."""
+        recs = self.records
+        return None if recs is None else frozenset(str(r["id"]) for r in recs)
+
     def _record_field(self, key: str) -> str | None:
-        try:
-            recs = self.records
-        except Exception:  # a broken samples file must not hide the manifest's fields
-            return None
+        recs = self.records
         if recs:
             v = recs[0].get(key)
             return str(v) if v is not None else None
@@ -199,6 +230,7 @@ def load_run(path: str | os.PathLike, *, recompute: bool = False) -> Run:
     if (path / METRICS).is_file():
         summary = _read_json(path / METRICS)
     run = Run(path=path, manifest=manifest, summary=summary)
+    run.records  # noqa: B018 -- read and check every record now, before anything is written
     missing = missing_fields(summary)
     if recompute or missing:
         if run.records is None:

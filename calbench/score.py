@@ -22,14 +22,20 @@ import argparse
 import importlib
 import importlib.util
 import json
-import math
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from calbench.errors import UsageError
-from calbench.records import REQUIRED_FIELDS, RecordError, atomic_write_json, iter_jsonl_lines
+from calbench.records import (
+    REQUIRED_FIELDS,
+    RecordError,
+    atomic_write_json,
+    iter_jsonl_lines,
+    read_samples,
+    validate_record,
+)
 
 Key = tuple[str, str]  # (dataset, model)
 LMEVAL_MODULE = "calbench.lmeval_import"
@@ -72,36 +78,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # --- reading ---------------------------------------------------------------------------------
 
 
-def _correct(value: Any, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    raise RecordError(f"{where}: 'correct' must be true/false or 0/1, got {value!r}")
-
-
-def _confidence(value: Any, where: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RecordError(f"{where}: 'confidence' must be a number or null, got {value!r}")
-    value = float(value)
-    if math.isnan(value):
-        raise RecordError(f"{where}: 'confidence' is NaN (write null for an unparsed confidence)")
-    if not 0 <= value <= 1:
-        raise RecordError(f"{where}: 'confidence' must lie in [0, 1], got {value!r}")
-    return value
-
-
-def _record(obj: dict, where: str) -> dict:
-    rec = {
-        "id": obj["id"],
-        "correct": _correct(obj["correct"], where),
-        "confidence": _confidence(obj["confidence"], where),
-    }
-    if isinstance(obj.get("meta"), dict):
-        rec["meta"] = obj["meta"]
-    return rec
+def _slim(rec: dict) -> dict:
+    """What scoring keeps of a validated record (the rest, e.g. prompts, is not needed)."""
+    out = {"id": rec["id"], "correct": rec["correct"], "confidence": rec["confidence"]}
+    if isinstance(rec.get("meta"), dict):
+        out["meta"] = rec["meta"]
+    return out
 
 
 def _is_rlcr(obj: dict) -> bool:
@@ -130,13 +112,15 @@ def _first_object(path: Path) -> dict | None:
 
 def _read_rlcr(path: Path) -> dict[Key, list[dict]]:
     out: dict[Key, list[dict]] = {}
+    seen: dict[Key, dict[str, str]] = {}  # ids are unique per (dataset, model), not per file
     for lineno, obj in iter_jsonl_lines(path):
         where = f"{path}:{lineno}"
         missing = [k for k in ("dataset", "model", "id", "correct", "confidence") if k not in obj]
         if missing:
             raise RecordError(f"{where}: RLCR record lacks {', '.join(missing)}")
-        rec = _record(obj, where)
-        out.setdefault((str(obj["dataset"]), str(obj["model"])), []).append(rec)
+        key = (str(obj["dataset"]), str(obj["model"]))
+        rec = validate_record(obj, where, seen.setdefault(key, {}))
+        out.setdefault(key, []).append(_slim(rec))
     return out
 
 
@@ -152,16 +136,9 @@ def _manifest(folder: Path) -> dict:
 
 
 def _read_samples(path: Path) -> dict[Key, list[dict]]:
-    records = []
-    tasks = set()
-    for lineno, obj in iter_jsonl_lines(path):
-        where = f"{path}:{lineno}"
-        missing = [k for k in REQUIRED_FIELDS if k not in obj]
-        if missing:
-            raise RecordError(f"{where}: record lacks {', '.join(missing)}")
-        records.append(_record(obj, where))
-        if obj.get("task"):
-            tasks.add(str(obj["task"]))
+    full = read_samples(path)
+    tasks = {str(r["task"]) for r in full if r.get("task")}
+    records = [_slim(r) for r in full]
     folder = path.resolve().parent
     manifest = _manifest(folder)
     dataset = manifest.get("task") or (tasks.pop() if len(tasks) == 1 else folder.name)

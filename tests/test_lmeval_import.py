@@ -125,7 +125,7 @@ def test_rejects_non_binary_correctness_and_missing_confidence(tmp_path: Path) -
 
     f = tmp_path / f"samples_synth_gen_{DATE}.jsonl"
     _rewrite(_samples("synth_gen"), f, half)
-    with pytest.raises(RecordError, match="not 0/1"):
+    with pytest.raises(RecordError, match=r":1: .exact_match. must be true/false or 0/1"):
         read_lmeval_samples(f)
 
     def no_conf(s):

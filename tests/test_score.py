@@ -212,3 +212,28 @@ def test_by_meta_breaks_accuracy_and_confidence_down_per_group(tmp_path, capsys)
     assert g3["n"] == 10 and g3["accuracy"] == pytest.approx(0.1)
     assert g3["accuracy_lo"] < 0.1 < g3["accuracy_hi"]
     assert "num_terms=3,num_digits=1" in capsys.readouterr().out
+
+
+def test_rlcr_ids_unique_per_dataset_and_model(tmp_path, capsys):
+    rows = [{"dataset": "a", "model": m, "id": i, "correct": 1, "confidence": 0.7}
+            for m in ("x", "y") for i in range(3)]  # the same ids under two models: fine
+    path = write_jsonl(tmp_path / "r.jsonl", rows)
+    assert sorted(load_records(path)) == [("a", "x"), ("a", "y")]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "scores.json").write_text("{}\n")
+    rows.append({"dataset": "a", "model": "y", "id": 1, "correct": 0, "confidence": 0.2})
+    write_jsonl(path, rows)
+    assert main(["score", str(path), "--output", str(out)]) == 2
+    assert "r.jsonl:7: 'id' 1 repeats the id at" in capsys.readouterr().err
+    assert (out / "scores.json").read_text() == "{}\n"  # the earlier output is untouched
+
+
+def test_string_correct_is_not_counted_right(tmp_path, capsys):
+    rows = samples(5)
+    rows[2]["correct"] = "false"  # truthy as a Python string: must not count as right
+    path = write_jsonl(tmp_path / "m" / "samples.jsonl", rows)
+    assert main(["score", str(path), "--output", str(tmp_path)]) == 2
+    assert "samples.jsonl:3: 'correct' must be true/false or 0/1, got 'false'" in (
+        capsys.readouterr().err)
+    assert not (tmp_path / "scores.json").exists()
