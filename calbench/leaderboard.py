@@ -1,20 +1,17 @@
 """``calbench leaderboard``: one CI-aware table per task from every run under a results folder.
 
-Ranking rule (also in the page and the README): within a task, rows are ordered by the primary
-metric — the **Brier score** by default, a proper scoring rule, so it rewards a model for being
-right *and* for saying how sure it is honestly, and cannot be gamed by calibrating a useless model
-(a model that always answers "50%" on a coin-flip task has ECE 0 but Brier 0.25). Going down the
-ordered table, a row whose 95% bootstrap CI of the primary metric overlaps the CI of the row above
-gets the same rank as that row, and both are marked ``=``; otherwise it gets its position (1-based,
-"competition" ranking: 1, =2, =2, 4). Sharing is chained, so a run of overlapping rows all share
-the rank of the first. Rows with an undefined primary metric are listed last, unranked. Overlap
-of two marginal 95% CIs is a conservative test (a difference can be real although the CIs
-overlap); the rule errs toward not claiming an order the data do not support.
+Which rows are ranked, on what number and in which order is :mod:`calbench.ranking` (the rule is
+also stated on the page and in the README): by default the Brier score over all n records, an
+unparsed confidence counted as 0.5; rows that cannot be compared (run not complete, parse rate
+below 50%, accuracy at the floor, other questions) are listed unranked with the reason. The
+other metric columns are the ``drop`` view from ``metrics.json``.
 
 Outputs (``--out``, default ``leaderboard/``): ``leaderboard.md``, ``leaderboard.csv``,
 ``leaderboard.json`` (list of rows), ``index.html`` (static: no server, no CDN; inline CSS/JS;
 sortable columns, task filter, each row's reliability diagram one click away) and
-``diagrams/<slug>.svg``.
+``diagrams/<slug>.svg``. Every file name written is made here (slugs are ``[a-z0-9-]`` plus a
+hash), never taken from a run's names, so nothing is written outside ``--out``. Every run's
+records are read and checked before the first file is written.
 """
 
 from __future__ import annotations
@@ -27,30 +24,26 @@ import io
 import os
 import re
 import sys
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from calbench import __version__
 from calbench.errors import UsageError
+from calbench.ranking import (
+    COLUMNS,
+    DEFAULT_RANK_BY,
+    HEADERS,
+    HIGHER_IS_BETTER,
+    RANK_POLICY,
+    rank_label,
+    rank_note,
+    rank_rows,
+    ranking,
+    run_reasons,
+)
 from calbench.records import atomic_write_json, atomic_write_text
 from calbench.runs import Run, load_runs, parse_rate
 
-# (key, header, higher is better). parse_rate is the share of records with a parsed confidence.
-COLUMNS: list[tuple[str, str, bool]] = [
-    ("accuracy", "accuracy", True),
-    ("ece", "ECE", False),
-    ("smooth_ece", "smooth ECE", False),
-    ("brier", "Brier", False),
-    ("brier_rel", "Brier REL", False),
-    ("brier_res", "Brier RES", True),
-    ("auroc", "AUROC", True),
-    ("aurc", "AURC", False),
-    ("parse_rate", "parse rate", True),
-]
-HIGHER_IS_BETTER = {k: h for k, _, h in COLUMNS}
-HEADERS = {k: h for k, h, _ in COLUMNS}
-DEFAULT_RANK_BY = "brier"
 DIAGRAMS = "diagrams"
 
 
@@ -67,8 +60,13 @@ def _slug(run: Run, rel_path: str) -> str:
     return f"{base}-{digest}"
 
 
-def build_rows(runs: list[Run], *, base: Path | None = None) -> list[dict[str, Any]]:
-    """One row per run: identifiers, n, and every column as ``{"value", "lo", "hi"}``."""
+def build_rows(runs: list[Run], *, base: Path | None = None,
+               metric: str = DEFAULT_RANK_BY) -> list[dict[str, Any]]:
+    """One row per run: identifiers, n, ``status``, every column as ``{"value", "lo", "hi"}``
+    (the drop view), ``ranking`` (:func:`calbench.ranking.ranking` of ``metric``), and for
+    :func:`rank_rows` ``_reasons`` (:func:`calbench.ranking.run_reasons`) and ``_ids``."""
+    if metric not in HIGHER_IS_BETTER:
+        raise UsageError(f"cannot rank by {metric!r}; choose one of {', '.join(HIGHER_IS_BETTER)}")
     rows = []
     for run in runs:
         rel = os.path.relpath(run.path, base) if base else str(run.path)
@@ -79,6 +77,9 @@ def build_rows(runs: list[Run], *, base: Path | None = None) -> list[dict[str, A
             "n": run.n,
             "rank": None,
             "rank_shared": False,
+            "unranked_reason": None,
+            "status": run.status,
+            "ranking": ranking(run, metric),
         }
         for key, _, _ in COLUMNS:
             row[key] = parse_rate(run) if key == "parse_rate" else run.metric(key)
@@ -87,57 +88,10 @@ def build_rows(runs: list[Run], *, base: Path | None = None) -> list[dict[str, A
         row["run"] = Path(rel).as_posix()
         row["slug"] = _slug(run, row["run"])
         row["diagram"] = None
+        row["_reasons"] = run_reasons(run)
+        row["_ids"] = run.question_ids()
         rows.append(row)
     return rows
-
-
-def _overlap(a: dict, b: dict) -> bool:
-    """Whether two 95% CIs overlap. A missing CI cannot separate two rows, so it overlaps."""
-    if None in (a.get("lo"), a.get("hi"), b.get("lo"), b.get("hi")):
-        return True
-    return a["lo"] <= b["hi"] and b["lo"] <= a["hi"]
-
-
-def rank_rows(rows: list[dict[str, Any]], metric: str = DEFAULT_RANK_BY) -> list[dict[str, Any]]:
-    """Order rows by task, then best ``metric`` first; set ``rank`` and ``rank_shared`` by the
-    rule in the module docstring. Returns a new list (rows are updated in place)."""
-    if metric not in HIGHER_IS_BETTER:
-        raise UsageError(f"cannot rank by {metric!r}; choose one of {', '.join(HIGHER_IS_BETTER)}")
-    sign = -1.0 if HIGHER_IS_BETTER[metric] else 1.0
-    by_task: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        by_task[r["task"]].append(r)
-    out = []
-    for task in sorted(by_task):
-        group = by_task[task]
-        ranked = sorted(
-            (r for r in group if r[metric]["value"] is not None),
-            key=lambda r: (sign * r[metric]["value"], r["model"], r["elicitation"], r["run"]),
-        )
-        unranked = sorted(
-            (r for r in group if r[metric]["value"] is None),
-            key=lambda r: (r["model"], r["elicitation"], r["run"]),
-        )
-        for i, r in enumerate(ranked):
-            r["rank_shared"] = False
-            if i and _overlap(r[metric], ranked[i - 1][metric]):
-                r["rank"] = ranked[i - 1]["rank"]
-                r["rank_shared"] = ranked[i - 1]["rank_shared"] = True
-            else:
-                r["rank"] = i + 1
-        for r in unranked:
-            r["rank"], r["rank_shared"] = None, False
-        out.extend(ranked + unranked)
-    return out
-
-
-def rank_label(row: dict[str, Any]) -> str:
-    if row["rank"] is None:
-        return "—"
-    return f"={row['rank']}" if row["rank_shared"] else str(row["rank"])
-
-
-# ---------------------------------------------------------------------------- formats
 
 
 def _num(x: float | None, digits: int = 3) -> str:
@@ -170,26 +124,26 @@ def csv_safe(text: Any) -> str:
     return "'" + s if s[:1] in ("=", "+", "-", "@", "\t", "\r") else s
 
 
-def _rank_note(metric: str) -> str:
-    direction = "higher" if HIGHER_IS_BETTER[metric] else "lower"
-    return (
-        f"Ranked within each task by {HEADERS[metric]} ({direction} is better). A row whose 95% "
-        f"CI overlaps the row above shares its rank (marked =). Cells: value [95% bootstrap CI]; "
-        f"parse rate: share of answers with a parsed confidence [95% Wilson CI]."
-    )
+def _ranked_header(metric: str) -> str:
+    return f"{HEADERS[metric]}, ranked ({RANK_POLICY})"
 
 
 def to_markdown(rows: list[dict[str, Any]], metric: str) -> str:
-    lines = ["# calbench leaderboard", "", _rank_note(metric), ""]
+    lines = ["# calbench leaderboard", "", rank_note(metric), ""]
     tasks = sorted({r["task"] for r in rows})
     for task in tasks:
         lines += [f"## {md_escape(task)}", ""]
-        header = ["rank", "model", "elicitation", "n"] + [HEADERS[k] for k, _, _ in COLUMNS]
+        header = (["rank", "model", "elicitation", "n", _ranked_header(metric)]
+                  + [HEADERS[k] for k, _, _ in COLUMNS] + ["not ranked because"])
         lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join(["---:", ":---", ":---", "---:"] + ["---:"] * len(COLUMNS)) + "|")
+        lines.append("|" + "|".join(["---:", ":---", ":---", "---:", "---:"]
+                                    + ["---:"] * len(COLUMNS) + [":---"]) + "|")
         for r in (r for r in rows if r["task"] == task):
-            cells = [rank_label(r), md_escape(r["model"]), md_escape(r["elicitation"]), str(r["n"])]
+            # The label carries the manifest's status: text from a run, escaped like the names.
+            cells = [md_escape(rank_label(r)), md_escape(r["model"]), md_escape(r["elicitation"]),
+                     str(r["n"]), fmt_cell(r["ranking"])]
             cells += [fmt_cell(r[k]) for k, _, _ in COLUMNS]
+            cells.append(md_escape(r["unranked_reason"] or ""))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -198,24 +152,29 @@ def to_markdown(rows: list[dict[str, Any]], metric: str) -> str:
 def to_csv(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    header = ["task", "rank", "rank_shared", "model", "elicitation", "n"]
+    header = ["task", "rank", "rank_shared", "model", "elicitation", "n", "status",
+              "ranking_metric", "ranking_policy", "ranking_n", "ranking", "ranking_lo",
+              "ranking_hi"]
     for k, _, _ in COLUMNS:
         header += [k, f"{k}_lo", f"{k}_hi"]
-    header += ["run"]
+    header += ["unranked_reason", "run"]
     w.writerow(header)
     for r in rows:
+        rk = r["ranking"]
         line = [csv_safe(r["task"]), "" if r["rank"] is None else r["rank"],
                 str(r["rank_shared"]).lower(), csv_safe(r["model"]), csv_safe(r["elicitation"]),
-                r["n"]]
+                r["n"], csv_safe(r.get("status") or ""), rk["metric"], rk["policy"], rk["n"],
+                _num(rk["value"], 6), _num(rk["lo"], 6), _num(rk["hi"], 6)]
         for k, _, _ in COLUMNS:
             line += [_num(r[k]["value"], 6), _num(r[k]["lo"], 6), _num(r[k]["hi"], 6)]
-        line += [csv_safe(r["run"])]
+        line += [csv_safe(r["unranked_reason"] or ""), csv_safe(r["run"])]
         w.writerow(line)
     return buf.getvalue()
 
 
 def to_json_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in r.items() if k != "slug"} for r in rows]
+    # slug and the private ranking inputs (_reasons, _ids) are not part of the published row.
+    return [{k: v for k, v in r.items() if k != "slug" and not k.startswith("_")} for r in rows]
 
 
 # ---------------------------------------------------------------------------- HTML
@@ -241,6 +200,7 @@ th[aria-sort="ascending"] button::after { content: " \\25B2"; font-size: 10px; }
 th[aria-sort="descending"] button::after { content: " \\25BC"; font-size: 10px; }
 td.text, th.text { text-align: left; }
 td.model { white-space: normal; max-width: 320px; overflow-wrap: anywhere; }
+td.reason { white-space: normal; min-width: 220px; max-width: 360px; color: var(--muted); }
 td .ci { display: block; color: var(--muted); font-size: 11px; }
 td.rank.shared { color: var(--muted); }
 td.primary, th.primary { background: #eef5ff; }
@@ -328,12 +288,15 @@ def to_html(rows: list[dict[str, Any]], metric: str) -> str:
         ("model", "model", "text", "text"),
         ("elicitation", "elicitation", "text", "text"),
         ("n", "n", "num", ""),
-    ] + [(k, HEADERS[k], "num", "primary" if k == metric else "") for k, _, _ in COLUMNS]
+        ("ranked", _ranked_header(metric), "num", "primary"),
+    ] + [(k, HEADERS[k], "num", "") for k, _, _ in COLUMNS] + [
+        ("unranked_reason", "not ranked because", "text", "text")]
     ths = []
     for key, label, typ, cls in head:
         title = ""
-        if key in HIGHER_IS_BETTER:
-            title = f' title="{"higher" if HIGHER_IS_BETTER[key] else "lower"} is better"'
+        better = HIGHER_IS_BETTER.get(metric if key == "ranked" else key)
+        if better is not None:
+            title = f' title="{"higher" if better else "lower"} is better"'
         ths.append(
             f'<th class="{cls}" data-key="{key}" data-type="{typ}" aria-sort="none"{title}>'
             f'<button type="button">{_e(label)}</button></th>'
@@ -344,6 +307,8 @@ def to_html(rows: list[dict[str, Any]], metric: str) -> str:
         rank_v = "" if r["rank"] is None else str(r["rank"])
         shared = " shared" if r["rank_shared"] else ""
         rank_title = ' title="95% CI overlaps a neighbouring row: rank shared"' if shared else ""
+        if r["unranked_reason"]:
+            rank_title = f' title="not ranked: {_e(r["unranked_reason"])}"'
         cells = [
             f'<td class="rank{shared}" data-v="{rank_v}"{rank_title}>{_e(rank_label(r))}</td>',
             f'<td class="text" data-v="{_e(r["task"])}">{_e(r["task"])}</td>',
@@ -351,9 +316,9 @@ def to_html(rows: list[dict[str, Any]], metric: str) -> str:
             f'<td class="text" data-v="{_e(r["elicitation"])}">{_e(r["elicitation"])}</td>',
             f'<td data-v="{r["n"]}">{r["n"]}</td>',
         ]
-        for k, _, _ in COLUMNS:
+        for k in ["ranking"] + [k for k, _, _ in COLUMNS]:
             m = r[k]
-            cls = ' class="primary"' if k == metric else ""
+            cls = ' class="primary"' if k == "ranking" else ""
             if m["value"] is None:
                 cells.append(f'<td{cls} data-v="">—</td>')
                 continue
@@ -361,6 +326,8 @@ def to_html(rows: list[dict[str, Any]], metric: str) -> str:
             if m["lo"] is not None and m["hi"] is not None:
                 ci = f'<span class="ci">[{_num(m["lo"])}, {_num(m["hi"])}]</span>'
             cells.append(f'<td{cls} data-v="{m["value"]!r}">{_num(m["value"])}{ci}</td>')
+        reason = r["unranked_reason"] or ""
+        cells.append(f'<td class="text reason" data-v="{_e(reason)}">{_e(reason)}</td>')
         label = f'{r["model"]} · {r["task"]} · {r["elicitation"]}'
         if r.get("diagram"):
             cells.append(
@@ -383,7 +350,7 @@ def to_html(rows: list[dict[str, Any]], metric: str) -> str:
 </head>
 <body>
 <h1>calbench leaderboard</h1>
-<p class="note">{_e(_rank_note(metric))} Click a column header to sort; click
+<p class="note">{_e(rank_note(metric))} Click a column header to sort; click
 <em>reliability</em> for a row's reliability diagram.</p>
 <div class="controls">
 <label>Task <select id="task-filter">{"".join(options)}</select></label>
@@ -426,7 +393,7 @@ def build(
         raise UsageError(f"--rank-by {rank_by}: choose one of {', '.join(HIGHER_IS_BETTER)}")
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     runs = load_runs([results_dir], recompute=recompute)
-    rows = rank_rows(build_rows(runs, base=results_dir.parent), rank_by)
+    rows = rank_rows(build_rows(runs, base=results_dir.parent, metric=rank_by), rank_by)
     seen: dict[tuple, str] = {}
     for r in rows:
         key = (r["task"], r["model"], r["elicitation"])

@@ -1,4 +1,5 @@
-"""``calbench leaderboard``: ranking rule, the four output formats, escaping."""
+"""``calbench leaderboard``: ranking rule, unranked rows, the four output formats, escaping,
+hostile names."""
 
 from __future__ import annotations
 
@@ -23,17 +24,21 @@ from tests.fixtures import runs_make
 EVIL = '<img src=x onerror="alert(1)"> $x$ | evil'
 
 
-def _row(model: str, brier: tuple | None, task: str = "t", auroc: tuple | None = None) -> dict:
+def _row(model: str, brier: tuple | None, task: str = "t", auroc: tuple | None = None, *,
+         metric: str = "brier", reasons: tuple = (), ids: frozenset | None = None,
+         status: str | None = None) -> dict:
+    """A row as build_rows makes it; ``ranking`` holds ``metric`` (brier or auroc) given here."""
     def m(t):
         return {"value": None, "lo": None, "hi": None} if t is None else dict(
             zip(("value", "lo", "hi"), t, strict=True))
 
     row = {"task": task, "model": model, "elicitation": "tags", "n": 100, "run": model,
-           "rank": None, "rank_shared": False}
+           "rank": None, "rank_shared": False, "status": status, "_reasons": list(reasons),
+           "_ids": ids}
     for k, _, _ in COLUMNS:
         row[k] = m(None)
-    row["brier"] = m(brier)
-    row["auroc"] = m(auroc)
+    row["ranking"] = {"metric": metric, "policy": "fill=0.5", "n": 100,
+                      **m(brier if metric == "brier" else auroc)}
     return row
 
 
@@ -61,8 +66,9 @@ def test_rank_sharing_chains_down_the_table() -> None:
 
 
 def test_rank_higher_is_better_and_per_task() -> None:
-    rows = [_row("a", None, auroc=(0.6, 0.55, 0.65)), _row("b", None, auroc=(0.8, 0.75, 0.85)),
-            _row("c", None, task="u", auroc=(0.7, 0.6, 0.8))]
+    rows = [_row("a", None, auroc=(0.6, 0.55, 0.65), metric="auroc"),
+            _row("b", None, auroc=(0.8, 0.75, 0.85), metric="auroc"),
+            _row("c", None, task="u", auroc=(0.7, 0.6, 0.8), metric="auroc")]
     out = rank_rows(rows, "auroc")
     assert [(r["task"], r["model"], r["rank"]) for r in out] == [("t", "b", 1), ("t", "a", 2),
                                                                  ("u", "c", 1)]
@@ -71,6 +77,42 @@ def test_rank_higher_is_better_and_per_task() -> None:
 def test_row_without_ci_cannot_be_separated() -> None:
     rows = [_row("a", (0.1, None, None)), _row("b", (0.4, 0.38, 0.42))]
     assert [rank_label(r) for r in rank_rows(rows)] == ["=1", "=1"]
+
+
+def test_unrankable_rows_listed_last_with_reason() -> None:
+    same, other = frozenset({"q1", "q2", "q3"}), frozenset({"q1", "q2"})
+    rows = [
+        _row("floor", (0.01, 0.0, 0.02), reasons=("accuracy at the floor",), ids=same),
+        _row("a", (0.20, 0.18, 0.22), ids=same),
+        _row("b", (0.30, 0.28, 0.32), ids=same),
+        _row("limit", (0.05, 0.04, 0.06), ids=other),  # best value, but other questions
+        _row("live", (0.10, 0.09, 0.11), ids=same, status="running",
+             reasons=("run status 'running', not complete",)),
+    ]
+    out = rank_rows(rows)
+    assert [(r["model"], rank_label(r)) for r in out] == [
+        ("a", "1"), ("b", "2"), ("floor", "—"), ("limit", "—"), ("live", "— (running)")]
+    by = {r["model"]: r for r in out}
+    assert by["a"]["unranked_reason"] is None
+    assert by["floor"]["unranked_reason"] == "accuracy at the floor"
+    assert by["limit"]["unranked_reason"].startswith("different questions: 2 ids, 2 of them "
+                                                     "among the 3")
+    assert "running" in by["live"]["unranked_reason"]
+    assert all(by[m]["rank"] is None for m in ("floor", "limit", "live"))
+
+
+def test_common_questions_are_the_most_common_set() -> None:
+    # Two rows on 3 questions, one on 2: the odd one out is unranked, whichever comes first.
+    big, small = frozenset("abc"), frozenset("ab")
+    rows = [_row("s", (0.1, 0.09, 0.11), ids=small), _row("b1", (0.2, 0.19, 0.21), ids=big),
+            _row("b2", (0.3, 0.29, 0.31), ids=big)]
+    assert [(r["model"], r["rank"]) for r in rank_rows(rows)] == [("b1", 1), ("b2", 2),
+                                                                   ("s", None)]
+
+
+def test_rank_rows_rejects_rows_of_another_metric() -> None:
+    with pytest.raises(ValueError, match="another ranking metric"):
+        rank_rows([_row("a", (0.1, 0.0, 0.2))], "auroc")
 
 
 def test_unknown_rank_metric_is_usage_error() -> None:
@@ -142,7 +184,7 @@ def test_markdown_one_table_per_task_escaped(board) -> None:
     assert "<img" not in md and "&lt;img" in md
     # The pipe in the model name must not split the table row.
     evil_line = next(line for line in md.splitlines() if "evil" in line)
-    assert len(re.findall(r"(?<!\\)\|", evil_line)) == 4 + len(COLUMNS) + 1
+    assert len(re.findall(r"(?<!\\)\|", evil_line)) == 5 + len(COLUMNS) + 2
     assert "Ranked within each task by Brier" in md
 
 
@@ -202,3 +244,110 @@ def test_cli_rank_by_and_no_diagrams(board, tmp_path: Path) -> None:
     synthmath = [r["auroc"]["value"] for r in rows if r["task"] == "synthmath"]
     assert synthmath == sorted(synthmath, reverse=True)
     assert "Ranked within each task by AUROC (higher is better)" in (out / "index.html").read_text()
+
+
+# ---------------------------------------------------------------------------- what is ranked
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory) -> tuple[Path, list[dict]]:
+    """One task with rows the rule must rank, and one of each kind it must not."""
+    root = tmp_path_factory.mktemp("mixed")
+    res = root / "results"
+    make = runs_make.make_run
+    make(res, model="org/sparse", overconfidence=0.0, unparsed=0.4, seed=11)
+    make(res, model="org/dense", overconfidence=0.05, unparsed=0.0, seed=12)
+    make(res, model="org/low-parse", overconfidence=0.0, unparsed=0.7, seed=13)
+    make(res, model="org/floor", overconfidence=1.0, seed=14)  # never right
+    make(res, model="org/live", overconfidence=0.0, seed=15, status="running")
+    make(res, model="org/short", overconfidence=0.0, seed=16, n=150)  # another --limit
+    out = root / "lb"
+    assert main(["leaderboard", str(res), "--out", str(out), "--no-diagrams"]) == 0
+    return out, json.loads((out / "leaderboard.json").read_text())
+
+
+def _samples(out: Path, row: dict) -> list[dict]:
+    path = out.parent / row["run"] / "samples.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_ranked_on_all_records_with_unparsed_filled(mixed) -> None:
+    from calbench import metrics as M
+
+    out, rows = mixed
+    for r in rows:
+        recs = _samples(out, r)
+        y = [bool(x["correct"]) for x in recs]
+        filled = [0.5 if x["confidence"] is None else x["confidence"] for x in recs]
+        assert r["ranking"]["metric"] == "brier" and r["ranking"]["policy"] == "fill=0.5"
+        assert r["ranking"]["n"] == len(recs) == r["n"]
+        assert r["ranking"]["value"] == pytest.approx(M.brier(y, filled), abs=1e-12), r["model"]
+        # The drop view stays: Brier over the parsed answers, as in metrics.json.
+        saved = json.loads((out.parent / r["run"] / "metrics.json").read_text())
+        assert r["brier"] == saved["metrics"]["brier"]
+    sparse = next(r for r in rows if r["model"] == "org/sparse")
+    assert sparse["ranking"]["value"] > sparse["brier"]["value"]  # the fill costs it
+    ranked = [r for r in rows if r["rank"] is not None]
+    assert [r["model"] for r in ranked] == ["org/dense", "org/sparse"]
+    assert ranked[0]["ranking"]["value"] < ranked[1]["ranking"]["value"]
+
+
+def test_unranked_rows_say_why_in_every_format(mixed) -> None:
+    out, rows = mixed
+    why = {r["model"]: r["unranked_reason"] for r in rows}
+    assert why["org/dense"] is None and why["org/sparse"] is None
+    assert why["org/low-parse"].startswith("confidence parse rate ")
+    assert "below 50%" in why["org/low-parse"]
+    assert "accuracy at the floor" in why["org/floor"]
+    assert why["org/live"] == "run status 'running', not complete"
+    assert why["org/short"].startswith("different questions: 150 ids, 150 of them among the 200")
+    assert all(r["rank"] is None for r in rows if why[r["model"]])
+    md = (out / "leaderboard.md").read_text()
+    live = next(line for line in md.splitlines() if "org/live" in line)
+    assert live.startswith("| — \\(running\\) |") and "not complete" in live
+    assert "fill=0.5" in md.split("\n")[2] and "Brier, ranked (fill=0.5)" in md
+    with (out / "leaderboard.csv").open(newline="") as f:
+        table = {t["model"]: t for t in csv.DictReader(f)}
+    assert table["org/floor"]["rank"] == "" and "floor" in table["org/floor"]["unranked_reason"]
+    assert table["org/live"]["status"] == "running"
+    assert table["org/dense"]["ranking_policy"] == "fill=0.5"
+    page = (out / "index.html").read_text()
+    assert "— (running)" in page and "different questions: 150 ids" in page
+    assert 'title="not ranked: confidence parse rate' in page
+
+
+# ---------------------------------------------------------------------------- hostile names
+
+
+def hostile_names(tmp_path: Path) -> list[str]:
+    """Model/task/elicitation names that would escape ``--out`` if used in a path; the absolute
+    one points into ``tmp_path`` so a regression writes nowhere else."""
+    return ["../../x", "<script>alert(1)</script>", str(tmp_path / "abs" / "evil"), "..",
+            "a/../../../b"]
+
+
+def _tree(root: Path) -> set[Path]:
+    return set(root.rglob("*"))
+
+
+def test_hostile_names_write_nothing_outside_out(tmp_path: Path) -> None:
+    res = tmp_path / "results"
+    HOSTILE = hostile_names(tmp_path)
+    for i, name in enumerate(HOSTILE):
+        d = runs_make.make_run(res, model=f"m{i}", seed=20 + i)
+        manifest = {"model": name, "task": HOSTILE[-1 - i], "elicitation": name, "n": 200}
+        (d / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "deep" / "out"
+    before = _tree(tmp_path)
+    assert main(["leaderboard", str(res), "--out", str(out)]) == 0
+    new = _tree(tmp_path) - before
+    assert new and all(out in p.parents or p in (out, out.parent) for p in new), new
+    diagrams = sorted(p.name for p in (out / "diagrams").iterdir())
+    assert len(diagrams) == len(HOSTILE)
+    assert all(re.fullmatch(r"[a-z0-9-]+-[0-9a-f]{8}\.svg", n) for n in diagrams), diagrams
+    page = (out / "index.html").read_text()
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    rows = json.loads((out / "leaderboard.json").read_text())
+    assert {r["model"] for r in rows} == set(HOSTILE)
+    assert all((out / r["diagram"]).resolve().parent == (out / "diagrams").resolve()
+               for r in rows)

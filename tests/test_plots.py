@@ -174,3 +174,20 @@ def test_broken_metrics_json_is_a_usage_error(results: dict[str, Path], tmp_path
     shutil.copytree(results["good"], d)
     (d / "metrics.json").write_text("{not json")
     assert main(["plot", str(d), "--out", str(tmp_path / "x.png")]) == 2
+
+
+def test_hostile_names_plot_writes_only_out(tmp_path: Path) -> None:
+    res = tmp_path / "results"
+    names = ["../../x", "<script>alert(1)</script>", str(tmp_path / "abs" / "evil")]
+    for i, name in enumerate(names):
+        d = runs_make.make_run(res, model=f"m{i}", seed=30 + i)
+        (d / "manifest.json").write_text(json.dumps({"model": name, "task": name,
+                                                     "elicitation": name, "n": 200}))
+    before = set(tmp_path.rglob("*"))
+    for kind, name in (("reliability", "r.svg"), ("risk-coverage", "rc.png")):
+        out = tmp_path / "plots" / name
+        assert main(["plot", str(res), "--kind", kind, "--out", str(out)]) == 0
+    assert set(tmp_path.rglob("*")) - before == {tmp_path / "plots", tmp_path / "plots" / "r.svg",
+                                                  tmp_path / "plots" / "rc.png"}
+    svg = (tmp_path / "plots" / "r.svg").read_text()
+    assert "<script>" not in svg and "&lt;script&gt;" in svg
