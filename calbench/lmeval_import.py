@@ -41,7 +41,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from calbench.parse import parse_answer_details, parse_confidence_details
 from calbench.records import (
     RecordError,
     check_confidence,
@@ -49,6 +48,7 @@ from calbench.records import (
     iter_jsonl_lines,
     validate_record,
 )
+from calbench.responses import read_response
 
 # lm-eval's date_id is datetime.isoformat() with ":" replaced by "-".
 _SAMPLES_NAME = re.compile(r"^samples_(?P<task>.+)_(?P<date>\d{4}-\d{2}-\d{2}T[\d\-.]+)\.jsonl$")
@@ -206,7 +206,9 @@ def _record(sample: dict, *, task: str, lm_task: str, path: Path, lineno: int) -
             f"{path}:{lineno}: not a generate_until sample (resps holds no generated text)"
         )
     doc = sample.get("doc") if isinstance(sample.get("doc"), dict) else {}
-    response = str(doc.get("prefill") or "") + generated
+    prefill = str(doc.get("prefill") or "")
+    response = prefill + generated
+    ans, conf_parse = read_response(response, prefill)  # as the evaluator reads it
 
     field = next((f for f in CORRECT_FIELDS if f in sample), None)
     if field is None:
@@ -215,14 +217,12 @@ def _record(sample: dict, *, task: str, lm_task: str, path: Path, lineno: int) -
         )
     correct = check_correct(sample[field], f"{path}:{lineno}", field)
 
-    conf_parse = parse_confidence_details(response)
     if "confidence" in sample:  # calbench tasks: their process_results already parsed it
         confidence = _as_confidence(sample["confidence"], f"{path}:{lineno}")
         conf_source = "lm-eval"
     else:
         confidence = conf_parse.value
         conf_source = "parsed"
-    ans = parse_answer_details(response)
     answer = ans.answer
     if answer is None:
         filtered = sample.get("filtered_resps")
