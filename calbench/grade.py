@@ -351,3 +351,16 @@ def grade(grader: str, prediction: str | None, gold: str, *, question: str = "",
 
 
 ALL_GRADERS = (*GRADERS, "similarity", "judge", "judge_or_similarity", "judge_or_exact")
+
+# One line per grader, printed by `calbench tasks` (the README states the same rules at length).
+GRADER_RULES: dict[str, str] = {
+    "math": "plain-number gold: the stated value the answer ends on (\"$1,250\", \"4 - 1 = 3\"; "
+            "never an operand of 2^10 or 3/4); otherwise math-verify on both whole expressions",
+    "letter": "the letter the answer names (\"B\", \"(B) Paris\", \"Option B\") equals the gold",
+    "exact": "normalised exact match (case, articles, punctuation ignored) against any alias",
+    "similarity": f"MiniLM cosine: best correct reference >= {SIMILARITY_FLOOR} and beats the best "
+                  f"incorrect one by >= {SIMILARITY_MARGIN}",
+    "judge": "an LLM judge on an OpenAI-compatible endpoint (--judge-model, --judge-base-url)",
+    "judge_or_similarity": "the judge when configured, else similarity",
+    "judge_or_exact": "the judge when configured, else exact match against the correct references",
+}

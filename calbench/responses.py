@@ -28,6 +28,13 @@ from calbench.parse import (
 )
 
 ANSWER_PREFILL = "<answer>"
+# The contract in one line, for `calbench tasks`.
+RESPONSE_RULE = (
+    "answer = the last complete <answer> tag (after an <answer> prefill, an unclosed one runs to "
+    "the end or to <confidence>), else the last 'Answer:' line; confidence = the last complete "
+    "<confidence> tag, or a final unclosed one holding a number, else the last 'Confidence:' "
+    "line; 85% and bare 85 read as 0.85"
+)
 
 
 def restore_prefill(completion: str, prefill: str | None) -> str:

@@ -7,7 +7,9 @@ import argparse
 import json
 
 from calbench.errors import UsageError
+from calbench.grade import GRADER_RULES
 from calbench.prompts import ELICITATIONS, build_prompt
+from calbench.responses import RESPONSE_RULE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,7 +41,13 @@ def _list(args: argparse.Namespace) -> int:
         table.add_column(col, overflow="fold")
     for t in sorted(tasks.values(), key=lambda t: t.name):
         table.add_row(t.name, t.lmeval_task, str(t.n_items or "?"), t.grader, t.source)
-    Console(width=160).print(table)
+    console = Console(width=160)
+    console.print(table)
+    console.print("Graders:", highlight=False)
+    for name in sorted({t.grader for t in tasks.values()} | {"math"}):
+        if name in GRADER_RULES:
+            console.print(f"  {name}: {GRADER_RULES[name]}", highlight=False, markup=False)
+    console.print(f"Responses: {RESPONSE_RULE}", highlight=False, markup=False)
     return 0
 
 
