@@ -32,7 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from calbench import __version__
-from calbench.backends import API_BACKENDS, BACKENDS, BackendCall, build_backend
+from calbench.backends import (
+    API_BACKENDS,
+    BACKENDS,
+    DEFAULT_TIMEOUT,
+    BackendCall,
+    build_backend,
+    command_line,
+)
 from calbench.errors import RuntimeFailure, UsageError
 from calbench.models import ResolvedModel, resolve_model, weights_hash
 from calbench.prompts import ELICITATIONS, MULTI_PASS, build_prompt, template_sha256
@@ -68,7 +75,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", help="tokenizer for openai-completions / token counts")
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     p.add_argument("--dtype", help="model dtype (default float32 on CPU, bfloat16 on CUDA)")
-    p.add_argument("--max-retries", type=int, default=5, help="API retries with backoff (5)")
+    p.add_argument("--max-retries", type=int, default=5,
+                   help="API: retries of a failed request after its first attempt (5)")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                   help="API: seconds to wait for each request attempt (300)")
     p.add_argument("--redact", action="store_true",
                    help="store SHA-256 hashes instead of question, gold and prompt text "
                         "(use for runs you commit: keeps benchmark text out of git)")
@@ -271,12 +281,11 @@ def _evaluate_task(
     except UsageError:
         raise
     except Exception as e:
-        if call.endpoint:
-            raise RuntimeFailure(
-                f"the server at {call.endpoint} failed after {args.max_retries} retries with "
-                f"backoff: {type(e).__name__}: {e}. Finished answers are cached in {cache}*; "
-                "rerun the same command to resume."
-            ) from e
+        if call.endpoint:  # the backend's RuntimeFailure says what the server did, and when
+            what = str(e) if isinstance(e, RuntimeFailure) else \
+                f"the server at {call.endpoint} failed: {type(e).__name__}: {e}"
+            raise RuntimeFailure(f"{what}. Finished answers are cached in {cache}*; rerun the "
+                                 "same command to resume.") from e
         raise RuntimeFailure(f"{task.name}: evaluation failed: {type(e).__name__}: {e}") from e
     if out is None:  # non-zero ranks under torchrun
         return []
@@ -319,6 +328,7 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens, seed=args.seed, prefill=prefill,
         base_url=args.base_url, api_key_env=args.api_key_env, device=args.device,
         dtype=args.dtype, tokenizer=args.tokenizer, max_retries=args.max_retries,
+        timeout=args.timeout,
     )
     gen_kwargs = {"max_gen_toks": args.max_new_tokens, "do_sample": False, "temperature": 0.0,
                   **call.extra_gen_kwargs}
@@ -350,7 +360,7 @@ def run(args: argparse.Namespace) -> int:
             "status": "running",
             "calbench_version": __version__,
             "git_commit": git_commit(),
-            "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+            "command": command_line(),  # URL credentials masked
             "model": model_info.get("name", args.model),
             "model_info": model_info,
             "backend": args.backend,

@@ -1,29 +1,37 @@
 """Backends: how ``--backend`` maps onto an lm-eval model class and its arguments.
 
-=====================  ===========================  ==========================================
-``--backend``          lm-eval model                 what it runs
-=====================  ===========================  ==========================================
-``hf`` (default)       ``hf``                       transformers on CPU or CUDA (PEFT adapters)
-``vllm``               ``vllm``                     in-process vLLM (the fast path on GPUs)
-``openai-chat``        ``local-chat-completions``   any OpenAI-compatible ``/chat/completions``
-``openai-completions`` ``local-completions``        any OpenAI-compatible ``/completions``
-=====================  ===========================  ==========================================
+=====================  =============================  ======================================
+``--backend``          lm-eval model                  what it runs
+=====================  =============================  ======================================
+``hf`` (default)       ``hf``                         transformers on CPU or CUDA (PEFT)
+``vllm``               ``vllm``                       in-process vLLM (the fast path on GPUs)
+``openai-chat``        ``calbench-chat-completions``  any OpenAI-compatible chat server
+``openai-completions`` ``calbench-completions``       any OpenAI-compatible completions server
+=====================  =============================  ======================================
 
-API keys are read from an environment variable (``--api-key-env``, default ``OPENAI_API_KEY``)
-and never written to logs or manifests.
+The two API backends are lm-eval's ``local-chat-completions`` and ``local-completions`` with
+calbench's request policy (:mod:`calbench.backends.openai`: retries, ``Retry-After``,
+``--timeout``, only well-formed responses cached). The API key is read from an environment
+variable (``--api-key-env``, default ``OPENAI_API_KEY``); credentials in ``--base-url``
+(``https://user:password@host/v1``) are taken out of the URL and sent as HTTP Basic auth.
+Neither is ever printed, logged or written (:mod:`calbench.backends.secrets`).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from calbench.backends.secrets import command_line, strip_credentials
 from calbench.errors import UsageError
 from calbench.models import ResolvedModel
 
 BACKENDS = ("hf", "vllm", "openai-chat", "openai-completions")
 API_BACKENDS = ("openai-chat", "openai-completions")
+SECRET_ARGS = ("basic_auth",)
+__all__ = ["API_BACKENDS", "BACKENDS", "DEFAULT_TIMEOUT", "BackendCall", "build_backend",
+           "command_line"]
+DEFAULT_TIMEOUT = 300.0  # seconds per API request attempt
 
 
 @dataclass
@@ -34,11 +42,13 @@ class BackendCall:
     model_args: dict[str, Any]
     batch_size: int | str
     extra_gen_kwargs: dict[str, Any] = field(default_factory=dict)
-    endpoint: str | None = None  # URL, for error messages and the manifest
+    endpoint: str | None = None  # URL without credentials, for error messages and the manifest
 
     def public_args(self) -> dict[str, Any]:
-        """model_args safe to write down (nothing secret is ever put in them, but be explicit)."""
-        return {k: v for k, v in self.model_args.items() if "key" not in k.lower()}
+        """model_args safe to write down: without the URL credentials (``basic_auth``) and the
+        name of the key's variable (recorded on its own)."""
+        return {k: v for k, v in self.model_args.items()
+                if k not in SECRET_ARGS and "key" not in k.lower()}
 
 
 def default_device() -> str:
@@ -65,6 +75,7 @@ def build_backend(
     dtype: str | None = None,
     tokenizer: str | None = None,
     max_retries: int = 5,
+    timeout: float = DEFAULT_TIMEOUT,
     num_concurrent: int = 4,
     gpu_memory_utilization: float = 0.8,
 ) -> BackendCall:
@@ -98,21 +109,30 @@ def build_backend(
     # OpenAI-compatible servers
     if not base_url:
         raise UsageError(f"--backend {backend} needs --base-url (e.g. http://127.0.0.1:8000/v1)")
-    if api_key_env != "OPENAI_API_KEY" and os.environ.get(api_key_env):
-        # lm-eval's API models read OPENAI_API_KEY; copy into this process's env only.
-        os.environ["OPENAI_API_KEY"] = os.environ[api_key_env]
-    base = base_url.rstrip("/")
+    if max_retries < 0:
+        raise UsageError(f"--max-retries must be 0 or more, not {max_retries}")
+    if not timeout > 0:  # also refuses nan
+        raise UsageError(f"--timeout must be a positive number of seconds, not {timeout}")
+    base, user, password = strip_credentials(base_url.strip())
+    if not base.startswith(("http://", "https://")):
+        raise UsageError(f"--base-url must be an http:// or https:// URL, not {base!r}")
+    base = base.rstrip("/")
+    common: dict[str, Any] = {"model": model_spec, "max_retries": max_retries,
+                              "timeout": timeout, "num_concurrent": num_concurrent,
+                              "max_gen_toks": max_new_tokens, "api_key_env": api_key_env}
+    if user is not None or password is not None:
+        common["basic_auth"] = (user or "", password or "")
+    import calbench.backends.openai  # noqa: F401  (registers the lm-eval model classes)
+
     if backend == "openai-chat":
         url = base if base.endswith("/chat/completions") else base + "/chat/completions"
-        args = {"model": model_spec, "base_url": url, "max_retries": max_retries,
-                "num_concurrent": num_concurrent, "max_gen_toks": max_new_tokens,
-                "timeout": 300}
         extra = {}
         if prefill:
             # The assistant turn must continue the prefilled "<answer>", not start a new one
             # (vLLM's chat API extension; other servers may ignore it).
             extra = {"continue_final_message": True, "add_generation_prompt": False}
-        return BackendCall("local-chat-completions", args, 1, extra, url)
+        return BackendCall("calbench-chat-completions", {**common, "base_url": url}, 1, extra,
+                           url)
     url = base if base.endswith("/completions") else base + "/completions"
     tok = tokenizer or (model.path if model is not None else None)
     if tok is None:
@@ -120,9 +140,7 @@ def build_backend(
             "--backend openai-completions renders the chat template locally and needs a "
             "tokenizer: pass --tokenizer (an alias, local folder or hub id)"
         )
-    args = {"model": model_spec, "base_url": url, "tokenizer_backend": "huggingface",
-            "tokenizer": tok, "max_retries": max_retries, "num_concurrent": num_concurrent,
-            "max_gen_toks": max_new_tokens, "timeout": 300,
+    args = {**common, "base_url": url, "tokenizer_backend": "huggingface", "tokenizer": tok,
             # token ids: the prompt is rendered with the chat template locally, exactly as sent
             "tokenized_requests": True}
-    return BackendCall("local-completions", args, batch_size, {}, url)
+    return BackendCall("calbench-completions", args, batch_size, {}, url)
