@@ -14,6 +14,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("calbench.evaluate", "evaluate a model's answers and verbalized confidences"),
     "score": ("calbench.score", "compute the metric suite from saved records (no model run)"),
+    "regrade": ("calbench.regrade", "grade saved runs' responses again with the current parser "
+                "and graders (no model run)"),
     "plot": ("calbench.plots", "reliability diagrams and risk-coverage plots of runs"),
     "leaderboard": ("calbench.leaderboard", "build the leaderboard from a results folder"),
     "tasks": ("calbench.tasks", "list tasks, or show a rendered example prompt"),

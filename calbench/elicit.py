@@ -110,11 +110,16 @@ def _two_stage(lm, records: list[dict], docs: dict[str, dict], gen_kwargs: dict,
         rec["stage2_prompt"] = getattr(ctx, "prompt", ctx)
     outs = lm.generate_until(reqs)
     for rec, out in zip(records, outs, strict=True):
-        reply = CONFIDENCE_PREFILL + (out or "")
-        conf = parse_confidence_details(reply)
-        rec["stage2_response"] = reply
-        _set_confidence(rec, conf.value, "two-stage", raw=conf.raw, source=conf.source,
-                        rescaled=conf.rescaled, error=conf.error)
+        apply_stage_two(rec, CONFIDENCE_PREFILL + (out or ""))
+
+
+def apply_stage_two(rec: dict, reply: str) -> None:
+    """Store the two-stage ``reply`` (prefill included) in ``rec`` and set the record's
+    confidence from it (also what ``calbench regrade`` re-reads)."""
+    conf = parse_confidence_details(reply)
+    rec["stage2_response"] = reply
+    _set_confidence(rec, conf.value, "two-stage", raw=conf.raw, source=conf.source,
+                    rescaled=conf.rescaled, error=conf.error)
 
 
 def _logprob(lm, records: list[dict], docs: dict[str, dict], prompts: dict[str, str]) -> None:
@@ -203,23 +208,33 @@ def _consistency(lm, records: list[dict], docs: dict[str, dict], prompts: dict[s
     for rec in records:
         doc = docs[rec["id"]]
         prefill = doc.get("prefill") or ""
-        texts = [prefill + s for s in samples[rec["id"]]]
-        # read each sample as grade_doc reads a response
-        answers = [read_response(t, prefill)[0].answer for t in texts]
-        ans, share, count = majority(answers, doc.get("grader", "math"))
-        rec["consistency"] = {"k": k, "temperature": temperature, "samples": texts,
-                              "answers": answers, "majority_count": count,
-                              "greedy_response": rec["response"]}
-        if ans is not None:
-            chosen = texts[answers.index(ans)]
-            g = grade_doc(doc, chosen)
-            rec.update(response=chosen, answer=g["answer"], correct=g["correct"])
-            if "grading" in g:
-                rec["grading"] = g["grading"]
-        else:
-            rec.update(answer=None, correct=False)
-        _set_confidence(rec, share, "consistency", raw=f"{count}/{k}",
-                        error="no sample gave an answer")
+        apply_consistency(rec, doc, [prefill + s for s in samples[rec["id"]]], k=k,
+                          temperature=temperature)
+
+
+def apply_consistency(rec: dict, doc: dict, texts: list[str], *, k: int,
+                      temperature: float) -> None:
+    """Vote over the sampled responses ``texts`` (prefill included) of the record ``rec``,
+    whose ``response`` is its greedy first pass and whose other fields are that response's
+    graded fields: answer = the majority answer (graded as ``grade_doc`` grades ``doc``),
+    confidence = its share (also what ``calbench regrade`` recomputes)."""
+    prefill = doc.get("prefill") or ""
+    # read each sample as grade_doc reads a response
+    answers = [read_response(t, prefill)[0].answer for t in texts]
+    ans, share, count = majority(answers, doc.get("grader", "math"))
+    rec["consistency"] = {"k": k, "temperature": temperature, "samples": texts,
+                          "answers": answers, "majority_count": count,
+                          "greedy_response": rec["response"]}
+    if ans is not None:
+        chosen = texts[answers.index(ans)]
+        g = grade_doc(doc, chosen)
+        rec.update(response=chosen, answer=g["answer"], correct=g["correct"])
+        if "grading" in g:
+            rec["grading"] = g["grading"]
+    else:
+        rec.update(answer=None, correct=False)
+    _set_confidence(rec, share, "consistency", raw=f"{count}/{k}",
+                    error="no sample gave an answer")
 
 
 def _is_hf(lm) -> bool:
