@@ -4,11 +4,12 @@ Flow (a newcomer can follow it top to bottom):
 
 1. resolve ``--model`` (:mod:`calbench.models`), ``--tasks`` (:mod:`calbench.registry`) and
    ``--backend`` (:mod:`calbench.backends`); unknown names exit 2 listing the valid ones;
-2. per task, pick the run folder ``OUTPUT/<model>/<task>/<elicitation>/``, refuse to mix decoding
-   settings into an existing run unless ``--overwrite``, and mark the manifest ``running``;
-3. call ``lm_eval.simple_evaluate`` with lm-eval's request cache in the run folder — every finished
-   generation is committed to SQLite, so a killed run restarted with the same arguments
-   regenerates nothing it had finished;
+2. per task, pick the run folder ``OUTPUT/<model>/<task>/<elicitation>/`` and lock it
+   (:mod:`calbench.runfolder`), refuse a folder holding a run of another model or settings unless
+   ``--overwrite``, and mark the manifest ``running``;
+3. call ``lm_eval.simple_evaluate`` with lm-eval's request cache in the run folder, keyed by the
+   run's identity — every finished generation is committed to SQLite, so a killed run restarted
+   with the same arguments regenerates nothing it had finished;
 4. turn lm-eval's logged samples into calbench records (:mod:`calbench.harness`), compute the
    metric suite (:mod:`calbench.metrics`) and write ``samples.jsonl``, ``metrics.json`` and
    finally ``manifest.json`` (status ``complete``), each atomically.
@@ -23,7 +24,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import sys
 import time
 from datetime import datetime, timezone
@@ -31,7 +31,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from calbench import __version__
+from calbench import __version__, runfolder
 from calbench.backends import (
     API_BACKENDS,
     BACKENDS,
@@ -45,10 +45,8 @@ from calbench.models import ResolvedModel, resolve_model, weights_hash
 from calbench.prompts import ELICITATIONS, MULTI_PASS, build_prompt, template_sha256
 from calbench.records import atomic_write_json, git_commit, redact, write_jsonl
 from calbench.registry import TaskInfo, get_tasks
+from calbench.runs import MANIFEST, METRICS, SAMPLES
 
-# Settings that change what a run's generations are; a rerun into the same folder must match.
-DECODING_KEYS = ("backend", "max_new_tokens", "temperature", "do_sample", "seed", "dtype",
-                 "consistency_k", "consistency_temperature")
 GENERATED_TASK_SIZE = 500  # questions generated for offline tasks unless --limit asks for more
 PACKAGES = ("torch", "transformers", "lm_eval", "peft", "vllm", "math-verify", "reasoning_gym",
             "datasets", "numpy")
@@ -68,7 +66,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=256, help="max generated tokens (256)")
     p.add_argument("--seed", type=int, default=0, help="seed for sampling and generated tasks")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing run folder made with other decoding settings")
+                   help="replace the contents of a run folder that holds a run of another "
+                        "model or other settings")
     p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY",
                    help="env var holding the API key (never written anywhere)")
@@ -94,12 +93,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="env var holding the judge's API key (never written anywhere)")
 
 
-def run_dir_for(output: str | Path, model: ResolvedModel | str, task: str, elicitation: str) -> Path:
-    name = model.name if isinstance(model, ResolvedModel) else str(model)
-    safe = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
-    return Path(output) / safe / task / elicitation
-
-
 def _versions(backend: str) -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": platform.python_version(), "calbench": __version__}
     for pkg in PACKAGES:
@@ -114,27 +107,6 @@ def _versions(backend: str) -> dict[str, str | None]:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _check_existing(run_dir: Path, decoding: dict, overwrite: bool) -> None:
-    manifest = run_dir / "manifest.json"
-    if not manifest.is_file():
-        return
-    try:
-        old = json.loads(manifest.read_text()).get("decoding", {})
-    except (OSError, ValueError):
-        old = None  # a broken manifest: treat like different settings
-    diff = None if old is None else {k: (old.get(k), decoding.get(k)) for k in DECODING_KEYS
-                                     if old.get(k) != decoding.get(k)}
-    if diff is None or diff:
-        if not overwrite:
-            what = "an unreadable manifest" if diff is None else ", ".join(
-                f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
-            raise UsageError(
-                f"{run_dir} holds a run with other decoding settings ({what}); pass "
-                "--overwrite to replace it or --output to write elsewhere"
-            )
-        shutil.rmtree(run_dir)
 
 
 def _token_counter(args: argparse.Namespace, model: ResolvedModel | None):
@@ -252,7 +224,7 @@ def grader_used(grader: str, judge: dict | None) -> str:
 
 
 def _evaluate_task(
-    args: argparse.Namespace, lm: Any, call: BackendCall, task: TaskInfo, run_dir: Path,
+    args: argparse.Namespace, lm: Any, call: BackendCall, task: TaskInfo, cache: Path,
     gen_kwargs: dict, judge: dict | None,
 ) -> list[dict]:
     from lm_eval import simple_evaluate
@@ -269,7 +241,6 @@ def _evaluate_task(
         metadata["judge"] = judge
     paths = list(dict.fromkeys([str(TASKS_DIR), str(task.yaml_path.parent)]))
     tm = TaskManager(include_path=paths, include_defaults=False, metadata=metadata)
-    cache = run_dir / ".cache" / "requests"
     try:
         out = simple_evaluate(
             model=lm, tasks=[task.lmeval_task], task_manager=tm, limit=args.limit,
@@ -292,6 +263,64 @@ def _evaluate_task(
     return out["samples"][task.lmeval_task]
 
 
+def _model_info(args: argparse.Namespace, model: ResolvedModel | None) -> dict[str, Any]:
+    info: dict[str, Any] = {"spec": args.model}
+    if model is not None:
+        info.update(model.to_dict())
+        if model.kind == "adapter" and Path(model.path).is_dir():  # a hub base has no local hash
+            info["base_weights_sha256"] = weights_hash(model.path)
+    return info
+
+
+def _evaluate_into(
+    args: argparse.Namespace, lm: Any, call: BackendCall, task: TaskInfo, run_dir: Path,
+    cache: Path, manifest: dict[str, Any], gen_kwargs: dict, judge: dict | None, count_tokens,
+) -> dict[str, Any]:
+    """Run one task into ``run_dir`` (whose lock the caller holds); return its summary row."""
+    atomic_write_json(run_dir / MANIFEST, manifest)
+    t0 = time.time()
+    samples = _evaluate_task(args, lm, call, task, cache / "requests", gen_kwargs, judge)
+    from calbench.harness import lmeval_samples_to_records
+
+    records = lmeval_samples_to_records(samples, task=task.name, count_tokens=count_tokens)
+    if not records:
+        raise RuntimeFailure(f"{task.name}: lm-eval returned no samples")
+    if args.elicitation in MULTI_PASS:
+        from calbench.elicit import second_pass
+
+        try:
+            manifest["elicitation_settings"] = second_pass(
+                args.elicitation, lm, records, samples, gen_kwargs=gen_kwargs,
+                backend=args.backend, cache_dir=cache, seed=args.seed,
+                k=args.k, temperature=args.sample_temperature)
+        except Exception as e:
+            where = f" ({call.endpoint})" if call.endpoint else ""
+            raise RuntimeFailure(f"{task.name}: {args.elicitation} pass failed{where}: "
+                                 f"{type(e).__name__}: {e}") from e
+    data_hash = hashlib.sha256()
+    for r in records:
+        data_hash.update(json.dumps([r["id"], r["question"], r["gold"]]).encode())
+    metrics = compute_metrics(records, args.bootstrap, args.seed)
+    metrics["format"] = {
+        "answer_parse_rate": sum(r["answer"] is not None for r in records) / len(records),
+        "confidence_parse_rate": sum(r["confidence"] is not None for r in records)
+        / len(records),
+        "confidence_rescaled": sum(bool(r["parse"]["confidence_rescaled"]) for r in records),
+    }
+    write_jsonl(run_dir / SAMPLES, [redact(r) for r in records] if args.redact else records)
+    atomic_write_json(run_dir / METRICS, metrics)
+    manifest.update({
+        "status": "complete",
+        "n": len(records),
+        "data_sha256": data_hash.hexdigest(),
+        "redacted": bool(args.redact),
+        "finished_at": _now(),
+        "wall_seconds": round(time.time() - t0, 2),
+    })
+    atomic_write_json(run_dir / MANIFEST, manifest)
+    return {"task": task.name, "metrics": metrics, "run_dir": str(run_dir)}
+
+
 def run(args: argparse.Namespace) -> int:
     t_start = time.time()
     if args.backend not in BACKENDS:
@@ -307,7 +336,8 @@ def run(args: argparse.Namespace) -> int:
     judge = judge_config(args)
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be at least 1")
-    tasks = get_tasks([t.strip() for t in args.tasks.split(",") if t.strip()])
+    names = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    tasks = get_tasks(list(dict.fromkeys(names)))  # a task named twice runs once
     if not tasks:
         raise UsageError("--tasks is empty")
 
@@ -318,10 +348,8 @@ def run(args: argparse.Namespace) -> int:
             model: ResolvedModel | None = resolve_model(args.model, hash_weights=False)
         except UsageError:
             model = None
-        display: ResolvedModel | str = args.model
     else:
         model = resolve_model(args.model)
-        display = model
     prefill = bool(build_prompt("?", args.elicitation).prefill)
     call = build_backend(
         args.backend, model, model_spec=args.model, batch_size=args.batch_size,
@@ -338,95 +366,60 @@ def run(args: argparse.Namespace) -> int:
                 "extra": call.extra_gen_kwargs}
     if args.elicitation == "consistency":
         decoding.update(consistency_k=args.k, consistency_temperature=args.sample_temperature)
-
-    run_dirs = {t.name: run_dir_for(args.output, display, t.name, args.elicitation)
+    model_info = _model_info(args, model)
+    label = runfolder.model_label(model_info, args.backend)
+    common: dict[str, Any] = {
+        "status": "running",
+        "calbench_version": __version__,
+        "git_commit": git_commit(),
+        "command": command_line(),  # URL credentials masked
+        "model": label,
+        "model_info": model_info,
+        "backend": args.backend,
+        "lm_eval_model": call.lm_eval_model,
+        "model_args": call.public_args(),
+        "endpoint": call.endpoint,
+        "api_key_env": args.api_key_env if args.backend in API_BACKENDS else None,
+    }
+    settings: dict[str, Any] = {
+        "elicitation": args.elicitation,
+        "prompt_template_sha256": template_sha256(args.elicitation),
+        "decoding": decoding,
+        "seed": args.seed,
+        "limit": args.limit,
+        "data_dir": str(Path(args.data_dir).resolve()) if args.data_dir else None,
+        "versions": _versions(args.backend),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+    }
+    # What the run generates is fixed by its identity: the request cache is keyed by it, and a
+    # folder holding another identity is refused (prepare), never silently reused.
+    key = runfolder.identity_key(runfolder.run_identity({**common, **settings}))
+    run_dirs = {t.name: runfolder.run_dir_for(args.output, label, t.name, args.elicitation)
                 for t in tasks}
-    for t in tasks:
-        _check_existing(run_dirs[t.name], decoding, args.overwrite)
-
-    _quiet_lm_eval()
-    lm = _build_lm(call)
-    count_tokens = _token_counter(args, model)
-    model_info: dict[str, Any] = {"spec": args.model}
-    if model is not None:
-        model_info.update(model.to_dict())
-        if model.kind == "adapter":
-            model_info["base_weights_sha256"] = weights_hash(model.path)
     rows = []
-    for t in tasks:
-        run_dir = run_dirs[t.name]
-        run_dir.mkdir(parents=True, exist_ok=True)
-        manifest: dict[str, Any] = {
-            "status": "running",
-            "calbench_version": __version__,
-            "git_commit": git_commit(),
-            "command": command_line(),  # URL credentials masked
-            "model": model_info.get("name", args.model),
-            "model_info": model_info,
-            "backend": args.backend,
-            "lm_eval_model": call.lm_eval_model,
-            "model_args": call.public_args(),
-            "endpoint": call.endpoint,
-            "api_key_env": args.api_key_env if args.backend in API_BACKENDS else None,
-            "task": t.name,
-            "lm_eval_task": t.lmeval_task,
-            "task_source": t.source,
-            "grader": grader_used(t.grader, judge),
-            "task_grader": t.grader,
-            "judge": {k: v for k, v in (judge or {}).items()} or None,
-            "elicitation": args.elicitation,
-            "prompt_template_sha256": template_sha256(args.elicitation),
-            "decoding": decoding,
-            "seed": args.seed,
-            "limit": args.limit,
-            "data_dir": str(Path(args.data_dir).resolve()) if args.data_dir else None,
-            "versions": _versions(args.backend),
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-            "started_at": _now(),
-        }
-        atomic_write_json(run_dir / "manifest.json", manifest)
-        t0 = time.time()
-        samples = _evaluate_task(args, lm, call, t, run_dir, gen_kwargs, judge)
-        from calbench.harness import lmeval_samples_to_records
-
-        records = lmeval_samples_to_records(samples, task=t.name, count_tokens=count_tokens)
-        if not records:
-            raise RuntimeFailure(f"{t.name}: lm-eval returned no samples")
-        if args.elicitation in MULTI_PASS:
-            from calbench.elicit import second_pass
-
-            try:
-                manifest["elicitation_settings"] = second_pass(
-                    args.elicitation, lm, records, samples, gen_kwargs=gen_kwargs,
-                    backend=args.backend, cache_dir=run_dir / ".cache", seed=args.seed,
-                    k=args.k, temperature=args.sample_temperature)
-            except Exception as e:
-                where = f" ({call.endpoint})" if call.endpoint else ""
-                raise RuntimeFailure(f"{t.name}: {args.elicitation} pass failed{where}: "
-                                     f"{type(e).__name__}: {e}") from e
-        data_hash = hashlib.sha256()
-        for r in records:
-            data_hash.update(json.dumps([r["id"], r["question"], r["gold"]]).encode())
-        metrics = compute_metrics(records, args.bootstrap, args.seed)
-        metrics["format"] = {
-            "answer_parse_rate": sum(r["answer"] is not None for r in records) / len(records),
-            "confidence_parse_rate": sum(r["confidence"] is not None for r in records)
-            / len(records),
-            "confidence_rescaled": sum(bool(r["parse"]["confidence_rescaled"]) for r in records),
-        }
-        write_jsonl(run_dir / "samples.jsonl",
-                    [redact(r) for r in records] if args.redact else records)
-        atomic_write_json(run_dir / "metrics.json", metrics)
-        manifest.update({
-            "status": "complete",
-            "n": len(records),
-            "data_sha256": data_hash.hexdigest(),
-            "redacted": bool(args.redact),
-            "finished_at": _now(),
-            "wall_seconds": round(time.time() - t0, 2),
-        })
-        atomic_write_json(run_dir / "manifest.json", manifest)
-        rows.append({"task": t.name, "metrics": metrics, "run_dir": str(run_dir)})
+    with contextlib.ExitStack() as held:
+        for t in tasks:  # every folder is locked and checked before the model is loaded
+            held.enter_context(runfolder.exclusive(run_dirs[t.name]))
+            runfolder.prepare(run_dirs[t.name], {**common, **settings}, args.overwrite)
+        _quiet_lm_eval()
+        lm = _build_lm(call)
+        count_tokens = _token_counter(args, model)
+        for t in tasks:
+            manifest: dict[str, Any] = {
+                **common,
+                "task": t.name,
+                "lm_eval_task": t.lmeval_task,
+                "task_source": t.source,
+                "grader": grader_used(t.grader, judge),
+                "task_grader": t.grader,
+                "judge": {k: v for k, v in (judge or {}).items()} or None,
+                **settings,
+                "run_identity_sha256": key,
+                "started_at": _now(),
+            }
+            cache = runfolder.cache_dir(run_dirs[t.name], key)
+            rows.append(_evaluate_into(args, lm, call, t, run_dirs[t.name], cache, manifest,
+                                       gen_kwargs, judge, count_tokens))
     _summary_table(rows)
     print(f"calbench eval: done in {time.time() - t_start:.1f}s", file=sys.stderr)
     return 0

@@ -55,12 +55,36 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _temp_prefix(name: str) -> str:
+    return f".{name}."
+
+
+# mkstemp appends 8 characters from this alphabet (tempfile._RandomNameSequence).
+_TEMP_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def remove_stale_temp_files(folder: str | os.PathLike, names: Iterable[str]) -> list[Path]:
+    """Remove the temp files that :func:`atomic_write_text` left in ``folder`` for the files
+    ``names`` when its writer was killed; return them. Only call it while no writer can be
+    active there (holding the folder's lock): a live writer's temp file looks the same."""
+    folder = Path(folder)
+    prefixes = [_temp_prefix(n) for n in names]
+    removed = []
+    for p in folder.iterdir() if folder.is_dir() else ():
+        rest = [p.name[len(x):] for x in prefixes if p.name.startswith(x)]
+        if (rest and len(rest[0]) == 8 and set(rest[0]) <= _TEMP_CHARS and p.is_file()
+                and not p.is_symlink()):
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old file or the whole new one, never
     half of it (temp file in the same folder, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), dir=path.parent)
     umask = os.umask(0)
     os.umask(umask)
     os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; results are ordinary shared files

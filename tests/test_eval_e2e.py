@@ -83,7 +83,7 @@ def test_tiny_eval_writes_complete_run(smollm2_path, tmp_path):
 
 
 def _cache_rows(run: Path) -> int:
-    dbs = list((run / ".cache").glob("requests_rank*.db"))
+    dbs = list((run / ".cache").glob("*/requests_rank*.db"))  # .cache/<identity>/
     if not dbs:
         return 0
     try:
@@ -174,3 +174,39 @@ def test_gsm8k_from_local_data_dir(smollm2_path, tmp_path):
     recs = read_jsonl(out / "smollm2-135m" / "gsm8k" / "prefill" / "samples.jsonl")
     assert [x["id"] for x in recs] == ["gsm8k/test/0", "gsm8k/test/1"]
     assert recs[0]["gold"] == "18"
+
+
+def _lora_adapter(base: str, folder: Path, seed: int) -> str:
+    """A small random LoRA adapter on SmolLM2 (what `calbench train` saves as OUT/adapter)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    peft = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"],
+                                            init_lora_weights=False))
+    peft.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.mark.slow
+def test_second_adapter_never_reads_the_first_ones_answers(smollm2_path, tmp_path):
+    out = tmp_path / "results"
+    a, b = (_lora_adapter(smollm2_path, tmp_path / "runs" / x / "adapter", i)
+            for i, x in enumerate("ab"))
+    args = ["--tasks", "gsm_symbolic", "--limit", "2", "--max-new-tokens", "8",
+            "--batch-size", "2", "--output", str(out), "--bootstrap", "10"]
+    ra = calbench("eval", "--model", a, *args)
+    assert ra.returncode == 0, ra.stderr[-3000:]
+    rb = calbench("eval", "--model", b, *args)
+    assert rb.returncode == 0, rb.stderr[-3000:]
+    assert "Cached requests: 0, Requests remaining: 2" in rb.stderr  # b generated its own
+    runs = sorted(out.glob("*/gsm_symbolic/tags"))
+    assert len(runs) == 2  # one folder per adapter, though both are named "adapter"
+    by_adapter = {}
+    for run in runs:
+        manifest = json.loads((run / "manifest.json").read_text())
+        assert manifest["model"] == run.parents[1].name
+        by_adapter[manifest["model_info"]["adapter"]] = manifest["model_info"]["weights_sha256"]
+    assert set(by_adapter) == {a, b} and len(set(by_adapter.values())) == 2
