@@ -15,7 +15,8 @@ Contract (see docs: README "Parser"):
   next ``<confidence>`` tag or the end (source ``prefill_unclosed``).
 * ``parse_confidence``: from the last complete ``<confidence>…</confidence>``; a final unclosed
   ``<confidence>`` after it counts when its content up to the next ``<`` is a number (source
-  ``tag_unclosed``: the model stopped after the number, or a stop sequence cut the closing tag);
+  ``tag_unclosed``: the model stopped after the number, or a stop sequence cut the closing tag),
+  except "0" or a number ending in "." (what a token limit leaves of "0.8");
   with no tag, the last line starting with ``Confidence:`` or ``Confidence level:``.
   The content (stripped, one trailing period removed) is used if it *is* a number, optionally
   with ``%``; otherwise (complete tags and lines only) if it contains exactly one number
@@ -44,6 +45,9 @@ _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 _NUMBER_RE = re.compile(_NUMBER)
 _WHOLE_NUMBER = re.compile(rf"({_NUMBER})\s*(%?)")
 _ONE_NUMBER = re.compile(rf"(?<![\w.])({_NUMBER})(?![\w.])\s*(%?)")
+# An unclosed tag holding "0" or "0." may be a longer number cut by the token limit ("0.8"): it
+# is not read as 0.
+_CUT_NUMBER = re.compile(r"\s*[+-]?(?:0|\d*\.)\s*")
 # "0.85" or "I'd say about 85% sure" fit easily; a longer content is prose, not a confidence
 # (and the bound keeps the number search linear on hostile input).
 MAX_CONFIDENCE_CHARS = 200
@@ -160,9 +164,10 @@ def parse_confidence_details(text: str | None) -> ConfidenceParse:
     if unclosed is not None:
         stop = text.find("<", unclosed)
         raw = text[unclosed : stop if stop >= 0 else len(text)]
-        got = confidence_from_content(raw, "tag_unclosed", whole_only=True)
-        if got.value is not None:
-            return got
+        if not _CUT_NUMBER.fullmatch(raw):
+            got = confidence_from_content(raw, "tag_unclosed", whole_only=True)
+            if got.value is not None:
+                return got
     if span is not None:
         return confidence_from_content(text[span[0] : span[1]], "tag")
     for line in reversed(text.splitlines()):

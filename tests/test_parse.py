@@ -103,6 +103,10 @@ def test_final_unclosed_confidence_tag_counts_when_it_holds_a_number():
     assert parse_confidence("<confidence>0.4</confidence> <confidence>0.9 because") == 0.4
     d = parse_confidence_details("<confidence>I think 0.9")
     assert d.value is None and d.error == "missing"
+    # what a token limit leaves of "0.8" is not 0: the complete tag (or nothing) stands
+    assert parse_confidence("<confidence>0.8</confidence> <confidence>0") == 0.8
+    assert parse_confidence("<confidence>0.") is None
+    assert parse_confidence("<confidence>1") == 1.0
 
 
 def test_line_fallback():
