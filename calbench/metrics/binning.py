@@ -123,7 +123,7 @@ def bin_stats(values, pos, neg, n_bins=10, strategy="width", binning=None):
 
 def ece_from_bins(cnt: np.ndarray, csum: np.ndarray, ysum: np.ndarray) -> np.ndarray:
     # sum_b (n_b / N) |conf_b - acc_b|  ==  sum_b |sum c - sum y| / N
-    return np.abs(csum - ysum).sum(axis=1) / cnt.sum(axis=1)
+    return safe_div(np.abs(csum - ysum).sum(axis=1), cnt.sum(axis=1))
 
 
 def mce_from_bins(cnt: np.ndarray, csum: np.ndarray, ysum: np.ndarray) -> np.ndarray:
@@ -134,7 +134,7 @@ def mce_from_bins(cnt: np.ndarray, csum: np.ndarray, ysum: np.ndarray) -> np.nda
 
 def rms_from_bins(cnt: np.ndarray, csum: np.ndarray, ysum: np.ndarray) -> np.ndarray:
     sq = np.where(cnt > 0, safe_div((csum - ysum) ** 2, cnt), 0.0)
-    return np.sqrt(sq.sum(axis=1) / cnt.sum(axis=1))
+    return np.sqrt(safe_div(sq.sum(axis=1), cnt.sum(axis=1)))
 
 
 def debiased_from_bins(cnt: np.ndarray, csum: np.ndarray, ysum: np.ndarray) -> np.ndarray:
@@ -145,7 +145,7 @@ def debiased_from_bins(cnt: np.ndarray, csum: np.ndarray, ysum: np.ndarray) -> n
     acc = ysum / safe_n
     conf = csum / safe_n
     term = (conf - acc) ** 2 - acc * (1 - acc) / (safe_n - 1)
-    est = (np.where(ok, term, 0.0) * cnt).sum(axis=1) / cnt.sum(axis=1)
+    est = safe_div((np.where(ok, term, 0.0) * cnt).sum(axis=1), cnt.sum(axis=1))
     return np.sqrt(np.maximum(est, 0.0))
 
 
