@@ -15,7 +15,7 @@ overlap); the rule errs toward not claiming an order the data do not support.
 A row is listed, with all its numbers, but not ranked (``rank`` null, ``unranked_reason`` says
 why) when its manifest status is not ``complete`` (a run still running), its confidence parse
 rate is below ``MIN_PARSE_RATE``, its accuracy is at the floor (95% Wilson upper bound below
-``FLOOR_ACCURACY``), the ranking metric is undefined, or its question ids differ from those of
+``FLOOR_ACCURACY``, or fewer than ``MIN_EACH_OUTCOME`` right or wrong answers), the ranking metric is undefined, or its question ids differ from those of
 the task's other rankable rows (e.g. another ``--limit``). The other metric columns are the
 ``drop`` view: each metric over the records whose confidence parsed.
 """
@@ -50,6 +50,10 @@ DEFAULT_RANK_BY = "brier"
 RANK_POLICY = "fill=0.5"
 MIN_PARSE_RATE = 0.5  # below this the ranked number mostly measures the fill, not the model
 FLOOR_ACCURACY = 0.05  # 95% Wilson upper bound of accuracy below this: at the floor
+# Fewer right (or wrong) answers than this and discrimination (AUROC, resolution) rests on a
+# handful of questions: 1 right answer in 100 is at the floor even where Wilson's bound (0.054)
+# cannot exclude 5%.
+MIN_EACH_OUTCOME = 10
 
 
 def ranking(run: Run, metric: str) -> dict[str, Any]:
@@ -93,6 +97,13 @@ def run_reasons(run: Run) -> list[str]:
     hi = accuracy_upper(run)
     if hi is not None and hi < FLOOR_ACCURACY:
         out.append(f"accuracy at the floor: 95% Wilson upper bound {hi:.3f}, below {FLOOR_ACCURACY}")
+    elif run.records:
+        right = sum(bool(r["correct"]) for r in run.records)
+        fewest = min(right, len(run.records) - right)
+        if fewest < MIN_EACH_OUTCOME:
+            which = "right" if right <= len(run.records) - right else "wrong"
+            out.append(f"only {fewest} {which} answers (fewer than {MIN_EACH_OUTCOME}): "
+                       "too few to measure calibration")
     return out
 
 
@@ -178,7 +189,7 @@ def rank_note(metric: str) -> str:
         f"same questions. A row whose 95% CI overlaps the row above shares its rank (marked =). "
         f"Not ranked (rank —, reason given): runs not complete, confidence parse rate below "
         f"{MIN_PARSE_RATE:.0%}, accuracy at the floor (95% Wilson upper bound below "
-        f"{FLOOR_ACCURACY}), questions that differ from the task's other rows (e.g. another "
+        f"{FLOOR_ACCURACY}, or fewer than {MIN_EACH_OUTCOME} right or wrong answers), questions that differ from the task's other rows (e.g. another "
         f"--limit), an undefined ranking metric. The other metric columns are the drop view: "
         f"each metric over the answers whose confidence parsed. Cells: value [95% bootstrap CI]; "
         f"parse rate: share of answers with a parsed confidence [95% Wilson CI]."

@@ -351,3 +351,21 @@ def test_hostile_names_write_nothing_outside_out(tmp_path: Path) -> None:
     assert {r["model"] for r in rows} == set(HOSTILE)
     assert all((out / r["diagram"]).resolve().parent == (out / "diagrams").resolve()
                for r in rows)
+
+
+def test_one_right_answer_in_a_hundred_is_at_the_floor(tmp_path) -> None:
+    # Wilson's upper bound for 1/100 is 0.054, above the 5% floor, yet AUROC would rest on one
+    # question: fewer than MIN_EACH_OUTCOME right answers is not ranked either.
+    from calbench.ranking import MIN_EACH_OUTCOME, run_reasons
+    from calbench.records import write_jsonl
+    from calbench.runs import load_run
+
+    def run_with(right: int) -> list[str]:
+        d = tmp_path / f"r{right}"
+        write_jsonl(d / "samples.jsonl", [
+            {"id": f"q{i}", "correct": i < right, "confidence": 0.3} for i in range(100)])
+        return run_reasons(load_run(d))
+
+    assert any("only 1 right answers" in r for r in run_with(1))
+    assert not run_with(MIN_EACH_OUTCOME)
+    assert any("wrong answers" in r for r in run_with(100 - MIN_EACH_OUTCOME + 1))
