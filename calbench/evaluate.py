@@ -40,6 +40,8 @@ from calbench.backends import (
     build_backend,
     command_line,
 )
+from calbench.backends.secrets import redact as mask_secrets
+from calbench.backends.secrets import strip_credentials
 from calbench.errors import RuntimeFailure, UsageError
 from calbench.models import ResolvedModel, resolve_model, weights_hash
 from calbench.prompts import ELICITATIONS, MULTI_PASS, build_prompt, template_sha256
@@ -211,6 +213,11 @@ def judge_config(args: argparse.Namespace) -> dict | None:
     if args.judge_model or args.judge_base_url:
         if not (args.judge_model and args.judge_base_url):
             raise UsageError("--judge-model and --judge-base-url go together")
+        _, user, password = strip_credentials(args.judge_base_url)
+        if user or password:
+            # the judge's settings travel in every task doc and the manifest: no secrets there
+            raise UsageError(f"--judge-base-url {mask_secrets(args.judge_base_url)} holds credentials; "
+                             f"give the key through --judge-api-key-env instead")
         return {"model": args.judge_model, "base_url": args.judge_base_url,
                 "api_key_env": args.judge_api_key_env}
     return None

@@ -131,6 +131,9 @@ def test_resume_after_sigkill(smollm2_path, tmp_path):
          "tags"),
         (["--model", "m", "--tasks", "gsm_symbolic", "--backend", "openai-chat"],
          "--base-url"),
+        # a judge URL with a key in it would travel in every task doc and the manifest
+        (["--model", "m", "--tasks", "truthfulqa_gen", "--judge-model", "j",
+          "--judge-base-url", "https://user:CANARY-KEY@127.0.0.1:9/v1"], "--judge-api-key-env"),
     ],
 )
 def test_usage_errors_exit_2(args, needle, tmp_path):
@@ -138,6 +141,7 @@ def test_usage_errors_exit_2(args, needle, tmp_path):
     assert r.returncode == 2, r.stderr
     assert needle in r.stderr
     assert "Traceback" not in r.stderr
+    assert "CANARY" not in r.stderr + r.stdout
 
 
 def test_hub_unreachable_names_data_dir_and_gsm_symbolic(smollm2_path, tmp_path):
