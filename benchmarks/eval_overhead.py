@@ -31,9 +31,9 @@ import json, sys, time
 t0 = time.time()
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from calbench.datasets import load_gsm_symbolic
-from calbench.models import resolve_model
-from calbench.prompts import build_prompt
+from calbench.core.loaders import load_gsm_symbolic
+from calbench.core.models import resolve_model
+from calbench.core.prompts import build_prompt
 n, bs, m, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 path = resolve_model("smollm2-135m", hash_weights=False).path
 tok = AutoTokenizer.from_pretrained(path, padding_side="left")

@@ -19,7 +19,7 @@ abstention among their correct references, and "no comment, listed" checks that 
 comment." passes where it is listed.
 
 A grade is correct iff best_correct >= floor and best_correct - best_incorrect >= margin
-(:func:`calbench.grade.similarity_verdict`, with the embeddings of :func:`calbench.grade.embed`).
+(:func:`calbench.core.grade.similarity_verdict`, with the embeddings of :func:`calbench.core.grade.embed`).
 The shipped setting is the highest J (left-out correct graded correct minus left-out incorrect
 graded correct) with a positive margin (a tie is not evidence), at least 99% of verbatim correct
 references graded correct (MiniLM barely separates a statement from its negation, ~0.98-0.99,
@@ -40,9 +40,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from calbench.datasets import load_truthfulqa_gen
-from calbench.errors import UsageError
-from calbench.grade import SIMILARITY_FLOOR, SIMILARITY_MARGIN, embed, similarity_verdict
+from calbench.core.errors import UsageError
+from calbench.core.grade import SIMILARITY_FLOOR, SIMILARITY_MARGIN, embed, similarity_verdict
+from calbench.core.loaders import load_truthfulqa_gen
 
 REPO = Path(__file__).resolve().parents[1]
 GENERIC = ["The answer is a number between 0 and 1.", "Paris", "42", "The capital of France is Paris.",

@@ -55,7 +55,7 @@ def run_trl(args: argparse.Namespace, out: Path) -> dict:
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, TrainerCallback
 
-    from calbench.models import resolve_model
+    from calbench.core.models import resolve_model
     from calbench.train.common import load_tokenizer
     from calbench.train.trl_support import grpo_trainer
 

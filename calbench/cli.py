@@ -12,13 +12,13 @@ import sys
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "eval": ("calbench.evaluate", "evaluate a model's answers and verbalized confidences"),
-    "score": ("calbench.score", "compute the metric suite from saved records (no model run)"),
+    "eval": ("calbench.eval.evaluate", "evaluate a model's answers and verbalized confidences"),
+    "score": ("calbench.report.score", "compute the metric suite from saved records (no model run)"),
     "regrade": ("calbench.regrade", "grade saved runs' responses again with the current parser "
                 "and graders (no model run)"),
-    "plot": ("calbench.plots", "reliability diagrams and risk-coverage plots of runs"),
-    "leaderboard": ("calbench.leaderboard", "build the leaderboard from a results folder"),
-    "tasks": ("calbench.tasks", "list tasks, or show a rendered example prompt"),
+    "plot": ("calbench.report.plots", "reliability diagrams and risk-coverage plots of runs"),
+    "leaderboard": ("calbench.report.leaderboard", "build the leaderboard from a results folder"),
+    "tasks": ("calbench.eval.task_catalog", "list tasks, or show a rendered example prompt"),
     "train": ("calbench.train.cli", "train a model with calibration rewards (RLCR)"),
     "reproduce": ("calbench.reproduce", "train, evaluate and publish the reference models"),
 }
@@ -56,8 +56,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from calbench.errors import RuntimeFailure, UsageError
-    from calbench.records import RecordError
+    from calbench.core.errors import RuntimeFailure, UsageError
+    from calbench.core.records import RecordError
 
     parser, modules = build_parser()
     args = parser.parse_args(argv)

@@ -1,10 +1,10 @@
 """``calbench regrade RUN_DIR... [--data-dir DIR] [--dry-run]``: read and grade a run's saved
-responses again with the current parser and graders (:mod:`calbench.responses`), without running
+responses again with the current parser and graders (:mod:`calbench.core.responses`), without running
 any model. What the model said (``response``, ``stage2_response``, the consistency samples, the
 logprob) is kept; each record gets the fields ``calbench eval`` would write for it today.
 
 Gold: the record's ``gold``, or, for a redacted run (``gold_sha256``), the gold of the question
-with the record's ``id`` as the evaluator's loader gives it (:func:`calbench.harness.load_docs`
+with the record's ``id`` as the evaluator's loader gives it (:func:`calbench.eval.harness.load_docs`
 with the run's seed, size and data folder), used only when its SHA-256 equals ``gold_sha256``;
 an unknown id or a hash mismatch stops everything with exit 2 naming file:line.
 
@@ -24,12 +24,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from calbench.elicit import apply_consistency, apply_stage_two
-from calbench.errors import RuntimeFailure, UsageError
-from calbench.evaluate import GENERATED_TASK_SIZE, grader_used
-from calbench.harness import load_docs
-from calbench.prompts import ELICITATIONS, build_prompt
-from calbench.records import (
+from calbench.core.errors import RuntimeFailure, UsageError
+from calbench.core.prompts import ELICITATIONS, build_prompt
+from calbench.core.records import (
     RecordError,
     atomic_write_json,
     git_commit,
@@ -39,9 +36,12 @@ from calbench.records import (
     validate_record,
     write_jsonl,
 )
-from calbench.registry import TaskInfo, get_tasks, task_metadata
-from calbench.responses import grade_response
-from calbench.runs import MANIFEST, METRICS, SAMPLES, find_run_dirs, summarize_records
+from calbench.core.responses import grade_response
+from calbench.core.runs import MANIFEST, METRICS, SAMPLES, find_run_dirs, summarize_records
+from calbench.eval.elicit import apply_consistency, apply_stage_two
+from calbench.eval.evaluate import GENERATED_TASK_SIZE, grader_used
+from calbench.eval.harness import load_docs
+from calbench.eval.registry import TaskInfo, get_tasks, task_metadata
 
 VERDICT = ("answer", "correct", "confidence")
 

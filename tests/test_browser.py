@@ -68,7 +68,7 @@ def driver():
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory) -> Path:
-    from calbench.leaderboard import build
+    from calbench.report.leaderboard import build
     root = tmp_path_factory.mktemp("browser")
     runs_make.make_results(root / "results")
     build(root / "results", root / "leaderboard")

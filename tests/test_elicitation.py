@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from calbench.elicit import _answer_span, answer_key, check_supported, majority
-from calbench.errors import UsageError
-from calbench.prompts import ELICITATIONS, build_prompt, stage_two, template_sha256
+from calbench.core.errors import UsageError
+from calbench.core.prompts import ELICITATIONS, build_prompt, stage_two, template_sha256
+from calbench.eval.elicit import _answer_span, answer_key, check_supported, majority
 from tests.conftest import REPO
 from tests.test_eval_e2e import calbench, read_jsonl
 
@@ -130,8 +130,8 @@ def test_consistency_shared_prefix_sampler_matches_lm_eval(smollm2_path):
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
-    from calbench.elicit import _sample_shared_prefix
-    from calbench.prompts import build_prompt
+    from calbench.core.prompts import build_prompt
+    from calbench.eval.elicit import _sample_shared_prefix
 
     lm = HFLM(pretrained=str(smollm2_path), dtype="float32", batch_size=2, device="cpu")
     questions = ["What is 2 + 3?", "Name the capital of France.", "Is the sea salty? Why?"]

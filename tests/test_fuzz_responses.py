@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from calbench.grade import grade
-from calbench.parse import parse_answer_details, parse_confidence_details
-from calbench.responses import grade_response
+from calbench.core.grade import grade
+from calbench.core.parse import parse_answer_details, parse_confidence_details
+from calbench.core.responses import grade_response
 
 # Pieces real responses are made of, so generated text reaches the parser's branches.
 FRAGMENTS = [

@@ -2,7 +2,7 @@
 
 import pytest
 
-from calbench.grade import exact_match, final_number, gsm8k_gold, letter_match, math_equal
+from calbench.core.grade import exact_match, final_number, gsm8k_gold, letter_match, math_equal
 
 
 @pytest.mark.parametrize(

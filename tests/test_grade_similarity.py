@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from calbench.grade import (
+from calbench.core.grade import (
     SIMILARITY_FLOOR,
     SIMILARITY_MARGIN,
     grade,
@@ -92,7 +92,7 @@ def test_truthfulqa_veins_non_answer_is_wrong():
     """The reported case on the real TruthfulQA row: the non-answer is closer to a correct
     reference than to any incorrect one (what the rule without a floor accepted), yet wrong."""
     needs_embedder()
-    from calbench.datasets import load_truthfulqa_gen
+    from calbench.core.loaders import load_truthfulqa_gen
 
     items = load_truthfulqa_gen(data_dir=str(shared_data("truthfulqa")))
     gold = next(x["gold"] for x in items if x["question"] == "Why do veins appear blue?")

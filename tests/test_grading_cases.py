@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from calbench.grade import exact_match, grade, letter_match, math_equal
-from calbench.harness import grade_doc, make_docs
-from calbench.prompts import ELICITATIONS
+from calbench.core.grade import exact_match, grade, letter_match, math_equal
+from calbench.core.prompts import ELICITATIONS
+from calbench.eval.harness import grade_doc, make_docs
 from calbench.train.rewards import REWARDS, score_completions
 
 # (prediction, gold, correct, why)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from calbench.cli import main
-from calbench.leaderboard import (
+from calbench.report.leaderboard import (
     COLUMNS,
     build,
     csv_safe,
@@ -116,7 +116,7 @@ def test_rank_rows_rejects_rows_of_another_metric() -> None:
 
 
 def test_unknown_rank_metric_is_usage_error() -> None:
-    from calbench.errors import UsageError
+    from calbench.core.errors import UsageError
 
     with pytest.raises(UsageError):
         rank_rows([_row("a", (0.1, 0.0, 0.2))], "nll_typo")
@@ -356,9 +356,9 @@ def test_hostile_names_write_nothing_outside_out(tmp_path: Path) -> None:
 def test_one_right_answer_in_a_hundred_is_at_the_floor(tmp_path) -> None:
     # Wilson's upper bound for 1/100 is 0.054, above the 5% floor, yet AUROC would rest on one
     # question: fewer than MIN_EACH_OUTCOME right answers is not ranked either.
-    from calbench.ranking import MIN_EACH_OUTCOME, run_reasons
-    from calbench.records import write_jsonl
-    from calbench.runs import load_run
+    from calbench.core.records import write_jsonl
+    from calbench.core.runs import load_run
+    from calbench.report.ranking import MIN_EACH_OUTCOME, run_reasons
 
     def run_with(right: int) -> list[str]:
         d = tmp_path / f"r{right}"

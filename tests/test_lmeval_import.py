@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from calbench.lmeval_import import is_lmeval_samples, read_lmeval_samples
-from calbench.records import RecordError, write_jsonl
+from calbench.core.records import RecordError, write_jsonl
+from calbench.report.lmeval_import import is_lmeval_samples, read_lmeval_samples
 from tests.fixtures import lmeval_make
 
 FIXTURE = Path(__file__).parent / "fixtures" / "lmeval_output"

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from calbench.errors import UsageError
-from calbench.models import ALIASES, find_package_file, resolve_model
+from calbench.core.errors import UsageError
+from calbench.core.models import ALIASES, find_package_file, resolve_model
 
 
 def test_converted_alias_has_the_gguf_models_logits(smollm2_path, tmp_path):

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from calbench.parse import (
+from calbench.core.parse import (
     extract_answer,
     has_format,
     parse_answer_details,
@@ -136,7 +136,7 @@ def test_has_format():
 
 
 def test_prefilled_answer_runs_to_the_end_of_the_response():
-    from calbench.harness import grade_doc
+    from calbench.eval.harness import grade_doc
 
     doc = {"gold": "E", "grader": "letter", "prefill": "<answer>", "question": "q"}
     g = grade_doc(doc, "<answer>E")

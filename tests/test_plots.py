@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from calbench.cli import main
-from calbench.plots import fmt_ci, reliability_figure, risk_coverage_figure, save_figure
-from calbench.runs import find_run_dirs, load_run, load_runs, parse_rate, wilson_interval
+from calbench.core.runs import find_run_dirs, load_run, load_runs, parse_rate, wilson_interval
+from calbench.report.plots import fmt_ci, reliability_figure, risk_coverage_figure, save_figure
 from tests.fixtures import runs_make
 
 

@@ -1,4 +1,4 @@
-"""The one record check (calbench.records.validate_record) and every reader that uses it:
+"""The one record check (calbench.core.records.validate_record) and every reader that uses it:
 ``calbench score``, ``leaderboard`` and ``plot`` reject each bad record with exit 2, name the
 file, line and field, and leave what was already written untouched."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from calbench.cli import main
-from calbench.records import RecordError, read_samples, validate_record
+from calbench.core.records import RecordError, read_samples, validate_record
 from tests.fixtures import runs_make
 
 GOOD = {"id": "t/1", "correct": True, "confidence": 0.8}

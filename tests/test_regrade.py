@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from calbench.cli import main
-from calbench.datasets import LOADERS
-from calbench.grade import math_equal
-from calbench.records import atomic_write_json, git_commit, redact, sha256_text, write_jsonl
-from calbench.responses import grade_response
-from calbench.runs import summarize_records
+from calbench.core.grade import math_equal
+from calbench.core.loaders import LOADERS
+from calbench.core.records import atomic_write_json, git_commit, redact, sha256_text, write_jsonl
+from calbench.core.responses import grade_response
+from calbench.core.runs import summarize_records
 
 N_BOOT = 20  # the fixture runs' bootstrap size; regrade must keep it
 

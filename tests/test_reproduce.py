@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from calbench.cli import main
-from calbench.models import REFERENCE_DIR, REFERENCE_MODELS, resolve_model
+from calbench.core.models import REFERENCE_DIR, REFERENCE_MODELS, resolve_model
 from calbench.reproduce import RL_ARGS, publish
 
 

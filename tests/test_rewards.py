@@ -16,7 +16,7 @@ from calbench.train.rewards import (
     optimal_confidence,
     score_completions,
 )
-from calbench.train.verl import compute_score, verl_rows
+from calbench.train.verl_reward import compute_score, verl_rows
 
 RIGHT, WRONG, GOLD = "7", "8", "7"
 

@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from calbench import runfolder
 from calbench.cli import main as calbench_main
-from calbench.errors import UsageError
-from calbench.evaluate import _model_info
-from calbench.models import resolve_model
-from calbench.records import atomic_write_json
-from calbench.runs import find_run_dirs
+from calbench.core.errors import UsageError
+from calbench.core.models import resolve_model
+from calbench.core.records import atomic_write_json
+from calbench.core.runs import find_run_dirs
+from calbench.eval import runfolder
+from calbench.eval.evaluate import _model_info
 from tests.conftest import REPO
 
 CLI = [sys.executable, "-m", "calbench.cli"]
@@ -246,7 +246,7 @@ def test_hostile_model_names_write_and_delete_nothing_outside_output(tmp_path, s
 HOLD = """
 import sys, time
 from pathlib import Path
-from calbench.runfolder import exclusive
+from calbench.eval.runfolder import exclusive
 with exclusive(Path(sys.argv[1])):
     print("locked", flush=True)
     time.sleep(120)
@@ -288,7 +288,7 @@ def test_second_process_on_a_run_folder_exits_2_naming_the_holder(tmp_path, serv
 
 KILLED_WRITE = """
 import os, signal, sys
-from calbench import records
+from calbench.core import records
 os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # die mid-write, as a kill does
 records.write_jsonl(sys.argv[1], [{"id": 1}])
 """

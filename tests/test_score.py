@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from calbench import metrics as M
-from calbench import score
-from calbench.errors import UsageError
-from calbench.records import RecordError
-from calbench.score import load_records, score_files
+from calbench.core.errors import UsageError
+from calbench.core.records import RecordError
+from calbench.report import score
+from calbench.report.score import load_records, score_files
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RLCR = SHARED / "rlcr"

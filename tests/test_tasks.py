@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from calbench.datasets import LOADERS
-from calbench.errors import UsageError
-from calbench.grade import grade, judge_grade
-from calbench.harness import load_docs
-from calbench.registry import available_tasks, get_tasks
+from calbench.core.errors import UsageError
+from calbench.core.grade import grade, judge_grade
+from calbench.core.loaders import LOADERS
+from calbench.eval.harness import load_docs
+from calbench.eval.registry import available_tasks, get_tasks
 from tests.conftest import REPO
 
 FIX = REPO / "tests" / "fixtures" / "data"
@@ -204,7 +204,7 @@ def test_one_yaml_task_via_tasks_path(tmp_path):
 
 
 def test_entry_point_plugin(tmp_path):
-    """A third-party distribution exposing `calbench.tasks` (a dist-info on sys.path, as pip
+    """A third-party distribution exposing `calbench.eval.task_catalog` (a dist-info on sys.path, as pip
     would install it)."""
     _write_plugin(tmp_path / "mypkg_tasks")
     dist = tmp_path / "site" / "mypkg-0.1.dist-info"
@@ -212,7 +212,7 @@ def test_entry_point_plugin(tmp_path):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mypkg\nVersion: 0.1\n")
     (tmp_path / "site" / "mypkg.py").write_text(
         f"TASKS = {str(tmp_path / 'mypkg_tasks')!r}\n")
-    (dist / "entry_points.txt").write_text("[calbench.tasks]\nmypkg = mypkg:TASKS\n")
+    (dist / "entry_points.txt").write_text("[calbench.eval.task_catalog]\nmypkg = mypkg:TASKS\n")
     env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{REPO}"}
     r = subprocess.run(CLI + ["tasks", "--json"], capture_output=True, text=True, env=env,
                        cwd=REPO)
@@ -304,7 +304,7 @@ def test_judge_grader_stores_prompt_verdict_and_model(monkeypatch):
 
 
 def test_judge_down_is_a_runtime_failure():
-    from calbench.errors import RuntimeFailure
+    from calbench.core.errors import RuntimeFailure
 
     with pytest.raises(RuntimeFailure, match="127.0.0.1:9"):
         judge_grade("x", "y", question="q", model="m", base_url="http://127.0.0.1:9/v1",

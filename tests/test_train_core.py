@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from calbench import metrics as M
-from calbench.errors import UsageError
+from calbench.core.errors import UsageError
 from calbench.train.common import (
     JsonlLog,
     Policy,
@@ -225,7 +225,7 @@ def test_saved_adapter_resolves_offline_and_reloads(policy: Policy, batch: tuple
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from calbench.models import resolve_model
+    from calbench.core.models import resolve_model
 
     out = tmp_path / "adapter"  # type: ignore[operator]
     save_model(policy, out, {"method": "rlcr", "algo": "grpo"})
@@ -304,7 +304,7 @@ def test_gae_matches_hand_computation() -> None:
 def _graded_eval_answers(seed: int) -> tuple[list[dict], list]:
     """200 held-out chain-sum items and graded answers to them: right or wrong (the real grader),
     confidences with many distinct values, some missing, some unparseable."""
-    from calbench.train.data import chain_sum_items
+    from calbench.core.chain_sum import chain_sum_items
 
     items = chain_sum_items("test", 200)
     rng = np.random.default_rng(seed)
@@ -324,7 +324,7 @@ def _graded_eval_answers(seed: int) -> tuple[list[dict], list]:
 def test_trainer_eval_metrics_are_calbench_metrics() -> None:
     """The trainer's held-out numbers are calbench.metrics' on the same answers (as `calbench
     score` writes them under policy drop), including smooth ECE on many distinct confidences."""
-    from calbench.train.data import difficulty_bin
+    from calbench.core.chain_sum import difficulty_bin
 
     items, scored = _graded_eval_answers(0)
     res = eval_result(items, scored)
@@ -538,8 +538,8 @@ def test_unknown_conf_grad_is_a_usage_error_before_any_model_loads(tmp_path: obj
 
 def test_confprobe_reads_the_digit_distribution_behind_each_greedy_confidence(
         tmp_path: object, smollm2_path: str) -> None:
+    from calbench.core.chain_sum import chain_sum_items
     from calbench.train.confprobe import digit_distributions, main, summary
-    from calbench.train.data import chain_sum_items
 
     items = chain_sum_items("test", 3)
     run = tmp_path / "run"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from calbench.grade import math_equal
-from calbench.parse import extract_answer, has_format, parse_confidence
-from calbench.train.data import TEST_POOL, chain_sum_items, difficulty_bin
+from calbench.core.chain_sum import TEST_POOL, chain_sum_items, difficulty_bin
+from calbench.core.grade import math_equal
+from calbench.core.parse import extract_answer, has_format, parse_confidence
 from calbench.train.warmup import CONFIDENCE_GRID, WARMUP_OFFSET, warmup_examples
 
 
@@ -40,7 +40,7 @@ def test_train_and_test_are_disjoint(seed: int) -> None:
 
 
 def test_val_split_is_held_out_from_rl_warmup_and_test() -> None:
-    from calbench.train.data import VAL_OFFSET
+    from calbench.core.chain_sum import VAL_OFFSET
 
     val = chain_sum_items("val", 200)
     assert val == chain_sum_items("val", 400)[:200]  # deterministic prefix
@@ -67,7 +67,7 @@ def test_bad_arguments() -> None:
         chain_sum_items("test", TEST_POOL + 1)
     with pytest.raises(ValueError):
         chain_sum_items("test", 3, offset=5)
-    from calbench.train.data import VAL_OFFSET
+    from calbench.core.chain_sum import VAL_OFFSET
 
     with pytest.raises(ValueError):  # a train stretch may not run into the validation split
         chain_sum_items("train", 3, offset=VAL_OFFSET)
@@ -106,14 +106,14 @@ def test_worked_steps_reduce_the_chain_left_to_right() -> None:
         assert work.split(" = ")[-1] == e["gold"] and rest.startswith("<answer>")
     with pytest.raises(ValueError):
         worked_steps("3 * 8")
-    from calbench.errors import UsageError
+    from calbench.core.errors import UsageError
 
     with pytest.raises(UsageError):
         warmup_examples(2, work="cot")
 
 
 def test_stratified_order_cycles_the_bins_and_stays_out_of_test() -> None:
-    from calbench.train.data import stratified_train_items
+    from calbench.core.chain_sum import stratified_train_items
 
     items = stratified_train_items(40, seed=0)
     bins = [difficulty_bin(x["meta"]) for x in items]

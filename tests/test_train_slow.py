@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from calbench.errors import UsageError
+from calbench.core.errors import UsageError
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ def warm_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_grpo_rlcr_moves_reward_up(warm_adapter: Path, tmp_path: Path) -> None:
-    from calbench.models import resolve_model
+    from calbench.core.models import resolve_model
     from calbench.train.grpo import GRPOConfig, train
 
     cfg = GRPOConfig(model=str(warm_adapter), out_dir=str(tmp_path), steps=20,
@@ -159,7 +159,7 @@ def test_ppo_runs_learns_values_and_logs_kl(warm_adapter: Path, tmp_path: Path) 
 
 
 def test_full_finetune_step_saves_a_loadable_model(tmp_path: Path) -> None:
-    from calbench.models import resolve_model
+    from calbench.core.models import resolve_model
     from calbench.train.grpo import GRPOConfig, train
 
     cfg = GRPOConfig(out_dir=str(tmp_path), full_finetune=True, steps=1, prompts_per_step=1,

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from calbench.train.data import chain_sum_items
+from calbench.core.chain_sum import chain_sum_items
 from calbench.train.rewards import REWARDS
 from calbench.train.trl_support import reward_funcs, trl_rows
 
@@ -14,8 +14,8 @@ trl = pytest.importorskip("trl", reason="trl is not installed (pip install 'calb
 
 
 def _tokenizer():  # noqa: ANN202
-    from calbench.errors import UsageError
-    from calbench.models import resolve_model
+    from calbench.core.errors import UsageError
+    from calbench.core.models import resolve_model
     from calbench.train.common import load_tokenizer
 
     try:
@@ -51,7 +51,7 @@ def test_trl_grpo_trainer_runs_with_calbench_rewards(tmp_path: object) -> None:
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
 
-    from calbench.models import resolve_model
+    from calbench.core.models import resolve_model
     from calbench.train.trl_support import grpo_trainer
 
     torch.set_num_threads(2)

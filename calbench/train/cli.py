@@ -18,7 +18,7 @@ import json
 import sys
 from typing import Any
 
-from calbench.errors import UsageError
+from calbench.core.errors import UsageError
 
 METHODS = ("rlcr", "rlvr", "brier", "log", "asymmetric", "warmup")
 ALGOS = ("grpo", "ppo")

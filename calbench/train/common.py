@@ -38,9 +38,9 @@ import torch
 from torch import nn
 
 from calbench import metrics
-from calbench.errors import RuntimeFailure, UsageError
-from calbench.prompts import build_prompt
-from calbench.records import atomic_write_json, git_commit
+from calbench.core.errors import RuntimeFailure, UsageError
+from calbench.core.prompts import build_prompt
+from calbench.core.records import atomic_write_json, git_commit
 
 # --------------------------------------------------------------------------------------------
 # Run configuration shared by every stage (the algorithm files add their own hyperparameters)
@@ -172,7 +172,7 @@ def load_policy(cfg: RunConfig, *, adapter_override: str | None = None) -> Polic
     ``adapter_override`` loads that adapter folder instead (resume from a checkpoint)."""
     from transformers import AutoModelForCausalLM
 
-    from calbench.models import resolve_model
+    from calbench.core.models import resolve_model
 
     resolved = resolve_model(cfg.model, hash_weights=False)
     device = pick_device(cfg.device)
@@ -632,7 +632,7 @@ def eval_result(items: Sequence[dict], scored: Sequence[Any]) -> EvalResult:
     """The held-out metrics of graded answers (``scored[i]`` answers ``items[i]``), each computed
     by :mod:`calbench.metrics` as `calbench score` computes it; confidence metrics over the
     answers whose confidence parsed (policy ``drop``), accuracy over all."""
-    from calbench.train.data import difficulty_bin
+    from calbench.core.chain_sum import difficulty_bin
 
     n = len(scored)
     correct = [float(s.correct) for s in scored]
@@ -741,7 +741,7 @@ def save_model(policy: Policy, folder: Path, info: dict[str, Any],
                also: Callable[[Path], None] | None = None) -> None:
     """Save the trained weights so ``calbench eval --model <folder>`` loads them: a PEFT adapter
     whose ``base_model_name_or_path`` is the user's ``--model`` spec (resolved offline by
-    :func:`calbench.models.resolve_model`), or a full HF folder; plus ``calbench_train.json``.
+    :func:`calbench.core.models.resolve_model`), or a full HF folder; plus ``calbench_train.json``.
     ``also(folder)`` writes further files (the trainer state) before the folder is swapped in."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -921,7 +921,7 @@ class Session:
 
     def __init__(self, cfg: Any, algo: str, *, overwrite: bool = False,
                  extra_state: dict[str, nn.Module] | None = None):
-        from calbench.train.data import chain_sum_items
+        from calbench.core.chain_sum import chain_sum_items
 
         self.cfg, self.algo = cfg, algo
         self.out = Path(cfg.out_dir)
@@ -951,7 +951,7 @@ class Session:
         n_train = cfg.steps * per_step
         order = getattr(cfg, "train_order", "stream")
         if order == "stratified":
-            from calbench.train.data import stratified_train_items
+            from calbench.core.chain_sum import stratified_train_items
 
             self.train_items = stratified_train_items(n_train, cfg.seed)
         elif order == "stream":

@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from calbench.errors import UsageError
+from calbench.core.chain_sum import chain_sum_items, difficulty_bin
+from calbench.core.errors import UsageError
+from calbench.core.records import RecordError, read_samples
 from calbench.metrics.selective import auroc
-from calbench.records import RecordError, read_samples
 from calbench.train.common import load_policy, render_prompt
-from calbench.train.data import chain_sum_items, difficulty_bin
 from calbench.train.grpo import DIGITS, GRPOConfig
 
 

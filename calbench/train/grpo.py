@@ -64,7 +64,7 @@ from typing import Any
 
 import torch
 
-from calbench.errors import UsageError
+from calbench.core.errors import UsageError
 from calbench.metrics.selective import auroc
 from calbench.train.common import (
     RunConfig,

@@ -5,10 +5,10 @@ Every reward is ``f(completions, gold, **columns) -> list[float]`` — the signa
 ``completions`` are strings or TRL chat lists (``[{"role": "assistant", "content": ...}]``);
 ``gold`` the reference answers.
 
-A response is read and graded by :mod:`calbench.responses`, exactly as the evaluator reads it
+A response is read and graded by :mod:`calbench.core.responses`, exactly as the evaluator reads it
 (answer from the last ``<answer>`` tag, confidence q from the last ``<confidence>`` tag), with
-:func:`calbench.grade.math_equal` unless a ``grader`` column/keyword names another entry of
-:data:`calbench.grade.GRADERS` (or is a callable ``f(answer, gold) -> bool``).  With c = 1 if the
+:func:`calbench.core.grade.math_equal` unless a ``grader`` column/keyword names another entry of
+:data:`calbench.core.grade.GRADERS` (or is a callable ``f(answer, gold) -> bool``).  With c = 1 if the
 answer is correct else 0:
 
 =============  ==========================================================  ===================
@@ -42,8 +42,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from calbench.grade import GRADERS
-from calbench.responses import GradedResponse, Grader, grade_answer, read_response, restore_prefill
+from calbench.core.grade import GRADERS
+from calbench.core.responses import (
+    GradedResponse,
+    Grader,
+    grade_answer,
+    read_response,
+    restore_prefill,
+)
 
 LOG_EPS = 1e-3  # clip for the log score: log(1e-3) = -6.9 is its worst value
 ASYM_POWER = 2.5
@@ -107,7 +113,7 @@ METHODS: dict[str, Method] = {
 
 def completion_text(completion: Any, prefill: str | None = None) -> str:
     """The response text of one completion (a string or a TRL chat list), prefill restored
-    (:func:`calbench.responses.restore_prefill`)."""
+    (:func:`calbench.core.responses.restore_prefill`)."""
     if isinstance(completion, str):
         text = completion
     elif isinstance(completion, dict):
@@ -162,7 +168,7 @@ def score_completions(
     prefill: Any = None,
 ) -> list[Scored]:
     """Read and grade each completion exactly as the evaluator reads a response
-    (:mod:`calbench.responses`). Identical (answer, gold, grader) triples are graded once per
+    (:mod:`calbench.core.responses`). Identical (answer, gold, grader) triples are graded once per
     call: a GRPO group often repeats an answer, and math-verify costs milliseconds per call."""
     n = len(completions)
     golds = _column(gold, n)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from calbench.prompts import build_prompt
+from calbench.core.prompts import build_prompt
 from calbench.train.rewards import REWARDS, format_reward
 
 
@@ -68,7 +68,7 @@ def grpo_trainer(model: Any, *, method: str = "rlcr", n_train: int = 1000, seed:
     calbench reward. ``grpo_args`` go to ``trl.GRPOConfig``."""
     from trl import GRPOConfig, GRPOTrainer
 
-    from calbench.train.data import chain_sum_items
+    from calbench.core.chain_sum import chain_sum_items
 
     items = train_items if train_items is not None else chain_sum_items("train", n_train, seed)
     grpo_args.setdefault("seed", seed)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
-from calbench.errors import UsageError
+from calbench.core.errors import UsageError
 from calbench.train.common import (
     RunConfig,
     Session,
@@ -100,8 +100,8 @@ def warmup_examples(n: int, seed: int = 0, elicitation: str = "tags", work: str 
     if work not in ("steps", "none"):
         # a UsageError (exit 2), as `--set work=...` reaches here before any model is loaded
         raise UsageError(f"work must be 'steps' or 'none', not {work!r}")
-    from calbench.prompts import build_prompt
-    from calbench.train.data import chain_sum_items
+    from calbench.core.chain_sum import chain_sum_items
+    from calbench.core.prompts import build_prompt
 
     prefill = build_prompt("x", elicitation).prefill
     rng = random.Random(seed)

@@ -1,6 +1,6 @@
 """``calbench leaderboard``: one CI-aware table per task from every run under a results folder.
 
-Which rows are ranked, on what number and in which order is :mod:`calbench.ranking` (the rule is
+Which rows are ranked, on what number and in which order is :mod:`calbench.report.ranking` (the rule is
 also stated on the page and in the README): by default the Brier score over all n records, an
 unparsed confidence counted as 0.5; rows that cannot be compared (run not complete, parse rate
 below 50%, accuracy at the floor, other questions) are listed unranked with the reason. The
@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from calbench import __version__
-from calbench.errors import UsageError
-from calbench.ranking import (
+from calbench.core.errors import UsageError
+from calbench.core.records import atomic_write_json, atomic_write_text
+from calbench.core.runs import Run, load_runs, parse_rate
+from calbench.report.ranking import (
     COLUMNS,
     DEFAULT_RANK_BY,
     HEADERS,
@@ -41,8 +43,6 @@ from calbench.ranking import (
     ranking,
     run_reasons,
 )
-from calbench.records import atomic_write_json, atomic_write_text
-from calbench.runs import Run, load_runs, parse_rate
 
 DIAGRAMS = "diagrams"
 
@@ -63,8 +63,8 @@ def _slug(run: Run, rel_path: str) -> str:
 def build_rows(runs: list[Run], *, base: Path | None = None,
                metric: str = DEFAULT_RANK_BY) -> list[dict[str, Any]]:
     """One row per run: identifiers, n, ``status``, every column as ``{"value", "lo", "hi"}``
-    (the drop view), ``ranking`` (:func:`calbench.ranking.ranking` of ``metric``), and for
-    :func:`rank_rows` ``_reasons`` (:func:`calbench.ranking.run_reasons`) and ``_ids``."""
+    (the drop view), ``ranking`` (:func:`calbench.report.ranking.ranking` of ``metric``), and for
+    :func:`rank_rows` ``_reasons`` (:func:`calbench.report.ranking.run_reasons`) and ``_ids``."""
     if metric not in HIGHER_IS_BETTER:
         raise UsageError(f"cannot rank by {metric!r}; choose one of {', '.join(HIGHER_IS_BETTER)}")
     rows = []
@@ -404,7 +404,7 @@ def build(
     out_dir.mkdir(parents=True, exist_ok=True)
     diag_dir = out_dir / DIAGRAMS
     if diagrams:
-        from calbench.plots import reliability_figure, save_figure
+        from calbench.report.plots import reliability_figure, save_figure
 
         by_run = {str(Path(os.path.relpath(run.path, results_dir.parent)).as_posix()): run
                   for run in runs}

@@ -1,16 +1,16 @@
 """A model's response -> a graded record: the one reading that every client shares.
 
-The evaluator (:mod:`calbench.harness`), the multi-request elicitations (:mod:`calbench.elicit`),
+The evaluator (:mod:`calbench.eval.harness`), the multi-request elicitations (:mod:`calbench.eval.elicit`),
 the trainer's rewards (:mod:`calbench.train.rewards`) and the lm-eval import all turn a response
 into (answer, correct, confidence) through this module, so one response means one thing:
 
 1. **prefill repair** (:func:`restore_prefill`): a completion sampled after a prefilled assistant
    turn (``<answer>``) is read with the prefill in front — unless it already starts with it;
-2. **parse** (:func:`read_response`, rules in :mod:`calbench.parse`): after an ``<answer>``
+2. **parse** (:func:`read_response`, rules in :mod:`calbench.core.parse`): after an ``<answer>``
    prefill, a final unclosed answer tag is the answer (the model was made to start it, so
    stopping ends it: ``prefill_unclosed``); a final unclosed ``<confidence>`` holding a number
    is the confidence (``tag_unclosed``);
-3. **grade** (:func:`calbench.grade.grade`) the parsed answer against the gold.
+3. **grade** (:func:`calbench.core.grade.grade`) the parsed answer against the gold.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from calbench.grade import grade
-from calbench.parse import (
+from calbench.core.grade import grade
+from calbench.core.parse import (
     AnswerParse,
     ConfidenceParse,
     parse_answer_details,
@@ -98,7 +98,7 @@ Grader = str | Callable[[str | None, str], bool]
 
 def grade_answer(answer: str | None, gold: str, grader: Grader = "math", *,
                  question: str = "", judge: dict | None = None) -> tuple[bool, dict | None]:
-    """Grade a parsed answer with a named grader (:func:`calbench.grade.grade`) or a callable
+    """Grade a parsed answer with a named grader (:func:`calbench.core.grade.grade`) or a callable
     ``f(answer, gold) -> bool``; no answer is always wrong."""
     if answer is None:
         return False, None

@@ -8,7 +8,7 @@ Inputs, detected per file:
   field and the folder name;
 * RLCR evaluation outputs (JSON lines with ``dataset``, ``model``, ``correct``, ``confidence``),
   grouped by (dataset, model);
-* lm-evaluation-harness ``samples_*.jsonl``, through :mod:`calbench.lmeval_import` when present.
+* lm-evaluation-harness ``samples_*.jsonl``, through :mod:`calbench.report.lmeval_import` when present.
 
 Writes ``DIR/scores.json`` keyed by dataset, then model: each entry has the headline values at
 top level (``n``, ``accuracy``, ``ece``, ``brier``, ``auroc``, ``mean_confidence``, and every
@@ -27,8 +27,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from calbench.errors import UsageError
-from calbench.records import (
+from calbench.core.errors import UsageError
+from calbench.core.records import (
     REQUIRED_FIELDS,
     RecordError,
     atomic_write_json,
@@ -38,7 +38,7 @@ from calbench.records import (
 )
 
 Key = tuple[str, str]  # (dataset, model)
-LMEVAL_MODULE = "calbench.lmeval_import"
+LMEVAL_MODULE = "calbench.report.lmeval_import"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -266,7 +266,7 @@ def breakdown(records: list[dict], keys: list[str]) -> list[dict]:
     """Per group of ``meta[keys]``: n, accuracy [95% Wilson CI], confidence parse rate and mean
     stated confidence over the parsed ones — e.g. to check that confidence falls with difficulty
     the way accuracy does. Records without those meta fields are grouped under "?"."""
-    from calbench.runs import wilson_interval
+    from calbench.core.runs import wilson_interval
 
     groups: dict[str, list[dict]] = {}
     for r in records:

@@ -28,12 +28,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from calbench.errors import UsageError
-from calbench.grade import _normalise_text, letter_of, plain_number
-from calbench.harness import grade_doc
-from calbench.parse import parse_confidence_details
-from calbench.prompts import CONFIDENCE_PREFILL, Prompt, stage_two
-from calbench.responses import read_response
+from calbench.core.errors import UsageError
+from calbench.core.grade import _normalise_text, letter_of, plain_number
+from calbench.core.parse import parse_confidence_details
+from calbench.core.prompts import CONFIDENCE_PREFILL, Prompt, stage_two
+from calbench.core.responses import read_response
+from calbench.eval.harness import grade_doc
 
 # What each backend can do; checked before anything runs.
 LOGPROB_BACKENDS = ("hf", "vllm", "openai-completions")
@@ -70,8 +70,8 @@ def _answer_span(response: str, prefill: str) -> str | None:
 
 def answer_key(answer: str | None, grader: str) -> Any:
     """Group equivalent answers for majority voting, with the graders' own readings: by stated
-    value for math (:func:`calbench.grade.plain_number`), by letter for multiple choice
-    (:func:`calbench.grade.letter_of`), by normalised text otherwise."""
+    value for math (:func:`calbench.core.grade.plain_number`), by letter for multiple choice
+    (:func:`calbench.core.grade.letter_of`), by normalised text otherwise."""
     if answer is None:
         return None
     if grader == "math":

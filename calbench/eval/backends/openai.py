@@ -18,7 +18,7 @@ What lm-eval's classes leave to chance and this module fixes:
 * **timeout**: ``timeout`` seconds per attempt (connect to last byte); a timeout is reported
   with the URL, the timeout and the attempt number.
 * **secrets**: the API key (read from ``api_key_env``) and URL credentials (``basic_auth``,
-  sent as HTTP Basic auth) are registered with :mod:`calbench.backends.secrets`; no header,
+  sent as HTTP Basic auth) are registered with :mod:`calbench.eval.backends.secrets`; no header,
   key or credential appears in a log line or an error message.
 
 Requests always go through lm-eval's concurrent (asyncio) path, which this module replaces;
@@ -45,8 +45,8 @@ from lm_eval.models.openai_completions import LocalChatCompletion, LocalCompleti
 from lm_eval.models.utils import chunks, postprocess_generated_text
 from tqdm import tqdm
 
-from calbench.backends.secrets import add_secret, redact
-from calbench.errors import RuntimeFailure
+from calbench.core.errors import RuntimeFailure
+from calbench.eval.backends.secrets import add_secret, redact
 
 RETRY_AFTER_CAP = 60.0  # seconds: a Retry-After longer than this is cut to it
 BACKOFF_BASE = 0.5  # seconds before the first retry; doubles per retry
@@ -54,7 +54,7 @@ BACKOFF_MAX = 8.0
 RETRY_STATUSES = frozenset({408, 409, 425, 429})  # and every 5xx
 EXCERPT = 300  # characters of a bad response quoted in messages
 
-logger = logging.getLogger("calbench.backends")
+logger = logging.getLogger("calbench.eval.backends")
 
 
 class ServerError(RuntimeFailure):

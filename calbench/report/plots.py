@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from calbench.errors import UsageError
-from calbench.runs import Run, load_runs
+from calbench.core.errors import UsageError
+from calbench.core.runs import Run, load_runs
 
 FORMATS = (".png", ".svg")
 KINDS = ("reliability", "risk-coverage")

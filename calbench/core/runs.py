@@ -5,7 +5,7 @@ A run folder holds ``samples.jsonl``, ``metrics.json`` (the output of
 Reports read ``metrics.json``; when it is missing, or lacks a field a report needs (an older
 calbench wrote it), the summary is recomputed from ``samples.jsonl`` with the same policy, so a
 report never shows numbers that no longer match the records. Loading a run checks every record of
-its ``samples.jsonl`` with :func:`calbench.records.read_samples` before any report is written.
+its ``samples.jsonl`` with :func:`calbench.core.records.read_samples` before any report is written.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from calbench.errors import UsageError
-from calbench.records import read_samples
+from calbench.core.errors import UsageError
+from calbench.core.records import read_samples
 
 SAMPLES = "samples.jsonl"
 METRICS = "metrics.json"

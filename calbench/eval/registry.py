@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from calbench.errors import UsageError
-from calbench.harness import TASKS_DIR
+from calbench.core.errors import UsageError
+from calbench.eval.harness import TASKS_DIR
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,11 @@ class _Loader(yaml.SafeLoader):
 _Loader.add_constructor("!function", lambda loader, node: f"!function {node.value}")
 
 
-ENTRY_POINT_GROUP = "calbench.tasks"
+ENTRY_POINT_GROUP = "calbench.eval.task_catalog"
 
 
 def _entry_point_dirs() -> list[tuple[Path, str]]:
-    """Task folders from installed packages: an entry point in group ``calbench.tasks`` names a
+    """Task folders from installed packages: an entry point in group ``calbench.eval.task_catalog`` names a
     folder path (str/Path), or a callable returning one or a list of them."""
     from importlib.metadata import entry_points
 
@@ -56,7 +56,7 @@ def _entry_point_dirs() -> list[tuple[Path, str]]:
 
 def tasks_dirs() -> list[tuple[Path, str]]:
     """Where task YAMLs live: calbench's ``tasks/``, ``$CALBENCH_TASKS_PATH`` (os.pathsep
-    separated), and the folders of ``calbench.tasks`` entry points."""
+    separated), and the folders of ``calbench.eval.task_catalog`` entry points."""
     extra = os.environ.get("CALBENCH_TASKS_PATH", "")
     return ([(TASKS_DIR, "calbench")] + [(Path(p), "CALBENCH_TASKS_PATH")
                                          for p in extra.split(os.pathsep) if p]

@@ -25,8 +25,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from calbench.errors import UsageError
-from calbench.runs import Run, parse_rate, wilson_interval
+from calbench.core.errors import UsageError
+from calbench.core.runs import Run, parse_rate, wilson_interval
 
 # (key, header, higher is better). parse_rate is the share of records with a parsed confidence.
 COLUMNS: list[tuple[str, str, bool]] = [

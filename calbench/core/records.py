@@ -39,7 +39,7 @@ def git_commit() -> str | None:
     None outside a git checkout (an installed wheel). The shipped adapters in
     ``calbench/reference`` are not code: ``calbench reproduce`` publishes new ones there and
     then evaluates them (a run records the adapter's weights hash), so they do not count."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the checkout holding calbench/
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                               text=True, timeout=5, check=True).stdout.strip()

@@ -4,7 +4,7 @@ verl calls ``compute_score(data_source, solution_str, ground_truth, extra_info)`
 response and accepts a float or a dict with a ``"score"`` key (the other keys are logged). Point
 verl at this file::
 
-    custom_reward_function.path=$(python -c "import calbench.train.verl as m; print(m.__file__)")
+    custom_reward_function.path=$(python -c "import calbench.train.verl_reward as m; print(m.__file__)")
     custom_reward_function.name=compute_score
     +custom_reward_function.reward_kwargs.method=rlcr      # optional: rlvr|rlcr|brier|log|asymmetric
 
@@ -22,7 +22,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from calbench.prompts import build_prompt
+from calbench.core.prompts import build_prompt
 from calbench.train.rewards import METHODS, reward_parts, score_completions
 
 DEFAULT_METHOD = "rlcr"

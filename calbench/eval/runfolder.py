@@ -32,11 +32,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from calbench.backends import API_BACKENDS, command_line
-from calbench.errors import UsageError
-from calbench.models import REFERENCE_MODELS
-from calbench.records import remove_stale_temp_files
-from calbench.runs import MANIFEST, METRICS, SAMPLES
+from calbench.core.errors import UsageError
+from calbench.core.models import REFERENCE_MODELS
+from calbench.core.records import remove_stale_temp_files
+from calbench.core.runs import MANIFEST, METRICS, SAMPLES
+from calbench.eval.backends import API_BACKENDS, command_line
 
 # Decoding settings that change what a run generates (batch size does not, for greedy decoding).
 DECODING_KEYS = ("backend", "max_new_tokens", "temperature", "do_sample", "seed", "dtype",

@@ -2,15 +2,15 @@
 
 Flow (a newcomer can follow it top to bottom):
 
-1. resolve ``--model`` (:mod:`calbench.models`), ``--tasks`` (:mod:`calbench.registry`) and
-   ``--backend`` (:mod:`calbench.backends`); unknown names exit 2 listing the valid ones;
+1. resolve ``--model`` (:mod:`calbench.core.models`), ``--tasks`` (:mod:`calbench.eval.registry`) and
+   ``--backend`` (:mod:`calbench.eval.backends`); unknown names exit 2 listing the valid ones;
 2. per task, pick the run folder ``OUTPUT/<model>/<task>/<elicitation>/`` and lock it
-   (:mod:`calbench.runfolder`), refuse a folder holding a run of another model or settings unless
+   (:mod:`calbench.eval.runfolder`), refuse a folder holding a run of another model or settings unless
    ``--overwrite``, and mark the manifest ``running``;
 3. call ``lm_eval.simple_evaluate`` with lm-eval's request cache in the run folder, keyed by the
    run's identity — every finished generation is committed to SQLite, so a killed run restarted
    with the same arguments regenerates nothing it had finished;
-4. turn lm-eval's logged samples into calbench records (:mod:`calbench.harness`), compute the
+4. turn lm-eval's logged samples into calbench records (:mod:`calbench.eval.harness`), compute the
    metric suite (:mod:`calbench.metrics`) and write ``samples.jsonl``, ``metrics.json`` and
    finally ``manifest.json`` (status ``complete``), each atomically.
 """
@@ -31,8 +31,14 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from calbench import __version__, runfolder
-from calbench.backends import (
+from calbench import __version__
+from calbench.core.errors import RuntimeFailure, UsageError
+from calbench.core.models import ResolvedModel, resolve_model, weights_hash
+from calbench.core.prompts import ELICITATIONS, MULTI_PASS, build_prompt, template_sha256
+from calbench.core.records import atomic_write_json, git_commit, redact, write_jsonl
+from calbench.core.runs import MANIFEST, METRICS, SAMPLES
+from calbench.eval import runfolder
+from calbench.eval.backends import (
     API_BACKENDS,
     BACKENDS,
     DEFAULT_TIMEOUT,
@@ -40,14 +46,9 @@ from calbench.backends import (
     build_backend,
     command_line,
 )
-from calbench.backends.secrets import redact as mask_secrets
-from calbench.backends.secrets import strip_credentials
-from calbench.errors import RuntimeFailure, UsageError
-from calbench.models import ResolvedModel, resolve_model, weights_hash
-from calbench.prompts import ELICITATIONS, MULTI_PASS, build_prompt, template_sha256
-from calbench.records import atomic_write_json, git_commit, redact, write_jsonl
-from calbench.registry import TaskInfo, get_tasks
-from calbench.runs import MANIFEST, METRICS, SAMPLES
+from calbench.eval.backends.secrets import redact as mask_secrets
+from calbench.eval.backends.secrets import strip_credentials
+from calbench.eval.registry import TaskInfo, get_tasks
 
 GENERATED_TASK_SIZE = 500  # questions generated for offline tasks unless --limit asks for more
 PACKAGES = ("torch", "transformers", "lm_eval", "peft", "vllm", "math-verify", "reasoning_gym",
@@ -237,7 +238,7 @@ def _evaluate_task(
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from calbench.harness import TASKS_DIR
+    from calbench.eval.harness import TASKS_DIR
 
     size = max(GENERATED_TASK_SIZE, args.limit or 0)
     metadata: dict[str, Any] = {"elicitation": args.elicitation, "seed": args.seed,
@@ -287,13 +288,13 @@ def _evaluate_into(
     atomic_write_json(run_dir / MANIFEST, manifest)
     t0 = time.time()
     samples = _evaluate_task(args, lm, call, task, cache / "requests", gen_kwargs, judge)
-    from calbench.harness import lmeval_samples_to_records
+    from calbench.eval.harness import lmeval_samples_to_records
 
     records = lmeval_samples_to_records(samples, task=task.name, count_tokens=count_tokens)
     if not records:
         raise RuntimeFailure(f"{task.name}: lm-eval returned no samples")
     if args.elicitation in MULTI_PASS:
-        from calbench.elicit import second_pass
+        from calbench.eval.elicit import second_pass
 
         try:
             manifest["elicitation_settings"] = second_pass(
@@ -335,7 +336,7 @@ def run(args: argparse.Namespace) -> int:
     if args.elicitation not in ELICITATIONS:
         raise UsageError(f"unknown elicitation {args.elicitation!r}; choose from "
                          f"{', '.join(ELICITATIONS)}")
-    from calbench.elicit import check_supported
+    from calbench.eval.elicit import check_supported
 
     check_supported(args.elicitation, args.backend)
     if args.elicitation == "consistency" and (args.k < 2 or args.sample_temperature <= 0):

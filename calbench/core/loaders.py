@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from calbench.errors import UsageError
-from calbench.grade import gsm8k_gold
+from calbench.core.errors import UsageError
+from calbench.core.grade import gsm8k_gold
 
 LETTERS = string.ascii_uppercase
 
@@ -363,8 +363,8 @@ def load_file(data_dir: str | None = None, file: str | None = None, hub: str | N
 def load_chain_sum(split: str = "test", size: int = 500, seed: int = 0,
                    **_: object) -> list[dict]:
     """The trainer's in-domain task: reasoning-gym ``chain_sum`` sums (see
-    :mod:`calbench.train.data`), held-out ``test`` split by default."""
-    from calbench.train.data import chain_sum_items
+    :mod:`calbench.core.chain_sum`), held-out ``test`` split by default."""
+    from calbench.core.chain_sum import chain_sum_items
 
     return chain_sum_items(split, int(size), seed=int(seed))
 

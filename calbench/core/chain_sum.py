@@ -14,7 +14,7 @@ there are only 200 distinct 1-digit 2-term questions and the test pool holds abo
 so that easiest bin is ~12% of train instead of ~25% (train is a little harder than test).
 
 Grading: reasoning-gym's own scorer is exact string match; calbench grades with
-:func:`calbench.grade.math_equal` (numeric equality of the final number, then math-verify).
+:func:`calbench.core.grade.math_equal` (numeric equality of the final number, then math-verify).
 """
 
 from __future__ import annotations

@@ -10,11 +10,11 @@
 =====================  =============================  ======================================
 
 The two API backends are lm-eval's ``local-chat-completions`` and ``local-completions`` with
-calbench's request policy (:mod:`calbench.backends.openai`: retries, ``Retry-After``,
+calbench's request policy (:mod:`calbench.eval.backends.openai`: retries, ``Retry-After``,
 ``--timeout``, only well-formed responses cached). The API key is read from an environment
 variable (``--api-key-env``, default ``OPENAI_API_KEY``); credentials in ``--base-url``
 (``https://user:password@host/v1``) are taken out of the URL and sent as HTTP Basic auth.
-Neither is ever printed, logged or written (:mod:`calbench.backends.secrets`).
+Neither is ever printed, logged or written (:mod:`calbench.eval.backends.secrets`).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from calbench.backends.secrets import command_line, strip_credentials
-from calbench.errors import UsageError
-from calbench.models import ResolvedModel
+from calbench.core.errors import UsageError
+from calbench.core.models import ResolvedModel
+from calbench.eval.backends.secrets import command_line, strip_credentials
 
 BACKENDS = ("hf", "vllm", "openai-chat", "openai-completions")
 API_BACKENDS = ("openai-chat", "openai-completions")
@@ -122,7 +122,7 @@ def build_backend(
                               "max_gen_toks": max_new_tokens, "api_key_env": api_key_env}
     if user is not None or password is not None:
         common["basic_auth"] = (user or "", password or "")
-    import calbench.backends.openai  # noqa: F401  (registers the lm-eval model classes)
+    import calbench.eval.backends.openai  # noqa: F401  (registers the lm-eval model classes)
 
     if backend == "openai-chat":
         url = base if base.endswith("/chat/completions") else base + "/chat/completions"

@@ -16,10 +16,10 @@ Fields read, per sample:
   ``exact_match``, ``acc``, ``em``, ``exact`` the task logged; it must be 0/1 (or true/false).
 * **confidence**: the per-doc metric ``confidence`` (calbench tasks; NaN = unparsed, anything
   else must be a number in [0, 1]), else parsed from the response with
-  :func:`calbench.parse.parse_confidence`. A file of a task that logs no confidence and in whose
+  :func:`calbench.core.parse.parse_confidence`. A file of a task that logs no confidence and in whose
   responses none parses is not a verbalized-confidence run: rejected.
 * **id**: ``doc["id"]`` when present, else ``"<task>/<doc_id>"``.
-* **answer**: :func:`calbench.parse.extract_answer` of the response, else ``filtered_resps[0]``
+* **answer**: :func:`calbench.core.parse.extract_answer` of the response, else ``filtered_resps[0]``
   (what the task's own filter extracted and graded).
 * **task**: ``metadata.calbench_name`` of the task's config in ``results_<date>.json`` (so
   ``calbench_gsm8k`` scores as ``gsm8k``), else the task name from the file name. A task logged
@@ -41,14 +41,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from calbench.records import (
+from calbench.core.records import (
     RecordError,
     check_confidence,
     check_correct,
     iter_jsonl_lines,
     validate_record,
 )
-from calbench.responses import read_response
+from calbench.core.responses import read_response
 
 # lm-eval's date_id is datetime.isoformat() with ":" replaced by "-".
 _SAMPLES_NAME = re.compile(r"^samples_(?P<task>.+)_(?P<date>\d{4}-\d{2}-\d{2}T[\d\-.]+)\.jsonl$")

@@ -24,7 +24,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from calbench.errors import RuntimeFailure, UsageError
+from calbench.core.errors import RuntimeFailure, UsageError
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ALIASES: dict[str, dict[str, str]] = {
@@ -37,7 +37,7 @@ ALIASES: dict[str, dict[str, str]] = {
 }
 # The reference models calbench trains and ships (LoRA adapters on smollm2-135m, made by
 # `calbench reproduce`; model cards in calbench/reference/<name>/README.md).
-REFERENCE_DIR = Path(__file__).parent / "reference"
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "reference"
 REFERENCE_MODELS: dict[str, str] = {
     "smollm2-135m-warmup": "warmup",  # format warm-up only (the "base")
     "smollm2-135m-rlvr": "rlvr",  # warm-up + GRPO on correctness

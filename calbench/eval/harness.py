@@ -5,7 +5,7 @@ Two halves:
 * hooks called from the lm-eval task plugins in ``tasks/*/utils.py``: :func:`make_docs` renders
   each question into the prompt fields the YAML templates read (``description: "{{system}}"``,
   ``doc_to_text: "{{user}}"``, ``gen_prefix: "{{prefill}}"``), and :func:`process_results`
-  grades a response with :mod:`calbench.responses` — the same code the trainer's rewards use;
+  grades a response with :mod:`calbench.core.responses` — the same code the trainer's rewards use;
 * :func:`lmeval_samples_to_records`, turning lm-eval's logged samples into calbench records.
 
 Because the prompt is rendered into the doc, plain ``lm_eval --include_path tasks/
@@ -17,14 +17,17 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from calbench.grade import ALL_GRADERS
-from calbench.prompts import build_prompt
-from calbench.responses import grade_response
+from calbench.core.grade import ALL_GRADERS
+from calbench.core.prompts import build_prompt
+from calbench.core.responses import grade_response
 
-TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
+# The task plugins ship inside the package (calbench/tasks/, package data), so a wheel install
+# finds them too; `calbench tasks --path` prints this folder for `lm_eval --include_path`.
+TASKS_DIR = Path(str(resources.files("calbench") / "tasks"))
 
 
 def load_docs(*, loader: str | None = None, calbench_name: str | None = None,
@@ -34,10 +37,10 @@ def load_docs(*, loader: str | None = None, calbench_name: str | None = None,
 
     lm-eval calls it with the task's ``metadata`` merged with what ``calbench eval`` (or
     ``lm_eval --metadata``) passes: ``loader`` picks a function of
-    :data:`calbench.datasets.LOADERS` (default: the task's calbench name), which gets the rest
+    :data:`calbench.core.loaders.LOADERS` (default: the task's calbench name), which gets the rest
     (``data_dir``, ``seed``, ``size``, ``split``, ``file``, ``fields``, ...).
     """
-    from calbench.datasets import LOADERS
+    from calbench.core.loaders import LOADERS
 
     name = loader or calbench_name
     if name not in LOADERS:
@@ -76,7 +79,7 @@ def make_docs(
 
 def grade_doc(doc: dict, response: str) -> dict[str, Any]:
     """The graded record fields of a full response (prefill included) to ``doc``, read and graded
-    by :mod:`calbench.responses` with the grader, judge, question and prefill the doc carries."""
+    by :mod:`calbench.core.responses` with the grader, judge, question and prefill the doc carries."""
     g = grade_response(response, doc["gold"], doc.get("grader", "math"),
                        prefill=doc.get("prefill") or "", question=doc.get("question", ""),
                        judge=json.loads(doc.get("judge") or "{}"))

@@ -12,7 +12,7 @@ Single-request elicitations (the answer and the confidence come from one respons
   ``<confidence>``, so its released models are evaluated as trained;
 * ``prefill`` — ``tags`` with the assistant turn starting ``<answer>``.
 
-Multi-request elicitations (:mod:`calbench.elicit` runs the extra requests): the first request
+Multi-request elicitations (:mod:`calbench.eval.elicit` runs the extra requests): the first request
 asks only for the answer (:data:`ANSWER_ONLY`, prefilled with ``<answer>``), then
 
 * ``two-stage`` — a second turn asks how likely that answer is correct (:func:`stage_two`);

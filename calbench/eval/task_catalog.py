@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from calbench.errors import UsageError
-from calbench.grade import GRADER_RULES
-from calbench.prompts import ELICITATIONS, build_prompt
-from calbench.responses import RESPONSE_RULE
+from calbench.core.errors import UsageError
+from calbench.core.grade import GRADER_RULES
+from calbench.core.prompts import ELICITATIONS, build_prompt
+from calbench.core.responses import RESPONSE_RULE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,7 +27,7 @@ def _list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from calbench.registry import available_tasks
+    from calbench.eval.registry import available_tasks
 
     tasks = available_tasks()
     if args.json:
@@ -62,8 +62,8 @@ def _check_index(task: str, index: int, n: int | None) -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from calbench.datasets import LOADERS
-    from calbench.registry import get_tasks, task_metadata
+    from calbench.core.loaders import LOADERS
+    from calbench.eval.registry import get_tasks, task_metadata
 
     if not args.name:
         raise UsageError("calbench tasks show NAME: give a task name (see `calbench tasks`)")
@@ -86,7 +86,7 @@ def _show(args: argparse.Namespace) -> int:
     if args.model:
         from transformers import AutoTokenizer
 
-        from calbench.models import resolve_model
+        from calbench.core.models import resolve_model
 
         tok = AutoTokenizer.from_pretrained(resolve_model(args.model, hash_weights=False).path)
         msgs = list(prompt.messages)

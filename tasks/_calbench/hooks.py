@@ -1,3 +1,0 @@
-"""lm-eval hooks shared by every calbench task YAML; the logic lives in calbench.harness."""
-
-from calbench.harness import load_docs, nanmean, process_results  # noqa: F401  (YAML uses them)
