@@ -10,6 +10,7 @@ its ``samples.jsonl`` with :func:`calbench.core.records.read_samples` before any
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -25,6 +26,8 @@ from calbench.core.records import read_samples
 SAMPLES = "samples.jsonl"
 METRICS = "metrics.json"
 MANIFEST = "manifest.json"
+MAX_NAME = 80  # characters of a readable name kept in a folder name
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.+")
 
 # What the reports read from a summary; a metrics.json without one of these is recomputed.
 REPORT_METRICS = (
@@ -152,6 +155,19 @@ def _finite_or_none(x: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return f if math.isfinite(f) else None
+
+
+def safe_component(name: str) -> str:
+    """``name`` as one safe folder name (of a run folder's path); unchanged when it already is
+    one, else the readable part (unsafe characters and leading dots as ``_``, at most MAX_NAME
+    characters) plus ``-`` and 8 hex digits of SHA-256(name), so two names never share a folder
+    and no name climbs out of (``..``) or hides in (``.x``) the results folder."""
+    safe = "".join(c if c in _SAFE else "_" for c in name)
+    stripped = safe.lstrip(".")
+    safe = "_" * (len(safe) - len(stripped)) + stripped
+    if safe == name and 0 < len(name) <= MAX_NAME:
+        return name
+    return f"{safe[:MAX_NAME] or '_'}-{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}"
 
 
 def is_run_dir(path: Path) -> bool:

@@ -1,11 +1,12 @@
 """Run folders of ``calbench eval``: their names, their identity, and exclusive use.
 
 A run folder is ``OUTPUT/<model>/<task>/<elicitation>/``. Every component is a safe folder
-name (:func:`safe_component`): ASCII letters, digits and ``-_.+``, never starting with a dot
-(dot-folders are hidden from the leaderboard and ``..`` would climb out of ``OUTPUT``); a name
-that had to be changed gets a short hash of the original so two names never share a folder. A
-model given as a local path (a PEFT adapter folder, a local HF folder) also gets a short hash of
-its weights, because such folders share basenames (the trainer always writes ``OUT/adapter``).
+name (:func:`calbench.core.runs.safe_component`): ASCII letters, digits and ``-_.+``, never
+starting with a dot (dot-folders are hidden from the leaderboard and ``..`` would climb out
+of ``OUTPUT``); a name that had to be changed gets a short hash of the original so two names
+never share a folder. A model given as a local path (a PEFT adapter folder, a local HF folder)
+also gets a short hash of its weights, because such folders share basenames (the trainer always
+writes ``OUT/adapter``).
 
 What a run generates is fixed by its *identity* (:func:`run_identity`): the model's weights
 hashes (or, without them, its hub id / served name), backend, endpoint, decoding settings,
@@ -35,31 +36,23 @@ from typing import Any
 from calbench.core.errors import UsageError
 from calbench.core.models import REFERENCE_MODELS
 from calbench.core.records import remove_stale_temp_files
-from calbench.core.runs import MANIFEST, METRICS, SAMPLES
+from calbench.core.runs import (  # MAX_NAME, safe_component re-exported: core names folders
+    MANIFEST,
+    MAX_NAME,  # noqa: F401
+    METRICS,
+    SAMPLES,
+    safe_component,
+)
 from calbench.eval.backends import API_BACKENDS, command_line
 
 # Decoding settings that change what a run generates (batch size does not, for greedy decoding).
 DECODING_KEYS = ("backend", "max_new_tokens", "temperature", "do_sample", "seed", "dtype",
                  "consistency_k", "consistency_temperature", "extra")
 LOCK = Path(".cache") / "run.lock"
-MAX_NAME = 80  # characters of a readable name kept in a folder name
-_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.+")
 
 
 def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
-
-
-def safe_component(name: str) -> str:
-    """``name`` as one safe folder name; unchanged when it already is one, else the readable
-    part (unsafe characters and leading dots as ``_``, at most MAX_NAME characters) plus
-    ``-`` and 8 hex digits of SHA-256(name)."""
-    safe = "".join(c if c in _SAFE else "_" for c in name)
-    stripped = safe.lstrip(".")
-    safe = "_" * (len(safe) - len(stripped)) + stripped
-    if safe == name and 0 < len(name) <= MAX_NAME:
-        return name
-    return f"{safe[:MAX_NAME] or '_'}-{_short_hash(name)}"
 
 
 def model_identity(model_info: dict[str, Any], backend: str) -> dict[str, Any]:
