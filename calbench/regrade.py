@@ -69,10 +69,6 @@ class Regraded:
     before: dict  # point values of the old records (accuracy, ece, brier)
     dirty: bool  # whether anything differs from the files
 
-    @property
-    def changed_correct(self) -> int:
-        return self.right_to_wrong + self.wrong_to_right
-
 
 def _read_json(path: Path) -> dict:
     try:
@@ -303,8 +299,8 @@ def run(args: argparse.Namespace) -> int:
     dirs = find_run_dirs(args.runs)
     commit = git_commit()
     results = [regrade_run(d, args.data_dir, commit) for d in dirs]  # all graded, then written
-    common = Path(args.runs[0]) if len(args.runs) == 1 else None
-    print_table(results, common)
+    root = Path(args.runs[0]) if len(args.runs) == 1 else None  # rows named relative to it
+    print_table(results, root)
     if args.dry_run:
         print(f"calbench regrade: dry run, nothing written ({len(results)} runs)")
         return 0

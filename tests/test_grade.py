@@ -2,7 +2,7 @@
 
 import pytest
 
-from calbench.core.grade import exact_match, final_number, gsm8k_gold, letter_match, math_equal
+from calbench.core.grade import exact_match, gsm8k_gold, letter_match, math_equal
 
 
 @pytest.mark.parametrize(
@@ -27,12 +27,6 @@ from calbench.core.grade import exact_match, final_number, gsm8k_gold, letter_ma
 )
 def test_math_equal(pred, gold, ok):
     assert math_equal(pred, gold) is ok
-
-
-def test_final_number():
-    assert final_number("4 - 1 = 3") == 3
-    assert final_number("$1,250.50 total") == 1250.5
-    assert final_number("none") is None
 
 
 def test_gsm8k_gold():

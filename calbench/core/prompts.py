@@ -22,6 +22,7 @@ asks only for the answer (:data:`ANSWER_ONLY`, prefilled with ``<answer>``), the
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 
@@ -114,8 +115,6 @@ def stage_two(first: Prompt, response: str) -> Prompt:
 
 def template_sha256(elicitation: str) -> str:
     """Hash of everything that shapes the prompt of ``elicitation`` (recorded per run)."""
-    import hashlib
-
     key, prefill = _FIRST_REQUEST[elicitation]
     parts = [SYSTEM_PROMPT, _INSTRUCTIONS[key], prefill]
     if elicitation == "two-stage":

@@ -128,12 +128,6 @@ def iter_jsonl_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
             yield lineno, obj
 
 
-def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
-    """Yield the JSON objects of a JSONL file (see :func:`iter_jsonl_lines`)."""
-    for _, obj in iter_jsonl_lines(path):
-        yield obj
-
-
 def check_correct(value: Any, where: str, field: str = "correct") -> bool:
     """``value`` as a bool: JSON true/false or the number 0/1 (1.0 too: lm-eval logs floats).
     Anything else (a string such as "false" or "0", null, 0.5) raises RecordError naming

@@ -227,10 +227,10 @@ def missing_fields(summary: dict[str, Any]) -> list[str]:
 
 def summarize_records(records: list[dict], *, policy: str = "drop", **kwargs: Any) -> dict:
     """The metric suite of ``records`` via :func:`calbench.metrics.summarize`."""
-    try:
-        from calbench.metrics import summarize
-    except ImportError as e:  # the metrics package is a separate module of calbench
-        raise UsageError(f"cannot recompute metrics: calbench.metrics unavailable ({e})") from None
+    # lazy: calbench.metrics (scipy) +0.7-1.9 s at import, even after matplotlib's numpy (python
+    # -X importtime); `calbench plot` draws from metrics.json and recomputes only a stale one
+    from calbench.metrics import summarize
+
     correct = [bool(r["correct"]) for r in records]
     conf = [_finite_or_none(r["confidence"]) for r in records]
     ids = [str(r["id"]) for r in records]

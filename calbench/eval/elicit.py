@@ -28,6 +28,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sqlitedict import SqliteDict
+from tqdm import tqdm
+
 from calbench.core.errors import UsageError
 from calbench.core.grade import _normalise_text, letter_of, plain_number
 from calbench.core.parse import parse_confidence_details
@@ -48,6 +51,8 @@ def check_supported(elicitation: str, backend: str) -> None:
 
 
 def _instance(kind: str, doc: dict, args: tuple, i: int):
+    # lazy: lm_eval +0.1 s at import (python -X importtime); `calbench regrade` imports this
+    # module and sends no requests
     from lm_eval.api.instance import Instance
 
     return Instance(request_type=kind, doc=doc, arguments=args, idx=0,
@@ -147,7 +152,7 @@ def _request_context(ctx: Any) -> Any:
     """A first-pass context as a request needs it. lm-eval's logged samples turn a chat API
     prompt (``JsonChatStr``, a one-string NamedTuple) into a plain 1-tuple, which the chat
     backend cannot send; rebuild it. Other contexts (strings) pass through."""
-    from lm_eval.models.api_models import JsonChatStr
+    from lm_eval.models.api_models import JsonChatStr  # lazy: +0.5-1.4 s (numpy, aiohttp)
 
     if (isinstance(ctx, tuple) and not isinstance(ctx, JsonChatStr) and len(ctx) == 1
             and isinstance(ctx[0], str)):
@@ -158,8 +163,7 @@ def _request_context(ctx: Any) -> Any:
 def _consistency(lm, records: list[dict], docs: dict[str, dict], prompts: dict[str, str],
                  gen_kwargs: dict, *, k: int, temperature: float, seed: int, cache: Path,
                  api: bool) -> None:
-    import torch
-    from sqlitedict import SqliteDict
+    import torch  # lazy: +0.9-3 s at import (python -X importtime); regrade imports this module
 
     db = SqliteDict(str(cache), autocommit=True)
     samples: dict[str, list[str]] = {r["id"]: [] for r in records}
@@ -239,7 +243,7 @@ def apply_consistency(rec: dict, doc: dict, texts: list[str], *, k: int,
 
 def _is_hf(lm) -> bool:
     try:
-        from lm_eval.models.huggingface import HFLM
+        from lm_eval.models.huggingface import HFLM  # lazy: torch + transformers, +5 s
     except ImportError:  # pragma: no cover - lm-eval always ships it
         return False
     return isinstance(lm, HFLM) and getattr(lm, "backend", "causal") == "causal"
@@ -257,9 +261,10 @@ def _sample_shared_prefix(lm, contexts: list[str], gen_kwargs: dict, *, k: int, 
     encoded, stop strings applied and text decoded exactly as ``HFLM.generate_until`` does; the
     RNG is seeded per batch of prompts (a resumed run draws fresh samples only for prompts that
     have none cached)."""
+    # lazy: torch +0.9-3 s, lm_eval.models +0.4-1.1 s at import (python -X importtime); only
+    # hf consistency runs sample here
     import torch
     from lm_eval.models.utils import handle_stop_sequences, postprocess_generated_text
-    from tqdm import tqdm
 
     from calbench.train.common import sample
 
@@ -313,7 +318,7 @@ def second_pass(elicitation: str, lm, records: list[dict], samples: list[dict], 
     chat_api = backend == "openai-chat"
     cache_dir.mkdir(parents=True, exist_ok=True)
     if elicitation in ("two-stage", "logprob"):
-        from lm_eval.api.model import CachingLM
+        from lm_eval.api.model import CachingLM  # lazy: +0.6-0.8 s (numpy), as _instance
 
         # greedy follow-up requests are cached like the first pass, so a killed run resumes
         lm = CachingLM(lm, str(cache_dir / "second_pass.db"))

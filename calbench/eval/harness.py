@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from calbench.core.grade import ALL_GRADERS
+from calbench.core.loaders import LOADERS
 from calbench.core.prompts import build_prompt
 from calbench.core.responses import grade_response
 
@@ -40,8 +41,6 @@ def load_docs(*, loader: str | None = None, calbench_name: str | None = None,
     :data:`calbench.core.loaders.LOADERS` (default: the task's calbench name), which gets the rest
     (``data_dir``, ``seed``, ``size``, ``split``, ``file``, ``fields``, ...).
     """
-    from calbench.core.loaders import LOADERS
-
     name = loader or calbench_name
     if name not in LOADERS:
         raise ValueError(f"unknown loader {name!r}; known: {sorted(LOADERS)}")
@@ -54,6 +53,8 @@ def make_docs(
     judge: dict | None = None, **_: object
 ) -> dict[str, Any]:
     """lm-eval ``custom_dataset`` result: ``{"test": Dataset}`` of docs with prompt fields."""
+    # lazy: datasets +0.6-1.8 s at import (python -X importtime); `calbench tasks`, eval's
+    # argument checks and `calbench regrade` import this module, mostly without building docs
     import datasets
 
     if grader not in ALL_GRADERS:

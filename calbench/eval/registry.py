@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import yaml
@@ -39,8 +40,6 @@ ENTRY_POINT_GROUP = "calbench.eval.task_catalog"
 def _entry_point_dirs() -> list[tuple[Path, str]]:
     """Task folders from installed packages: an entry point in group ``calbench.eval.task_catalog`` names a
     folder path (str/Path), or a callable returning one or a list of them."""
-    from importlib.metadata import entry_points
-
     dirs = []
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:

@@ -19,9 +19,6 @@ from calbench.metrics.inputs import (
     safe_div,
 )
 
-STRATEGIES = ("width", "mass")
-BINNINGS = (None, "rlcr")
-
 
 def width_bin_index(values: np.ndarray, n_bins: int = 10, binning: str | None = None) -> np.ndarray:
     """Equal-width bin (0-based) of each confidence.

@@ -45,7 +45,6 @@ METRICS = (
 # Also computed on request (not in metrics.json's list): the within-bin terms of a binned Brier
 # decomposition, BS = REL - RES + UNC + WBV - WBC (0 when grouped by distinct value).
 BRIER_TERMS = ("brier_wbv", "brier_wbc")
-RANKING = ("auroc", "auprc_correct", "auprc_incorrect", "aurc", "excess_aurc")
 POLICIES = ("drop", "fill=0.5", "fill=0")
 COMPATS = (None, "rlcr")
 
