@@ -369,3 +369,91 @@ def test_one_right_answer_in_a_hundred_is_at_the_floor(tmp_path) -> None:
     assert any("only 1 right answers" in r for r in run_with(1))
     assert not run_with(MIN_EACH_OUTCOME)
     assert any("wrong answers" in r for r in run_with(100 - MIN_EACH_OUTCOME + 1))
+
+
+# ---------------------------------------------------------------------------- the "=" test
+
+
+def _paired_rows(tmp_path: Path, shift: float, *, records: bool = True) -> list[dict]:
+    """Two runs on the same 200 questions with the same answers; B's confidences are A's moved
+    ``shift`` toward each outcome, so B's Brier is lower on every question."""
+    from calbench.core.runs import load_runs
+    from calbench.report.leaderboard import build_rows
+
+    recs = runs_make.synthetic_records(200, task="synthmath", elicitation="tags",
+                                       overconfidence=0.0, seed=5, unparsed=0.0)
+    moved = [dict(r, confidence=min(1.0, r["confidence"] + shift) if r["correct"]
+                  else max(0.0, r["confidence"] - shift)) for r in recs]
+    runs_make.write_run(tmp_path, recs, model="a", metrics=False)
+    runs_make.write_run(tmp_path, moved, model="b", metrics=False)
+    rows = build_rows(load_runs([tmp_path]))
+    if not records:
+        for r in rows:
+            r["_records"] = None
+    return rank_rows(rows)
+
+
+def test_paired_test_separates_rows_whose_cis_overlap(tmp_path: Path) -> None:
+    from calbench import metrics as M
+    from calbench.report.ranking import CI_OVERLAP, PAIRED, PAIRED_N_BOOTSTRAP, PAIRED_SEED
+
+    b, a = _paired_rows(tmp_path, 0.03)
+    assert (b["model"], a["model"]) == ("b", "a")
+    # The premise: the marginal 95% CIs overlap, so the old rule would share the rank.
+    assert b["ranking"]["hi"] > a["ranking"]["lo"]
+    assert [rank_label(r) for r in (b, a)] == ["1", "2"]
+    vs = a["rank_vs_above"]
+    assert vs["test"] == PAIRED and vs["shared"] is False and vs["n_paired"] == 200
+    assert (vs["n_bootstrap"], vs["seed"], vs["policy"]) == (PAIRED_N_BOOTSTRAP, PAIRED_SEED,
+                                                             "fill=0.5")
+    assert vs["diff"] == pytest.approx(a["ranking"]["value"] - b["ranking"]["value"])
+    assert 0 < vs["lo"] <= vs["diff"] <= vs["hi"]
+    assert b["rank_vs_above"] is None and a["rank_test"] is None and b["rank_test"] is None
+    # The same numbers from the metrics package directly.
+    al = M.align_records(_samples_of(tmp_path, "a"), _samples_of(tmp_path, "b"))
+    ref = M.paired_bootstrap(al["correct_a"], al["conf_a"], al["correct_b"], al["conf_b"],
+                             "brier", n_bootstrap=PAIRED_N_BOOTSTRAP, seed=PAIRED_SEED,
+                             policy="fill=0.5")
+    assert (vs["lo"], vs["hi"]) == pytest.approx((ref["lo"], ref["hi"]))
+    # Without the records only the marginal CIs are left, and they cannot separate the rows.
+    b2, a2 = _paired_rows(tmp_path / "again", 0.03, records=False)
+    assert [rank_label(r) for r in (b2, a2)] == ["=1", "=1"]
+    assert a2["rank_vs_above"] == {"test": CI_OVERLAP, "shared": True}
+    assert a2["rank_test"] == b2["rank_test"] == CI_OVERLAP
+
+
+def _samples_of(root: Path, model: str) -> list[dict]:
+    path = root / model / "synthmath-tags-0" / "samples.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_identical_runs_share_the_rank_by_the_paired_test(tmp_path: Path) -> None:
+    from calbench.report.ranking import PAIRED, tie_note
+
+    first, second = _paired_rows(tmp_path, 0.0)
+    assert [rank_label(r) for r in (first, second)] == ["=1", "=1"]
+    assert second["rank_vs_above"]["test"] == PAIRED
+    assert (second["rank_vs_above"]["lo"], second["rank_vs_above"]["hi"]) == (0.0, 0.0)
+    assert first["rank_test"] == second["rank_test"] == PAIRED
+    assert "paired bootstrap 95% CI of the difference [+0.0000, +0.0000]" in tie_note(second)
+    assert tie_note(first) == f"rank shared with the row below ({PAIRED})"
+
+
+def test_rows_without_records_use_ci_overlap() -> None:
+    from calbench.report.ranking import CI_OVERLAP
+
+    out = rank_rows([_row("a", (0.10, 0.08, 0.12)), _row("b", (0.13, 0.11, 0.15)),
+                     _row("c", (0.30, 0.28, 0.32))])
+    assert [(rank_label(r), r["rank_test"]) for r in out] == [
+        ("=1", CI_OVERLAP), ("=1", CI_OVERLAP), ("3", None)]
+    assert out[2]["rank_vs_above"] == {"test": CI_OVERLAP, "shared": False}
+
+
+def test_published_rows_and_page_say_which_test(board) -> None:
+    out, _, _ = board
+    rows = json.loads((out / "leaderboard.json").read_text())
+    ranked = [r for r in rows if r["rank"] is not None]
+    assert all("rank_test" in r and "rank_vs_above" in r for r in rows)
+    assert all(r["rank_vs_above"]["test"] == "paired bootstrap"
+               for r in ranked if r["rank_vs_above"] is not None)
+    assert "by a paired test" in (out / "index.html").read_text()

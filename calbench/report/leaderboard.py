@@ -42,6 +42,7 @@ from calbench.report.ranking import (
     rank_rows,
     ranking,
     run_reasons,
+    tie_note,
 )
 
 DIAGRAMS = "diagrams"
@@ -64,7 +65,8 @@ def build_rows(runs: list[Run], *, base: Path | None = None,
                metric: str = DEFAULT_RANK_BY) -> list[dict[str, Any]]:
     """One row per run: identifiers, n, ``status``, every column as ``{"value", "lo", "hi"}``
     (the drop view), ``ranking`` (:func:`calbench.report.ranking.ranking` of ``metric``), and for
-    :func:`rank_rows` ``_reasons`` (:func:`calbench.report.ranking.run_reasons`) and ``_ids``."""
+    :func:`rank_rows` ``_reasons`` (:func:`calbench.report.ranking.run_reasons`), ``_ids`` and
+    ``_records`` (the paired "=" test)."""
     if metric not in HIGHER_IS_BETTER:
         raise UsageError(f"cannot rank by {metric!r}; choose one of {', '.join(HIGHER_IS_BETTER)}")
     rows = []
@@ -90,6 +92,7 @@ def build_rows(runs: list[Run], *, base: Path | None = None,
         row["diagram"] = None
         row["_reasons"] = run_reasons(run)
         row["_ids"] = run.question_ids()
+        row["_records"] = run.records  # read once by Run; the paired "=" test pairs them
         rows.append(row)
     return rows
 
@@ -173,7 +176,7 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def to_json_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    # slug and the private ranking inputs (_reasons, _ids) are not part of the published row.
+    # slug and the private ranking inputs (_reasons, _ids, _records) are not published.
     return [{k: v for k, v in r.items() if k != "slug" and not k.startswith("_")} for r in rows]
 
 
@@ -306,7 +309,7 @@ def to_html(rows: list[dict[str, Any]], metric: str) -> str:
     for r in rows:
         rank_v = "" if r["rank"] is None else str(r["rank"])
         shared = " shared" if r["rank_shared"] else ""
-        rank_title = ' title="95% CI overlaps a neighbouring row: rank shared"' if shared else ""
+        rank_title = f' title="{_e(tie_note(r))}"' if shared else ""
         if r["unranked_reason"]:
             rank_title = f' title="not ranked: {_e(r["unranked_reason"])}"'
         cells = [

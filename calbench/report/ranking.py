@@ -5,12 +5,20 @@ metric — the **Brier score** by default, a proper scoring rule, so it rewards 
 right *and* for saying how sure it is honestly, and cannot be gamed by calibrating a useless model
 (a model that always answers "50%" on a coin-flip task has ECE 0 but Brier 0.25) — computed over
 **all n records** of each run, an unparsed confidence counted as 0.5 (``RANK_POLICY``), so every
-ranked row of a task is scored on the same questions. Going down the ordered table, a row whose
-95% bootstrap CI of that metric overlaps the CI of the row above gets the same rank as that row,
-and both are marked ``=``; otherwise it gets its position (1-based, "competition" ranking: 1, =2,
-=2, 4). Sharing is chained, so a run of overlapping rows all share the rank of the first. Overlap
-of two marginal 95% CIs is a conservative test (a difference can be real although the CIs
-overlap); the rule errs toward not claiming an order the data do not support.
+ranked row of a task is scored on the same questions. Going down the ordered table, a row that
+cannot be told apart from the row above gets the same rank as that row, and both are marked
+``=``; otherwise it gets its position (1-based, "competition" ranking: 1, =2, =2, 4). Sharing is
+chained, so a run of indistinguishable rows all share the rank of the first. "Cannot be told
+apart" (:func:`tie_test`) is a **paired** test where the two rows share their questions and both
+runs' records are at hand (every ranked row of a task answers the same questions): the paired
+bootstrap 95% CI of the difference in the ranking metric (``PAIRED_N_BOOTSTRAP`` resamples of the
+shared ids, seed ``PAIRED_SEED``, policy ``RANK_POLICY``; :func:`calbench.report.compare.
+compare_records`) contains 0. Elsewhere (no samples.jsonl, or ranking by parse rate, which the
+metrics suite does not compute) it is overlap of the two marginal 95% CIs, a conservative test (a
+difference can be real although the CIs overlap). Two runs of one model family usually find the
+same questions hard, so the paired test separates rows that marginal CIs cannot. Each ranked row
+records the test that compared it with the row above (``rank_vs_above``) and the test behind its
+``=`` (``rank_test``).
 
 A row is listed, with all its numbers, but not ranked (``rank`` null, ``unranked_reason`` says
 why) when its manifest status is not ``complete`` (a run still running), its confidence parse
@@ -54,6 +62,13 @@ FLOOR_ACCURACY = 0.05  # 95% Wilson upper bound of accuracy below this: at the f
 # handful of questions: 1 right answer in 100 is at the floor even where Wilson's bound (0.054)
 # cannot exclude 5%.
 MIN_EACH_OUTCOME = 10
+# The paired "=" test: one seed for every pair (a rebuilt leaderboard is identical), and 1000
+# resamples: about 0.02 s a pair for Brier on 817 questions, 0.5 s for smooth ECE.
+PAIRED_N_BOOTSTRAP = 1000
+PAIRED_SEED = 0
+# Metrics the paired test can compute (parse_rate is not in the metrics suite).
+PAIRED_METRICS = frozenset(HIGHER_IS_BETTER) - {"parse_rate"}
+PAIRED, CI_OVERLAP = "paired bootstrap", "CI overlap"
 
 
 def ranking(run: Run, metric: str) -> dict[str, Any]:
@@ -123,11 +138,37 @@ def _overlap(a: dict, b: dict) -> bool:
     return a["lo"] <= b["hi"] and b["lo"] <= a["hi"]
 
 
+def tie_test(above: dict[str, Any], row: dict[str, Any], metric: str) -> dict[str, Any]:
+    """Whether ``row`` cannot be told apart from the ranked row ``above`` it on ``metric``:
+    ``{"test", "shared"}``, plus for the paired test ``diff`` (row − above), ``lo``, ``hi`` (its
+    95% paired bootstrap CI), ``n_paired``, ``n_bootstrap``, ``seed``, ``policy``. The paired
+    test is used when both rows carry their records (``_records``) on the same question ids
+    (``_ids``) and ``metric`` is in ``PAIRED_METRICS``; CI overlap of ``ranking`` otherwise.
+    An undefined CI cannot separate two rows: shared."""
+    ra, rb = above.get("_records"), row.get("_records")
+    ids_a, ids_b = above.get("_ids"), row.get("_ids")
+    if metric in PAIRED_METRICS and ra and rb and ids_a is not None and ids_a == ids_b:
+        # Imported here: compare imports this module (its metric directions and names).
+        from calbench.report.compare import compare_records
+
+        res = compare_records(ra, rb, metrics=(metric,), policy=RANK_POLICY,
+                              n_bootstrap=PAIRED_N_BOOTSTRAP, seed=PAIRED_SEED, explain=False)
+        m = res["metrics"][metric]
+        shared = m["lo"] is None or m["hi"] is None or m["lo"] <= 0 <= m["hi"]
+        return {"test": PAIRED, "shared": shared, "diff": m["diff"], "lo": m["lo"],
+                "hi": m["hi"], "n_paired": res["n_paired"], "n_bootstrap": PAIRED_N_BOOTSTRAP,
+                "seed": PAIRED_SEED, "policy": RANK_POLICY}
+    return {"test": CI_OVERLAP, "shared": _overlap(row["ranking"], above["ranking"])}
+
+
 def rank_rows(rows: list[dict[str, Any]], metric: str = DEFAULT_RANK_BY) -> list[dict[str, Any]]:
     """Order rows by task, then best ``ranking`` value first; set ``rank``, ``rank_shared`` and
     ``unranked_reason`` by the rule in the module docstring. Each row's ``ranking`` (see
-    :func:`ranking`) must be of ``metric``; ``_reasons`` (:func:`run_reasons`) and ``_ids`` (the
-    run's question ids), when present, take part. Returns a new list (rows updated in place)."""
+    :func:`ranking`) must be of ``metric``; ``_reasons`` (:func:`run_reasons`), ``_ids`` (the
+    run's question ids) and ``_records`` (its records, for the paired test of :func:`tie_test`),
+    when present, take part. Sets ``rank_vs_above`` (:func:`tie_test` against the ranked row
+    above, None for the first) and ``rank_test`` (the test behind a shared rank, else None).
+    Returns a new list (rows updated in place)."""
     if metric not in HIGHER_IS_BETTER:
         raise UsageError(f"cannot rank by {metric!r}; choose one of {', '.join(HIGHER_IS_BETTER)}")
     if any(r["ranking"]["metric"] != metric for r in rows):
@@ -158,14 +199,19 @@ def rank_rows(rows: list[dict[str, Any]], metric: str = DEFAULT_RANK_BY) -> list
             key=lambda r: (r["model"], r["elicitation"], r["run"]),
         )
         for i, r in enumerate(ranked):
-            r["rank_shared"] = False
-            if i and _overlap(r["ranking"], ranked[i - 1]["ranking"]):
-                r["rank"] = ranked[i - 1]["rank"]
-                r["rank_shared"] = ranked[i - 1]["rank_shared"] = True
+            r["rank_shared"], r["rank_test"] = False, None
+            r["rank_vs_above"] = tie_test(ranked[i - 1], r, metric) if i else None
+            if r["rank_vs_above"] and r["rank_vs_above"]["shared"]:
+                above = ranked[i - 1]
+                r["rank"] = above["rank"]
+                r["rank_shared"] = above["rank_shared"] = True
+                r["rank_test"] = r["rank_vs_above"]["test"]
+                # The first row of a tie is "=" by the test that compared it with the next row.
+                above["rank_test"] = above["rank_test"] or r["rank_test"]
             else:
                 r["rank"] = i + 1
         for r in unranked:
-            r["rank"], r["rank_shared"] = None, False
+            r["rank"], r["rank_shared"], r["rank_test"], r["rank_vs_above"] = None, False, None, None
         out.extend(ranked + unranked)
     return out
 
@@ -178,6 +224,20 @@ def rank_label(row: dict[str, Any]) -> str:
     return f"={row['rank']}" if row["rank_shared"] else str(row["rank"])
 
 
+def tie_note(row: dict[str, Any]) -> str | None:
+    """Why a row's rank is shared, in a sentence (None when it is not)."""
+    if not row.get("rank_shared"):
+        return None
+    vs = row.get("rank_vs_above")
+    if not (vs and vs["shared"]):
+        return f"rank shared with the row below ({row.get('rank_test')})"
+    if vs["test"] == PAIRED:
+        ci = "undefined" if vs["lo"] is None else f"[{vs['lo']:+.4f}, {vs['hi']:+.4f}]"
+        return (f"rank shared with the row above: paired bootstrap 95% CI of the difference "
+                f"{ci} over {vs['n_paired']} shared questions contains 0")
+    return "rank shared with the row above: their 95% CIs overlap"
+
+
 def rank_note(metric: str) -> str:
     """The ranking rule in a paragraph, for the top of the Markdown table and the page."""
     direction = "higher" if HIGHER_IS_BETTER[metric] else "lower"
@@ -186,7 +246,11 @@ def rank_note(metric: str) -> str:
         f"of a run, an unparsed confidence counted as 0.5 (policy {RANK_POLICY}: a missing "
         f"confidence scores as no information, where fill=0 would score it as a sure 'wrong' "
         f"and reward format failures on hard tasks), so every ranked row of a task answers the "
-        f"same questions. A row whose 95% CI overlaps the row above shares its rank (marked =). "
+        f"same questions. A row that cannot be told apart from the row above shares its rank "
+        f"(marked =): where both rows' records are at hand, by a paired test (the 95% paired "
+        f"bootstrap CI of the {HEADERS[metric]} difference over their shared questions, "
+        f"{PAIRED_N_BOOTSTRAP} resamples, seed {PAIRED_SEED}, contains 0), else by overlap of "
+        f"the two 95% CIs; leaderboard.json says which test each row's = used (rank_test). "
         f"Not ranked (rank —, reason given): runs not complete, confidence parse rate below "
         f"{MIN_PARSE_RATE:.0%}, accuracy at the floor (95% Wilson upper bound below "
         f"{FLOOR_ACCURACY}, or fewer than {MIN_EACH_OUTCOME} right or wrong answers), questions that differ from the task's other rows (e.g. another "
