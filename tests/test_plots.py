@@ -191,3 +191,64 @@ def test_hostile_names_plot_writes_only_out(tmp_path: Path) -> None:
                                                   tmp_path / "plots" / "rc.png"}
     svg = (tmp_path / "plots" / "r.svg").read_text()
     assert "<script>" not in svg and "&lt;script&gt;" in svg
+
+
+def _grouped_run(root: Path, sizes: dict[int, int]) -> Path:
+    """A run whose records carry meta.num_terms; ``sizes``: num_terms -> how many records."""
+    recs = runs_make.synthetic_records(sum(sizes.values()), task="chain_sum", elicitation="tags",
+                                       overconfidence=0.1, seed=21)
+    terms = [t for t, k in sizes.items() for _ in range(k)]
+    for r, t in zip(recs, terms, strict=True):
+        r["meta"] = {"num_terms": t, "num_digits": 1}
+    return runs_make.write_run(root, recs, model="org/m", task="chain_sum", seed=21)
+
+
+def test_by_draws_one_reliability_panel_per_group(tmp_path: Path) -> None:
+    from calbench import metrics as M
+    from calbench.report.plots import group_runs
+
+    d = _grouped_run(tmp_path / "res", {2: 60, 3: 50, 10: 40})
+    run = load_run(d)
+    panels, labels = group_runs([run], ["num_terms"])
+    assert labels == ["num_terms=2", "num_terms=3", "num_terms=10"]
+    fig = reliability_figure(panels, groups=labels)
+    assert len(fig.axes) == 2 * 3  # a diagram and its histogram per group
+    titles = [ax.get_title(loc="left") for ax in fig.axes[::2]]
+    for title, label, panel, k in zip(titles, labels, panels, (60, 50, 40), strict=True):
+        assert f"{label} · n={k}" in title and "org/m" in title
+        recs = [r for r in run.records if f"num_terms={r['meta']['num_terms']}" == label]
+        parsed = [r for r in recs if r["confidence"] is not None]  # the run's policy: drop
+        ece = M.ece([r["correct"] for r in parsed], [r["confidence"] for r in parsed])
+        assert panel.metric("ece")["value"] == pytest.approx(ece, abs=1e-12)
+        assert f"ECE {fmt_ci(panel.metric('ece'))}" in title
+        assert panel.records == recs
+    out = tmp_path / "by.png"
+    assert main(["plot", str(d), "--by", "num_terms", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_by_more_than_max_panels_is_a_clear_usage_error(tmp_path: Path, capsys) -> None:
+    from calbench.report.plots import MAX_PANELS
+
+    d = _grouped_run(tmp_path / "res", {t: 10 for t in range(MAX_PANELS + 1)})
+    out = tmp_path / "by.png"
+    assert main(["plot", str(d), "--by", "num_terms", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"gives {MAX_PANELS + 1} panels" in err and f"more than {MAX_PANELS}" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("extra", [["--layout", "overlay"], ["--kind", "risk-coverage"],
+                                   ["--by", ","]])
+def test_by_usage_errors(tmp_path: Path, extra: list[str]) -> None:
+    d = _grouped_run(tmp_path / "res", {2: 20, 3: 20})
+    by = [] if "--by" in extra else ["--by", "num_terms"]
+    assert main(["plot", str(d), *by, *extra, "--out", str(tmp_path / "x.png")]) == 2
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_by_needs_the_records(tmp_path: Path, capsys) -> None:
+    d = _grouped_run(tmp_path / "res", {2: 20, 3: 20})
+    (d / "samples.jsonl").unlink()
+    assert main(["plot", str(d), "--by", "num_terms", "--out", str(tmp_path / "x.png")]) == 2
+    assert "--by needs the run's records" in capsys.readouterr().err

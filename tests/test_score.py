@@ -237,3 +237,66 @@ def test_string_correct_is_not_counted_right(tmp_path, capsys):
     assert "samples.jsonl:3: 'correct' must be true/false or 0/1, got 'false'" in (
         capsys.readouterr().err)
     assert not (tmp_path / "scores.json").exists()
+
+
+def _chain_rows(n: int = 120, seed: int = 3) -> list[dict]:
+    """chain_sum-like records: accuracy falls with num_terms; num_terms=10 answers all right."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        terms = (2, 9, 10)[i % 3]
+        conf = None if i % 17 == 0 else float(rng.choice([0.3, 0.5, 0.8, 1.0]))
+        correct = True if terms == 10 else bool(rng.random() < (0.8 if terms == 2 else 0.3))
+        rows.append({"id": f"chain_sum/test/{i}", "task": "chain_sum", "correct": correct,
+                     "confidence": conf, "meta": {"num_terms": terms}})
+    return rows
+
+
+@pytest.mark.parametrize("policy", ["drop", "fill=0.5"])
+def test_by_reports_ece_brier_auroc_per_group(tmp_path, capsys, policy):
+    rows = _chain_rows()
+    write_jsonl(tmp_path / "m" / "samples.jsonl", rows)
+    out = tmp_path / "out"
+    assert score_cli([str(tmp_path / "m"), "-o", str(out), "--n-bootstrap", "50",
+                      "--by", "num_terms", "--policy", policy]) == 0
+    by = json.loads((out / "scores.json").read_text())["chain_sum"]["m"]["by"]
+    assert by["metrics"] == ["ece", "brier", "auroc"]
+    # numeric order: 10 after 9
+    assert [g["group"] for g in by["groups"]] == ["num_terms=2", "num_terms=9", "num_terms=10"]
+    for g in by["groups"]:
+        recs = [r for r in rows if f"num_terms={r['meta']['num_terms']}" == g["group"]]
+        if policy == "drop":
+            recs = [r for r in recs if r["confidence"] is not None]
+        y = [r["correct"] for r in recs]
+        c = [0.5 if r["confidence"] is None else r["confidence"] for r in recs]
+        assert g["n"] == 40 and g["n_scored"] == len(recs)
+        assert g["ece"]["value"] == pytest.approx(M.ece(y, c), abs=1e-12), g["group"]
+        assert g["brier"]["value"] == pytest.approx(M.brier(y, c), abs=1e-12), g["group"]
+        assert g["ece"]["lo"] <= g["ece"]["value"] <= g["ece"]["hi"]
+        if g["group"] == "num_terms=10":  # every answer right: AUROC undefined, and why
+            assert g["auroc"] == {"value": None, "lo": None, "hi": None}
+            assert g["reasons"]["auroc"].startswith("all answers are correct")
+        else:
+            assert g["auroc"]["value"] == pytest.approx(M.auroc(y, c), abs=1e-12)
+            assert "reasons" not in g
+    printed = capsys.readouterr().out
+    assert "ECE [95% CI]" in printed and "AUROC [95% CI]" in printed
+    assert "num_terms=10: auroc undefined: all answers are correct" in printed
+
+
+def test_by_groups_records_without_the_field_under_question_mark(tmp_path):
+    rows = _chain_rows(30)
+    for r in rows[:5]:
+        del r["meta"]
+    groups = score.group_records(rows, ["num_terms"])
+    assert list(groups)[-1] == "num_terms=?" and len(groups["num_terms=?"]) == 5
+
+
+def test_by_too_many_groups_is_a_usage_error(tmp_path, capsys):
+    rows = _chain_rows(60)
+    for i, r in enumerate(rows):
+        r["meta"]["index"] = i
+    write_jsonl(tmp_path / "m" / "samples.jsonl", rows)
+    assert main(["score", str(tmp_path / "m"), "-o", str(tmp_path), "--by", "index"]) == 2
+    assert f"60 groups, more than {score.MAX_GROUPS}" in capsys.readouterr().err
+    assert not (tmp_path / "scores.json").exists()

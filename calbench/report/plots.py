@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from calbench.core.errors import UsageError
-from calbench.core.runs import Run, load_runs
+from calbench.core.runs import Run, load_runs, summarize_records
+from calbench.report.score import group_records
 
 FORMATS = (".png", ".svg")
 KINDS = ("reliability", "risk-coverage")
@@ -40,6 +41,7 @@ UNDER = "#C99400"  # confidence below accuracy
 OVER_FILL = "#F6CDCD"  # light, opaque versions: the hatch lines carry the saturated colour
 UNDER_FILL = "#FAEBC2"
 CURVE = "#1A1A1A"
+MAX_PANELS = 12  # --by: one reliability panel per group; more would be unreadable
 XLIM = (-0.01, 1.015)  # a little room so bars at 0 and 1 are not cut by the axes
 
 # Reproducible files: the committed leaderboard/ must not change when nothing changed.
@@ -86,13 +88,17 @@ def _bins(run: Run) -> list[dict]:
     return [b for b in rel.get("bins") or [] if b.get("n") and b.get("accuracy") is not None]
 
 
-def _title(run: Run, width: int = 48) -> str:
+def _title(run: Run, width: int = 48, group: str | None = None) -> str:
     model = textwrap.shorten(str(run.model), width=width, placeholder="…")
     ece = fmt_ci(run.metric("ece"))
+    if group is not None:
+        group = textwrap.shorten(group, width=width, placeholder="…")
+        return _t(f"{model}\n{run.task} · {run.elicitation}\n{group} · n={run.n}\nECE {ece}")
     return _t(f"{model}\n{run.task} · {run.elicitation} · n={run.n}\nECE {ece}")
 
 
-def _draw_reliability(ax, hist_ax, run: Run, *, show_counts: bool = True) -> None:
+def _draw_reliability(ax, hist_ax, run: Run, *, show_counts: bool = True,
+                      group: str | None = None) -> None:
     ax.plot([0, 1], [0, 1], ls="--", lw=1, color="#888888", zorder=1)
     for b in _bins(run):
         lo, hi = float(b["lo"]), float(b["hi"])
@@ -126,7 +132,7 @@ def _draw_reliability(ax, hist_ax, run: Run, *, show_counts: bool = True) -> Non
     sece = run.metric("smooth_ece")
     acc = run.metric("accuracy")
     brier = run.metric("brier")
-    ax.set_title(_title(run), loc="left")
+    ax.set_title(_title(run, group=group), loc="left")
     ax.text(0.02, 0.985,
             f"smooth ECE {fmt_ci(sece)}\naccuracy {fmt_ci(acc)}\nBrier {fmt_ci(brier)}",
             transform=ax.transAxes, ha="left", va="top", fontsize=7.5,
@@ -233,12 +239,16 @@ def _legend_handles():
     ]
 
 
-def reliability_figure(runs: Sequence[Run], *, layout: str = "grid"):
-    """Reliability diagram(s) of ``runs``: small multiples (``layout="grid"``) or one overlay."""
+def reliability_figure(runs: Sequence[Run], *, layout: str = "grid",
+                       groups: Sequence[str] | None = None):
+    """Reliability diagram(s) of ``runs``: small multiples (``layout="grid"``) or one overlay.
+    ``groups`` (grid only): a label per run, shown in its panel's title (see :func:`group_runs`)."""
     import matplotlib as mpl
 
     if not runs:
         raise UsageError("no runs to plot")
+    if groups is not None and (len(groups) != len(runs) or layout != "grid"):
+        raise UsageError("group labels need the grid layout and one label per run")
     with mpl.rc_context(_RC):
         if layout == "overlay" and len(runs) > 1:
             return _reliability_overlay(runs)
@@ -250,7 +260,8 @@ def reliability_figure(runs: Sequence[Run], *, layout: str = "grid"):
             inner = outer[i // cols, i % cols].subgridspec(2, 1, height_ratios=[3.4, 1], hspace=0.05)
             ax = fig.add_subplot(inner[0])
             hist = fig.add_subplot(inner[1], sharex=ax)
-            _draw_reliability(ax, hist, run, show_counts=True)
+            _draw_reliability(ax, hist, run, show_counts=True,
+                              group=None if groups is None else groups[i])
         fig.legend(handles=_legend_handles(), loc="outside lower center",
                    ncols=2 if cols == 1 else 5 if cols == 3 else 3, fontsize=7.5, frameon=False)
         return fig
@@ -359,9 +370,48 @@ def save_figure(fig, path: str | os.PathLike, *, dpi: int = 150) -> Path:
     return path
 
 
+def group_runs(runs: Sequence[Run], keys: Sequence[str], *,
+               max_panels: int = MAX_PANELS) -> tuple[list[Run], list[str]]:
+    """One run per (run, group of the records' ``meta[keys]``) and its group label, for one
+    reliability panel each: the group's records with the metric suite recomputed over them
+    (the run's own policy and compat). UsageError when a run has no samples.jsonl or there
+    would be more than ``max_panels`` panels (counted before anything is computed)."""
+    keys = list(keys)
+    grouped = []
+    for run in runs:
+        if not run.records:
+            raise UsageError(f"{run.path}: --by needs the run's records (no samples.jsonl)")
+        grouped.append((run, group_records(run.records, keys)))
+    total = sum(len(g) for _, g in grouped)
+    if total > max_panels:
+        counts = ", ".join(f"{run.label}: {len(g)}" for run, g in grouped[:4])
+        raise UsageError(
+            f"--by {','.join(keys)} gives {total} panels ({counts}{', …' if len(grouped) > 4 else ''}"
+            f"), more than {max_panels}; choose coarser meta fields or fewer runs "
+            "(--task, --model), or see every group's numbers with calbench score --by")
+    out_runs, labels = [], []
+    for run, groups in grouped:
+        policy = str(run.summary.get("policy") or run.manifest.get("policy") or "drop")
+        compat = run.summary.get("compat") or run.manifest.get("compat")
+        for label, recs in groups.items():
+            summary = summarize_records(recs, policy=policy, compat=compat)
+            out_runs.append(Run(path=run.path, manifest=run.manifest, summary=summary,
+                                recomputed=True, _records=recs))
+            labels.append(label)
+    return out_runs, labels
+
+
 def plot_runs(runs: Sequence[Run], out: str | os.PathLike, *, kind: str = "reliability",
-              layout: str = "grid", dpi: int = 150) -> Path:
-    if kind == "reliability":
+              layout: str = "grid", dpi: int = 150, by: Sequence[str] | None = None) -> Path:
+    """Draw ``runs`` into ``out``; with ``by`` (reliability, grid), one panel per group of the
+    records' meta fields (:func:`group_runs`)."""
+    if by:
+        if kind != "reliability" or layout != "grid":
+            raise UsageError("--by draws reliability panels in a grid: use it without "
+                             "--kind risk-coverage and --layout overlay")
+        panels, labels = group_runs(runs, by)
+        fig = reliability_figure(panels, layout="grid", groups=labels)
+    elif kind == "reliability":
         fig = reliability_figure(runs, layout=layout)
     elif kind == "risk-coverage":
         fig = risk_coverage_figure(runs)
@@ -386,6 +436,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dpi", type=int, default=150, help="PNG resolution (default 150)")
     parser.add_argument("--recompute", action="store_true",
                         help="recompute metrics from samples.jsonl instead of reading metrics.json")
+    parser.add_argument("--by", default=None, metavar="KEY[,KEY]",
+                        help="one reliability panel per group of these record meta fields "
+                             f"(e.g. num_terms for chain_sum; at most {MAX_PANELS} panels)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -401,6 +454,10 @@ def run(args: argparse.Namespace) -> int:
         runs = [r for r in runs if r.model in args.model]
     if not runs:
         raise UsageError("no run matches --task/--model")
-    path = plot_runs(runs, out, kind=args.kind, layout=args.layout, dpi=args.dpi)
-    print(f"wrote {path} ({len(runs)} run{'s' if len(runs) != 1 else ''})")
+    by = [k for k in args.by.split(",") if k] if args.by else None
+    if args.by is not None and not by:
+        raise UsageError("--by needs at least one meta field name")
+    path = plot_runs(runs, out, kind=args.kind, layout=args.layout, dpi=args.dpi, by=by)
+    print(f"wrote {path} ({len(runs)} run{'s' if len(runs) != 1 else ''}"
+          f"{', by ' + ','.join(by) if by else ''})")
     return 0

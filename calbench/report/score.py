@@ -13,7 +13,9 @@ Inputs, detected per file:
 Writes ``DIR/scores.json`` keyed by dataset, then model: each entry has the headline values at
 top level (``n``, ``accuracy``, ``ece``, ``brier``, ``auroc``, ``mean_confidence``, and every
 other metric of the suite) and the full :func:`calbench.metrics.summarize` output (CIs, policies,
-reliability table, curves).
+reliability table, curves). With ``--by KEY[,KEY]`` each entry also holds ``by``: the keys, and
+per group of those record meta fields n, accuracy and ECE, Brier and AUROC with CIs
+(:func:`breakdown`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from calbench.core.records import (
 
 Key = tuple[str, str]  # (dataset, model)
 LMEVAL_MODULE = "calbench.report.lmeval_import"
+BY_METRICS = ("ece", "brier", "auroc")  # per group of --by, with CIs
+MAX_GROUPS = 50  # --by: each group is bootstrapped on its own (~0.3 s) and read as a table row
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--by", default=None, metavar="KEY[,KEY]",
         help="also break each run down by these record meta fields (e.g. num_terms,num_digits "
-             "for chain_sum): n, accuracy and mean stated confidence per group",
+             "for chain_sum): per group n, accuracy, parse rate, mean stated confidence, and "
+             "ECE, Brier and AUROC with bootstrap CIs",
     )
 
 
@@ -257,47 +262,105 @@ def score_files(
             raise UsageError(f"{sources[(dataset, model)]} ({dataset}, {model}): {e}") from None
         entry["source"] = sources[(dataset, model)]
         if by:
-            entry["by"] = {"keys": by, "groups": breakdown(recs, by)}
+            entry["by"] = {"keys": by, "metrics": list(BY_METRICS),
+                           "groups": breakdown(recs, by, compat=compat, policy=policy,
+                                               n_bootstrap=n_bootstrap, seed=seed)}
         scores.setdefault(dataset, {})[model] = entry
     return scores
 
 
-def breakdown(records: list[dict], keys: list[str]) -> list[dict]:
-    """Per group of ``meta[keys]``: n, accuracy [95% Wilson CI], confidence parse rate and mean
-    stated confidence over the parsed ones — e.g. to check that confidence falls with difficulty
-    the way accuracy does. Records without those meta fields are grouped under "?"."""
-    from calbench.core.runs import wilson_interval
+def _natural(value: Any) -> tuple:
+    # numbers in numeric order (num_terms=10 after num_terms=9), then text
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))
 
-    groups: dict[str, list[dict]] = {}
+
+def group_records(records: list[dict], keys: list[str]) -> dict[str, list[dict]]:
+    """Records grouped by the values of ``meta[keys]``, as ``{"k1=v1,k2=v2": records}`` in
+    natural order of the values. A record without one of the fields has "?" there. More than
+    ``MAX_GROUPS`` groups is a usage error (a breakdown is read group by group)."""
+    groups: dict[tuple, list[dict]] = {}
     for r in records:
-        meta = r.get("meta") or {}
-        label = ",".join(f"{k}={meta.get(k, '?')}" for k in keys)
-        groups.setdefault(label, []).append(r)
+        meta = r.get("meta") if isinstance(r.get("meta"), dict) else {}
+        groups.setdefault(tuple(meta.get(k, "?") for k in keys), []).append(r)
+    if len(groups) > MAX_GROUPS:
+        raise UsageError(f"--by {','.join(keys)}: {len(groups)} groups, more than {MAX_GROUPS}; "
+                         "choose coarser meta fields")
+    ordered = sorted(groups, key=lambda vals: tuple(_natural(v) for v in vals))
+    return {",".join(f"{k}={v}" for k, v in zip(keys, vals, strict=True)): groups[vals]
+            for vals in ordered}
+
+
+def breakdown(
+    records: list[dict],
+    keys: list[str],
+    *,
+    compat: str | None = None,
+    policy: str = "drop",
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> list[dict]:
+    """Per group of ``meta[keys]`` (:func:`group_records`): ``n``, ``accuracy`` [95% Wilson CI],
+    confidence ``parse_rate``, ``mean_confidence`` over the parsed ones, and ``BY_METRICS``
+    (ECE, Brier, AUROC) as ``{"value", "lo", "hi"}`` from :func:`calbench.metrics.summarize` on
+    that group's records alone (same policy, compat, resamples and seed as the whole run), with
+    ``n_scored`` and ``reasons`` for a metric undefined in that group (e.g. AUROC when every
+    answer in it is right). Shows where a run is miscalibrated, e.g. whether confidence falls
+    with difficulty the way accuracy does."""
+    from calbench.core.runs import wilson_interval
+    from calbench.metrics import summarize
+
     out = []
-    for label, recs in sorted(groups.items()):
+    for label, recs in group_records(records, keys).items():
         n = len(recs)
         k = sum(bool(r["correct"]) for r in recs)
         conf = [r["confidence"] for r in recs if r["confidence"] is not None]
         lo, hi = wilson_interval(k, n)
-        out.append({"group": label, "n": n, "accuracy": k / n, "accuracy_lo": lo,
-                    "accuracy_hi": hi, "parse_rate": len(conf) / n,
-                    "mean_confidence": sum(conf) / len(conf) if conf else None})
+        summary = summarize([r["correct"] for r in recs], [r["confidence"] for r in recs],
+                            n_bootstrap=n_bootstrap, seed=seed, policy=policy, compat=compat,
+                            ids=[r["id"] for r in recs])
+        row = {"group": label, "n": n, "accuracy": k / n, "accuracy_lo": lo,
+               "accuracy_hi": hi, "parse_rate": len(conf) / n,
+               "mean_confidence": sum(conf) / len(conf) if conf else None,
+               "n_scored": summary["n_scored"]}
+        row.update({m: summary["metrics"][m] for m in BY_METRICS})
+        reasons = {m: why for m, why in (summary.get("reasons") or {}).items() if m in BY_METRICS}
+        if reasons:
+            row["reasons"] = reasons
+        out.append(row)
     return out
+
+
+def _cell(m: dict) -> str:
+    if m["value"] is None:
+        return "n/a"
+    ci = "" if m["lo"] is None else f" [{m['lo']:.3f}, {m['hi']:.3f}]"
+    return f"{m['value']:.3f}{ci}"
 
 
 def print_breakdown(dataset: str, model: str, rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"{dataset} · {model}")
-    for col in ("group", "n", "accuracy", "95% CI", "parse", "mean conf"):
+    # Names and group labels come from the records: shown as plain text, never as rich markup.
+    table = Table(title=Text(f"{dataset} · {model}"))
+    columns = ("group", "n", "accuracy [95% CI]", "parse", "mean conf", "ECE [95% CI]",
+               "Brier [95% CI]", "AUROC [95% CI]")
+    for col in columns:
         table.add_column(col, justify="left" if col == "group" else "right")
+    notes = []
     for r in rows:
         mc = "n/a" if r["mean_confidence"] is None else f"{r['mean_confidence']:.3f}"
-        table.add_row(r["group"], str(r["n"]), f"{r['accuracy']:.3f}",
-                      f"{r['accuracy_lo']:.3f}-{r['accuracy_hi']:.3f}",
-                      f"{r['parse_rate']:.0%}", mc)
-    Console(width=max(Console().width, 100)).print(table)
+        table.add_row(Text(r["group"]), str(r["n"]),
+                      f"{r['accuracy']:.3f} [{r['accuracy_lo']:.3f}, {r['accuracy_hi']:.3f}]",
+                      f"{r['parse_rate']:.0%}", mc, *(_cell(r[m]) for m in BY_METRICS))
+        notes += [f"{r['group']}: {m} undefined: {why}" for m, why in r.get("reasons", {}).items()]
+    console = Console(width=max(Console().width, 150))
+    console.print(table)
+    for note in notes:
+        console.print(note, markup=False, highlight=False, soft_wrap=True)
 
 
 def _value(entry: dict, name: str) -> str:
