@@ -1,6 +1,7 @@
 """The ``calbench`` command line. Each subcommand lives in the module named for its concept and
 exposes ``add_arguments(parser)`` and ``run(args) -> int``; this file only wires them up, imports
-lazily (torch and lm-eval cost seconds) and maps exceptions to exit codes:
+the module of the one command that runs (``calbench --help`` imports none: with what they import,
+numpy/scipy, matplotlib, lm-eval, they cost seconds) and maps exceptions to exit codes:
 0 ok, 2 usage/input error, 1 runtime failure."""
 
 from __future__ import annotations
@@ -9,13 +10,16 @@ import argparse
 import importlib
 import importlib.util
 import sys
+from collections.abc import Collection
+
+from calbench import __version__
+from calbench.core.errors import RuntimeFailure, UsageError
+from calbench.core.records import RecordError
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("calbench.eval.evaluate", "evaluate a model's answers and verbalized confidences"),
     "score": ("calbench.report.score", "compute the metric suite from saved records (no model run)"),
-    "compare": ("calbench.report.compare", "paired comparison of two runs on their shared "
-                "questions: metric differences with paired bootstrap CIs"),
     "regrade": ("calbench.regrade", "grade saved runs' responses again with the current parser "
                 "and graders (no model run)"),
     "plot": ("calbench.report.plots", "reliability diagrams and risk-coverage plots of runs"),
@@ -38,30 +42,38 @@ def _available() -> dict[str, tuple[str, str]]:
     return out
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
+def build_parser(
+    commands: Collection[str] | None = None,
+) -> tuple[argparse.ArgumentParser, dict[str, str]]:
+    """The parser and {command: module}. Only the modules of ``commands`` (default: all) are
+    imported, for their flags; the other subcommands carry their one-line help, all that
+    ``calbench --help`` shows."""
     parser = argparse.ArgumentParser(
         prog="calbench",
         description="Does a language model know what it doesn't know? "
         "Calibration benchmarks for LLMs.",
     )
-    from calbench import __version__
-
     parser.add_argument("--version", action="version", version=f"calbench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules = {}
     for name, (module, help_) in _available().items():
         p = sub.add_parser(name, help=help_, description=help_)
-        mod = importlib.import_module(module)
-        mod.add_arguments(p)
+        if commands is None or name in commands:
+            importlib.import_module(module).add_arguments(p)
         modules[name] = module
     return parser, modules
 
 
-def main(argv: list[str] | None = None) -> int:
-    from calbench.core.errors import RuntimeFailure, UsageError
-    from calbench.core.records import RecordError
+def command_in(argv: list[str]) -> str | None:
+    """The subcommand ``argv`` names: its first word that is not an option (no top-level option
+    takes a value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
-    parser, modules = build_parser()
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = command_in(argv)
+    parser, modules = build_parser([command] if command else [])
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
