@@ -407,6 +407,8 @@ def build(
     out_dir.mkdir(parents=True, exist_ok=True)
     diag_dir = out_dir / DIAGRAMS
     if diagrams:
+        # lazy: plots with matplotlib +0.7-1.4 s at import (python -X importtime), which
+        # --no-diagrams never uses
         from calbench.report.plots import reliability_figure, save_figure
 
         by_run = {str(Path(os.path.relpath(run.path, results_dir.parent)).as_posix()): run

@@ -23,7 +23,12 @@ import textwrap
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+
+import matplotlib as mpl
+from matplotlib import patheffects
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from calbench.core.errors import UsageError
 from calbench.core.runs import Run, load_runs, summarize_records
@@ -58,12 +63,6 @@ _RC = {
 }
 
 
-def _t(text: Any) -> str:
-    """Text from a run, as a label. It is shown literally because ``_RC`` turns mathtext off: a
-    model called ``a$b$`` must not render as maths or fail to parse."""
-    return str(text)
-
-
 def _fmt(x: float | None, digits: int = 3) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
@@ -77,9 +76,7 @@ def fmt_ci(m: dict[str, float | None], digits: int = 3) -> str:
     return f"{_fmt(m['value'], digits)} [{_fmt(m['lo'], digits)}, {_fmt(m['hi'], digits)}]"
 
 
-def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
-
+def _figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
@@ -93,8 +90,8 @@ def _title(run: Run, width: int = 48, group: str | None = None) -> str:
     ece = fmt_ci(run.metric("ece"))
     if group is not None:
         group = textwrap.shorten(group, width=width, placeholder="…")
-        return _t(f"{model}\n{run.task} · {run.elicitation}\n{group} · n={run.n}\nECE {ece}")
-    return _t(f"{model}\n{run.task} · {run.elicitation} · n={run.n}\nECE {ece}")
+        return f"{model}\n{run.task} · {run.elicitation}\n{group} · n={run.n}\nECE {ece}"
+    return f"{model}\n{run.task} · {run.elicitation} · n={run.n}\nECE {ece}"
 
 
 def _draw_reliability(ax, hist_ax, run: Run, *, show_counts: bool = True,
@@ -169,8 +166,6 @@ def _draw_curve(ax, run: Run, *, color: str, band_alpha: float, label: str | Non
         band = [i for i in keep if lo_[i] is not None and hi_[i] is not None]
         ax.fill_between([xs[i] for i in band], [lo_[i] for i in band], [hi_[i] for i in band],
                         color=color, alpha=band_alpha, lw=0, zorder=4)
-    from matplotlib import patheffects
-
     # A white halo keeps the curve legible where it crosses bars and the band.
     ax.plot([xs[i] for i in keep], [ys[i] for i in keep], color=color, lw=1.6, zorder=5,
             label=label, path_effects=[patheffects.withStroke(linewidth=3.2, foreground="white")])
@@ -225,10 +220,7 @@ def _draw_histogram(ax, run: Run, *, color: str, label: str | None = None,
     ax.locator_params(axis="y", nbins=3)
 
 
-def _legend_handles():
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-
+def _legend_handles() -> list:
     return [
         Patch(facecolor=BAR, edgecolor=BAR_EDGE, label="accuracy in bin (n above)"),
         Patch(facecolor=OVER_FILL, hatch="////", edgecolor=OVER, lw=0, label="overconfident gap"),
@@ -243,8 +235,6 @@ def reliability_figure(runs: Sequence[Run], *, layout: str = "grid",
                        groups: Sequence[str] | None = None):
     """Reliability diagram(s) of ``runs``: small multiples (``layout="grid"``) or one overlay.
     ``groups`` (grid only): a label per run, shown in its panel's title (see :func:`group_runs`)."""
-    import matplotlib as mpl
-
     if not runs:
         raise UsageError("no runs to plot")
     if groups is not None and (len(groups) != len(runs) or layout != "grid"):
@@ -276,8 +266,8 @@ def _reliability_overlay(runs: Sequence[Run]):
     for i, run in enumerate(runs):
         color = PALETTE[i % len(PALETTE)]
         bins = _bins(run)
-        label = _t(f"{textwrap.shorten(run.label, 60, placeholder='…')} — "
-                   f"ECE {fmt_ci(run.metric('ece'))}")
+        label = (f"{textwrap.shorten(run.label, 60, placeholder='…')} — "
+                 f"ECE {fmt_ci(run.metric('ece'))}")
         if _draw_curve(ax, run, color=color, band_alpha=0.12, label=label):
             label = None
         if bins:
@@ -302,8 +292,6 @@ def _reliability_overlay(runs: Sequence[Run]):
 def risk_coverage_figure(runs: Sequence[Run]):
     """Selective risk (error rate among the answers kept) against coverage (share kept, most
     confident first), one line per run, AURC ± CI in the legend."""
-    import matplotlib as mpl
-
     if not runs:
         raise UsageError("no runs to plot")
     with mpl.rc_context(_RC):
@@ -315,8 +303,8 @@ def risk_coverage_figure(runs: Sequence[Run]):
             cov, risk = rc.get("coverage") or [], rc.get("risk") or []
             pts = sorted((c, r) for c, r in zip(cov, risk, strict=False)
                          if c is not None and r is not None)
-            label = _t(f"{textwrap.shorten(run.label, 60, placeholder='…')}\n"
-                       f"AURC {fmt_ci(run.metric('aurc'))}")
+            label = (f"{textwrap.shorten(run.label, 60, placeholder='…')}\n"
+                     f"AURC {fmt_ci(run.metric('aurc'))}")
             if not pts:
                 ax.plot([], [], color=color, label=label + " (no curve)")
                 continue
@@ -358,8 +346,6 @@ def save_figure(fig, path: str | os.PathLike, *, dpi: int = 150) -> Path:
     if path.suffix.lower() not in FORMATS:
         raise UsageError(f"{path}: output must end in {' or '.join(FORMATS)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    import matplotlib as mpl
-
     with mpl.rc_context(_RC):
         if path.suffix.lower() == ".svg":
             buf = io.StringIO()
