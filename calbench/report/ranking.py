@@ -26,6 +26,11 @@ rate is below ``MIN_PARSE_RATE``, its accuracy is at the floor (95% Wilson upper
 ``FLOOR_ACCURACY``, or fewer than ``MIN_EACH_OUTCOME`` right or wrong answers), the ranking metric is undefined, or its question ids differ from those of
 the task's other rankable rows (e.g. another ``--limit``). The other metric columns are the
 ``drop`` view: each metric over the records whose confidence parsed.
+
+Recalibrated rows (``calbench leaderboard --recalibrate``: ``<model> +<method>``, a run's records
+with cross-fitted recalibrated confidences, ``manifest["recalibration"]`` set) are listed, never
+ranked (:func:`derived_reason`): a map fitted on the task's own answers is a post-hoc baseline,
+not the model's stated confidence, and would otherwise outrank the rows it was derived from.
 """
 
 from __future__ import annotations
@@ -102,6 +107,8 @@ def run_reasons(run: Run) -> list[str]:
     """Why ``run`` cannot be ranked, judged on the run alone (question ids and an undefined
     ranking value are judged by :func:`rank_rows`)."""
     out = []
+    if isinstance(run.manifest.get("recalibration"), dict):
+        out.append(derived_reason(run.manifest["recalibration"]))
     if run.status not in (None, "complete"):
         out.append(f"run status {run.status!r}, not complete")
     if run.records is None:
@@ -120,6 +127,13 @@ def run_reasons(run: Run) -> list[str]:
             out.append(f"only {fewest} {which} answers (fewer than {MIN_EACH_OUTCOME}): "
                        "too few to measure calibration")
     return out
+
+
+def derived_reason(settings: dict[str, Any]) -> str:
+    """The unranked reason of a recalibrated row (``settings``: its fit settings)."""
+    return (f"derived row: {settings.get('method')} recalibration of the stated confidences, "
+            f"cross-fitted ({settings.get('k')} folds, seed {settings.get('seed')}); a "
+            "post-hoc baseline, not ranked against stated confidences")
 
 
 def _common_questions(rows: list[dict[str, Any]]) -> frozenset[str] | None:
