@@ -31,6 +31,9 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
 from calbench import __version__
 from calbench.core.errors import RuntimeFailure, UsageError
 from calbench.core.models import ResolvedModel, resolve_model, weights_hash
@@ -48,7 +51,10 @@ from calbench.eval.backends import (
 )
 from calbench.eval.backends.secrets import redact as mask_secrets
 from calbench.eval.backends.secrets import strip_credentials
+from calbench.eval.elicit import check_supported, second_pass
+from calbench.eval.harness import TASKS_DIR, lmeval_samples_to_records
 from calbench.eval.registry import TaskInfo, get_tasks
+from calbench.metrics import summarize
 
 GENERATED_TASK_SIZE = 500  # questions generated for offline tasks unless --limit asks for more
 PACKAGES = ("torch", "transformers", "lm_eval", "peft", "vllm", "math-verify", "reasoning_gym",
@@ -117,6 +123,8 @@ def _token_counter(args: argparse.Namespace, model: ResolvedModel | None):
     if path is None:
         return None
     try:
+        # lazy: transformers +0.6-2 s at import (python -X importtime); regrade imports this
+        # module, and API runs without a tokenizer never count
         from transformers import AutoTokenizer
 
         if args.tokenizer and model is None:
@@ -142,9 +150,6 @@ def _token_counter(args: argparse.Namespace, model: ResolvedModel | None):
 
 
 def _summary_table(rows: list[dict[str, Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     def fmt(m: dict | None) -> str:
         if not m or m.get("value") is None:
             return "n/a"
@@ -167,8 +172,6 @@ def _summary_table(rows: list[dict[str, Any]]) -> None:
 
 def compute_metrics(records: list[dict], n_bootstrap: int, seed: int) -> dict:
     """The full metric suite of :mod:`calbench.metrics` over a run's records."""
-    from calbench.metrics import summarize
-
     correct = [bool(r["correct"]) for r in records]
     conf = [r["confidence"] if r["confidence"] is not None else float("nan") for r in records]
     return summarize(correct, conf, n_bootstrap=n_bootstrap, seed=seed,
@@ -197,6 +200,8 @@ def _quiet_lm_eval() -> None:
 
 
 def _build_lm(call: BackendCall):
+    # lazy: lm_eval +0.1 s at import (python -X importtime); `calbench regrade` imports this
+    # module and runs no model
     import lm_eval.api.registry
 
     try:
@@ -235,10 +240,10 @@ def _evaluate_task(
     args: argparse.Namespace, lm: Any, call: BackendCall, task: TaskInfo, cache: Path,
     gen_kwargs: dict, judge: dict | None,
 ) -> list[dict]:
+    # lazy: lm-eval's evaluator and task manager (datasets) +1.6-3.7 s at import (python -X
+    # importtime); `calbench regrade` imports this module
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
-
-    from calbench.eval.harness import TASKS_DIR
 
     size = max(GENERATED_TASK_SIZE, args.limit or 0)
     metadata: dict[str, Any] = {"elicitation": args.elicitation, "seed": args.seed,
@@ -288,14 +293,10 @@ def _evaluate_into(
     atomic_write_json(run_dir / MANIFEST, manifest)
     t0 = time.time()
     samples = _evaluate_task(args, lm, call, task, cache / "requests", gen_kwargs, judge)
-    from calbench.eval.harness import lmeval_samples_to_records
-
     records = lmeval_samples_to_records(samples, task=task.name, count_tokens=count_tokens)
     if not records:
         raise RuntimeFailure(f"{task.name}: lm-eval returned no samples")
     if args.elicitation in MULTI_PASS:
-        from calbench.eval.elicit import second_pass
-
         try:
             manifest["elicitation_settings"] = second_pass(
                 args.elicitation, lm, records, samples, gen_kwargs=gen_kwargs,
@@ -336,8 +337,6 @@ def run(args: argparse.Namespace) -> int:
     if args.elicitation not in ELICITATIONS:
         raise UsageError(f"unknown elicitation {args.elicitation!r}; choose from "
                          f"{', '.join(ELICITATIONS)}")
-    from calbench.eval.elicit import check_supported
-
     check_supported(args.elicitation, args.backend)
     if args.elicitation == "consistency" and (args.k < 2 or args.sample_temperature <= 0):
         raise UsageError("--elicitation consistency needs --k >= 2 and --sample-temperature > 0")
