@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("calbench.report.score", "compute the metric suite from saved records (no model run)"),
     "regrade": ("calbench.regrade", "grade saved runs' responses again with the current parser "
                 "and graders (no model run)"),
+    "import": ("calbench.report.importer", "turn released outputs (RLCR .jsonl, lm-eval "
+               "samples) into run folders, optionally regraded by calbench"),
     "plot": ("calbench.report.plots", "reliability diagrams and risk-coverage plots of runs"),
     "leaderboard": ("calbench.report.leaderboard", "build the leaderboard from a results folder"),
     "tasks": ("calbench.eval.task_catalog", "list tasks, or show a rendered example prompt"),

@@ -51,6 +51,33 @@ DIAGRAMS = "diagrams"
 # ---------------------------------------------------------------------------- rows and ranking
 
 
+def run_source(run: Run) -> dict[str, Any]:
+    """Where a run's records come from: the manifest's ``source`` (``calbench import`` writes
+    ``{"kind": "imported", "format", "from": {"file", "sha256"}, "grader"}``), else
+    ``{"kind": "generated"}``."""
+    src = run.manifest.get("source")
+    if isinstance(src, dict) and src.get("kind"):
+        return {k: src.get(k) for k in ("kind", "format", "from", "grader")}
+    return {"kind": "generated"}
+
+
+def _imported_md(row: dict[str, Any]) -> str:
+    src = row.get("source") or {}
+    if src.get("kind") != "imported":
+        return ""
+    return f" _(imported; graded by {md_escape(src.get('grader') or 'its source')})_"
+
+
+def _imported_html(row: dict[str, Any]) -> str:
+    src = row.get("source") or {}
+    if src.get("kind") != "imported":
+        return ""
+    frm = src.get("from") if isinstance(src.get("from"), dict) else {}
+    title = (f"imported from {frm.get('file', '?')} (sha256 {str(frm.get('sha256', '?'))[:12]}); "
+             f"graded by {src.get('grader') or 'its source'}")
+    return f' <span class="badge" title="{_e(title)}">imported</span>'
+
+
 def _slug(run: Run, rel_path: str) -> str:
     base = re.sub(r"[^a-z0-9]+", "-", f"{run.task}-{run.model}-{run.elicitation}".lower())
     base = base.strip("-")[:80] or "run"
@@ -87,6 +114,7 @@ def build_rows(runs: list[Run], *, base: Path | None = None,
             row[key] = parse_rate(run) if key == "parse_rate" else run.metric(key)
         row["n_scored"] = run.summary.get("n_scored")
         row["policy"] = run.summary.get("policy")
+        row["source"] = run_source(run)
         row["run"] = Path(rel).as_posix()
         row["slug"] = _slug(run, row["run"])
         row["diagram"] = None
@@ -133,6 +161,9 @@ def _ranked_header(metric: str) -> str:
 
 def to_markdown(rows: list[dict[str, Any]], metric: str) -> str:
     lines = ["# calbench leaderboard", "", rank_note(metric), ""]
+    if any((r.get("source") or {}).get("kind") == "imported" for r in rows):
+        lines += ["_(imported)_: outputs that others released, read by `calbench import`; the "
+                  "run's manifest names the file (SHA-256) and the grader.", ""]
     tasks = sorted({r["task"] for r in rows})
     for task in tasks:
         lines += [f"## {md_escape(task)}", ""]
@@ -143,7 +174,8 @@ def to_markdown(rows: list[dict[str, Any]], metric: str) -> str:
                                     + ["---:"] * len(COLUMNS) + [":---"]) + "|")
         for r in (r for r in rows if r["task"] == task):
             # The label carries the manifest's status: text from a run, escaped like the names.
-            cells = [md_escape(rank_label(r)), md_escape(r["model"]), md_escape(r["elicitation"]),
+            cells = [md_escape(rank_label(r)), md_escape(r["model"]) + _imported_md(r),
+                     md_escape(r["elicitation"]),
                      str(r["n"]), fmt_cell(r["ranking"])]
             cells += [fmt_cell(r[k]) for k, _, _ in COLUMNS]
             cells.append(md_escape(r["unranked_reason"] or ""))
@@ -203,6 +235,8 @@ th[aria-sort="ascending"] button::after { content: " \\25B2"; font-size: 10px; }
 th[aria-sort="descending"] button::after { content: " \\25BC"; font-size: 10px; }
 td.text, th.text { text-align: left; }
 td.model { white-space: normal; max-width: 320px; overflow-wrap: anywhere; }
+.badge { font-size: 11px; color: #6a4a00; background: #fff3d6; border: 1px solid #e6cf95;
+         border-radius: 4px; padding: 0 4px; white-space: nowrap; }
 td.reason { white-space: normal; min-width: 220px; max-width: 360px; color: var(--muted); }
 td .ci { display: block; color: var(--muted); font-size: 11px; }
 td.rank.shared { color: var(--muted); }
@@ -315,7 +349,8 @@ def to_html(rows: list[dict[str, Any]], metric: str) -> str:
         cells = [
             f'<td class="rank{shared}" data-v="{rank_v}"{rank_title}>{_e(rank_label(r))}</td>',
             f'<td class="text" data-v="{_e(r["task"])}">{_e(r["task"])}</td>',
-            f'<td class="text model" data-v="{_e(r["model"])}">{_e(r["model"])}</td>',
+            f'<td class="text model" data-v="{_e(r["model"])}">{_e(r["model"])}'
+            f'{_imported_html(r)}</td>',
             f'<td class="text" data-v="{_e(r["elicitation"])}">{_e(r["elicitation"])}</td>',
             f'<td data-v="{r["n"]}">{r["n"]}</td>',
         ]
@@ -390,21 +425,12 @@ def build(
     rank_by: str = DEFAULT_RANK_BY,
     diagrams: bool = True,
     recompute: bool = False,
-    recalibrate: list[str] | None = None,
-    recal_folds: int | None = None,
-    recal_seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """Write the leaderboard of every run under ``results_dir`` into ``out_dir``; return rows.
-    With ``recalibrate`` (methods), each run with records also gets derived, unranked rows
-    ``<model> +<method>`` (:func:`calbench.report.recalibrated.recalibrated_runs`)."""
+    """Write the leaderboard of every run under ``results_dir`` into ``out_dir``; return rows."""
     if rank_by not in HIGHER_IS_BETTER:
         raise UsageError(f"--rank-by {rank_by}: choose one of {', '.join(HIGHER_IS_BETTER)}")
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     runs = load_runs([results_dir], recompute=recompute)
-    if recalibrate:
-        from calbench.report.recalibrated import recalibrated_runs
-
-        runs += recalibrated_runs(runs, recalibrate, recal_folds, recal_seed)
     rows = rank_rows(build_rows(runs, base=results_dir.parent, metric=rank_by), rank_by)
     seen: dict[tuple, str] = {}
     for r in rows:
@@ -416,18 +442,15 @@ def build(
     out_dir.mkdir(parents=True, exist_ok=True)
     diag_dir = out_dir / DIAGRAMS
     if diagrams:
-        # lazy: plots with matplotlib +0.7-1.4 s at import (python -X importtime), which
-        # --no-diagrams never uses
         from calbench.report.plots import reliability_figure, save_figure
 
-        # a recalibrated row shares its run's folder: the model name tells them apart
-        by_run = {(str(Path(os.path.relpath(run.path, results_dir.parent)).as_posix()),
-                   run.model): run for run in runs}
+        by_run = {str(Path(os.path.relpath(run.path, results_dir.parent)).as_posix()): run
+                  for run in runs}
         diag_dir.mkdir(exist_ok=True)
         wanted = set()
         for r in rows:
             name = f"{r['slug']}.svg"
-            save_figure(reliability_figure([by_run[(r["run"], r["model"])]]), diag_dir / name)
+            save_figure(reliability_figure([by_run[r["run"]]]), diag_dir / name)
             r["diagram"] = f"{DIAGRAMS}/{name}"
             wanted.add(name)
         # Diagrams of runs no longer in the results would otherwise linger in a committed folder.
@@ -452,30 +475,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip drawing the per-row reliability diagrams (faster)")
     parser.add_argument("--recompute", action="store_true",
                         help="recompute metrics from samples.jsonl instead of reading metrics.json")
-    parser.add_argument("--recalibrate", default=None, metavar="METHOD[,METHOD]",
-                        help="add unranked rows '<model> +METHOD' scoring each run's confidences "
-                             "after cross-fitted recalibration (temperature, platt, isotonic, "
-                             "histogram)")
-    parser.add_argument("--recal-folds", type=int, default=None, metavar="K",
-                        help="cross-fitting folds for --recalibrate (default 5)")
-    parser.add_argument("--recal-seed", type=int, default=None, metavar="S",
-                        help="seed of the cross-fitting folds (default 0)")
 
 
 def run(args: argparse.Namespace) -> int:
     if not Path(args.results_dir).is_dir():
         raise UsageError(f"{args.results_dir}: not a folder")
     rows = build(args.results_dir, args.out, rank_by=args.rank_by,
-                 diagrams=not args.no_diagrams, recompute=args.recompute, **_recal_args(args))
+                 diagrams=not args.no_diagrams, recompute=args.recompute)
     tasks = len({r["task"] for r in rows})
     print(f"wrote {args.out}/index.html, leaderboard.md/.csv/.json: "
           f"{len(rows)} rows, {tasks} task{'s' if tasks != 1 else ''}")
     return 0
-
-
-def _recal_args(args: argparse.Namespace) -> dict[str, Any]:
-    if args.recalibrate is None and args.recal_folds is None and args.recal_seed is None:
-        return {}  # the recalibration module (and scipy.optimize) only when asked for
-    from calbench.report.recalibrated import cli_options
-
-    return cli_options(args.recalibrate, args.recal_folds, args.recal_seed)

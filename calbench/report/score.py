@@ -36,7 +36,13 @@ from calbench.core.records import (
     atomic_write_json,
     iter_jsonl_lines,
     read_samples,
-    validate_record,
+)
+from calbench.report.importer import (
+    SkippedInput,
+    is_rlcr_outputs,
+    is_rlcr_parse_cases,
+    read_rlcr,
+    regraded_groups,
 )
 
 Key = tuple[str, str]  # (dataset, model)
@@ -73,24 +79,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument(
+        "--regrade", action="store_true",
+        help="released outputs (RLCR .jsonl, lm-eval samples): grade each response again with "
+             "calbench's parser and grader; entries get 'regrade' (changes, both accuracies)",
+    )
+    parser.add_argument(
         "--by", default=None, metavar="KEY[,KEY]",
         help="also break each run down by these record meta fields (e.g. num_terms,num_digits "
              "for chain_sum): per group n, accuracy, parse rate, mean stated confidence, and "
              "ECE, Brier and AUROC with bootstrap CIs",
-    )
-    parser.add_argument(
-        "--recalibrate", default=None, metavar="METHOD[,METHOD]",
-        help="also score the confidences after post-hoc recalibration: temperature, platt, "
-             "isotonic, histogram (cross-fitted; see docs/recalibration.md)",
-    )
-    parser.add_argument("--recal-folds", type=int, default=None, metavar="K",
-                        help="cross-fitting folds for --recalibrate (default 5)")
-    parser.add_argument("--recal-seed", type=int, default=None, metavar="S",
-                        help="seed of the cross-fitting folds (default 0)")
-    parser.add_argument(
-        "--calibration-run", default=None, metavar="RUN",
-        help="fit the --recalibrate maps on this run's records (one dataset/model) and apply "
-             "them to every input, instead of cross-fitting",
     )
 
 
@@ -105,22 +102,8 @@ def _slim(rec: dict) -> dict:
     return out
 
 
-def _is_rlcr(obj: dict) -> bool:
-    return "dataset" in obj and "model" in obj and "correct" in obj
-
-
-# ``raw_confidence_cases.jsonl`` beside the RLCR outputs: a few odd responses and how the RLCR
-# evaluator parsed them, for parser tests. Not evaluation outputs (and it repeats ids of them),
-# so ``calbench score rlcr/*.jsonl`` recognises and skips it rather than failing.
-_RLCR_PARSE_CASES = ("eval_parsed_confidence", "stored_confidence_used_in_metrics")
-
-
-def _is_rlcr_parse_cases(obj: dict) -> bool:
-    return "confidence" not in obj and all(k in obj for k in _RLCR_PARSE_CASES)
-
-
-class SkippedInput(RecordError):
-    """An input that is recognised but holds nothing to score (reported, not fatal)."""
+# The RLCR format (outputs, and the parse cases beside them that are skipped) is the importer's.
+_is_rlcr, _is_rlcr_parse_cases = is_rlcr_outputs, is_rlcr_parse_cases
 
 
 def _first_object(path: Path) -> dict | None:
@@ -130,17 +113,7 @@ def _first_object(path: Path) -> dict | None:
 
 
 def _read_rlcr(path: Path) -> dict[Key, list[dict]]:
-    out: dict[Key, list[dict]] = {}
-    seen: dict[Key, dict[str, str]] = {}  # ids are unique per (dataset, model), not per file
-    for lineno, obj in iter_jsonl_lines(path):
-        where = f"{path}:{lineno}"
-        missing = [k for k in ("dataset", "model", "id", "correct", "confidence") if k not in obj]
-        if missing:
-            raise RecordError(f"{where}: RLCR record lacks {', '.join(missing)}")
-        key = (str(obj["dataset"]), str(obj["model"]))
-        rec = validate_record(obj, where, seen.setdefault(key, {}))
-        out.setdefault(key, []).append(_slim(rec))
-    return out
+    return {key: [_slim(r) for r in recs] for key, recs in read_rlcr(path).items()}
 
 
 def _manifest(folder: Path) -> dict:
@@ -244,23 +217,25 @@ def score_files(
     n_bootstrap: int = 1000,
     seed: int = 0,
     by: list[str] | None = None,
-    recalibrate: list[str] | None = None,
-    recal_folds: int | None = None,
-    recal_seed: int = 0,
-    calibration_run: str | os.PathLike | None = None,
+    regrade: bool = False,
 ) -> dict[str, dict[str, dict]]:
     """scores.json content for the given inputs: {dataset: {model: entry}}; with ``by``, each
     entry also holds ``by`` = {"keys", "groups": :func:`breakdown`} from the same records; with
-    ``recalibrate`` (methods), ``recalibrated`` =
-    :func:`calbench.report.recalibrated.recalibrated_entries`, cross-fitted (``recal_folds``,
-    ``recal_seed``) or fitted on ``calibration_run``."""
+    ``regrade`` (released outputs only), ``regrade`` =
+    :func:`calbench.report.importer.regrade_stats` and calbench's verdicts."""
     from calbench.metrics import MetricInputError
 
     groups: dict[Key, list[dict]] = {}
     sources: dict[Key, str] = {}
+    regrades: dict[Key, dict] = {}
     for f in files:
         try:
-            loaded = load_records(f)
+            if regrade:
+                pairs = regraded_groups(f)
+                loaded = {key: recs for key, (recs, _) in pairs.items()}
+                regrades.update({key: stats for key, (_, stats) in pairs.items()})
+            else:
+                loaded = load_records(f)
         except SkippedInput as e:
             print(f"calbench score: {e}", file=sys.stderr)
             continue
@@ -273,26 +248,17 @@ def score_files(
             sources[key] = str(f)
     if not groups:
         raise UsageError("no records to score in the given inputs")
-    cal = None
-    if recalibrate and calibration_run:
-        from calbench.report.recalibrated import calibration
-
-        cal = calibration(calibration_run, recalibrate)
     scores: dict[str, dict[str, dict]] = {}
     for (dataset, model), recs in sorted(groups.items()):
         try:
             entry = score_records(
                 recs, compat=compat, policy=policy, n_bootstrap=n_bootstrap, seed=seed
             )
-            if recalibrate:
-                from calbench.report.recalibrated import recalibrated_entries
-
-                entry["recalibrated"] = recalibrated_entries(
-                    recs, recalibrate, dataset, k=recal_folds, seed=recal_seed, cal=cal,
-                    compat=compat, policy=policy, n_bootstrap=n_bootstrap, boot_seed=seed)
         except MetricInputError as e:
             raise UsageError(f"{sources[(dataset, model)]} ({dataset}, {model}): {e}") from None
         entry["source"] = sources[(dataset, model)]
+        if (dataset, model) in regrades:
+            entry["regrade"] = regrades[(dataset, model)]
         if by:
             entry["by"] = {"keys": by, "metrics": list(BY_METRICS),
                            "groups": breakdown(recs, by, compat=compat, policy=policy,
@@ -447,7 +413,6 @@ def print_table(scores: dict[str, dict[str, dict]]) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.n_bootstrap < 0:
         raise UsageError("--n-bootstrap must be >= 0")
-    recal = _recal_args(args)
     scores = score_files(
         args.files,
         compat=args.compat,
@@ -455,7 +420,7 @@ def run(args: argparse.Namespace) -> int:
         n_bootstrap=args.n_bootstrap,
         seed=args.seed,
         by=[k for k in args.by.split(",") if k] if args.by else None,
-        **recal,
+        regrade=args.regrade,
     )
     for dataset, models in scores.items():
         for model, entry in models.items():
@@ -464,19 +429,5 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output) / "scores.json"
     atomic_write_json(out, scores)
     print_table(scores)
-    if recal:
-        from calbench.report.recalibrated import print_recalibrated
-
-        print_recalibrated(scores)
     print(f"wrote {out}")
     return 0
-
-
-def _recal_args(args: argparse.Namespace) -> dict:
-    """score_files keywords of --recalibrate, --recal-folds, --recal-seed, --calibration-run."""
-    if not any(x is not None for x in (args.recalibrate, args.recal_folds, args.recal_seed,
-                                       args.calibration_run)):
-        return {}
-    from calbench.report.recalibrated import cli_options
-
-    return cli_options(args.recalibrate, args.recal_folds, args.recal_seed, args.calibration_run)
