@@ -425,12 +425,21 @@ def build(
     rank_by: str = DEFAULT_RANK_BY,
     diagrams: bool = True,
     recompute: bool = False,
+    recalibrate: list[str] | None = None,
+    recal_folds: int | None = None,
+    recal_seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """Write the leaderboard of every run under ``results_dir`` into ``out_dir``; return rows."""
+    """Write the leaderboard of every run under ``results_dir`` into ``out_dir``; return rows.
+    With ``recalibrate`` (methods), each run with records also gets derived, unranked rows
+    ``<model> +<method>`` (:func:`calbench.report.recalibrated.recalibrated_runs`)."""
     if rank_by not in HIGHER_IS_BETTER:
         raise UsageError(f"--rank-by {rank_by}: choose one of {', '.join(HIGHER_IS_BETTER)}")
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     runs = load_runs([results_dir], recompute=recompute)
+    if recalibrate:
+        from calbench.report.recalibrated import recalibrated_runs
+
+        runs += recalibrated_runs(runs, recalibrate, recal_folds, recal_seed)
     rows = rank_rows(build_rows(runs, base=results_dir.parent, metric=rank_by), rank_by)
     seen: dict[tuple, str] = {}
     for r in rows:
@@ -442,15 +451,18 @@ def build(
     out_dir.mkdir(parents=True, exist_ok=True)
     diag_dir = out_dir / DIAGRAMS
     if diagrams:
+        # lazy: plots with matplotlib +0.7-1.4 s at import (python -X importtime), which
+        # --no-diagrams never uses
         from calbench.report.plots import reliability_figure, save_figure
 
-        by_run = {str(Path(os.path.relpath(run.path, results_dir.parent)).as_posix()): run
-                  for run in runs}
+        # a recalibrated row shares its run's folder: the model name tells them apart
+        by_run = {(str(Path(os.path.relpath(run.path, results_dir.parent)).as_posix()),
+                   run.model): run for run in runs}
         diag_dir.mkdir(exist_ok=True)
         wanted = set()
         for r in rows:
             name = f"{r['slug']}.svg"
-            save_figure(reliability_figure([by_run[r["run"]]]), diag_dir / name)
+            save_figure(reliability_figure([by_run[(r["run"], r["model"])]]), diag_dir / name)
             r["diagram"] = f"{DIAGRAMS}/{name}"
             wanted.add(name)
         # Diagrams of runs no longer in the results would otherwise linger in a committed folder.
@@ -475,14 +487,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip drawing the per-row reliability diagrams (faster)")
     parser.add_argument("--recompute", action="store_true",
                         help="recompute metrics from samples.jsonl instead of reading metrics.json")
+    parser.add_argument("--recalibrate", default=None, metavar="METHOD[,METHOD]",
+                        help="add unranked rows '<model> +METHOD' scoring each run's confidences "
+                             "after cross-fitted recalibration (temperature, platt, isotonic, "
+                             "histogram)")
+    parser.add_argument("--recal-folds", type=int, default=None, metavar="K",
+                        help="cross-fitting folds for --recalibrate (default 5)")
+    parser.add_argument("--recal-seed", type=int, default=None, metavar="S",
+                        help="seed of the cross-fitting folds (default 0)")
 
 
 def run(args: argparse.Namespace) -> int:
     if not Path(args.results_dir).is_dir():
         raise UsageError(f"{args.results_dir}: not a folder")
     rows = build(args.results_dir, args.out, rank_by=args.rank_by,
-                 diagrams=not args.no_diagrams, recompute=args.recompute)
+                 diagrams=not args.no_diagrams, recompute=args.recompute, **_recal_args(args))
     tasks = len({r["task"] for r in rows})
     print(f"wrote {args.out}/index.html, leaderboard.md/.csv/.json: "
           f"{len(rows)} rows, {tasks} task{'s' if tasks != 1 else ''}")
     return 0
+
+
+def _recal_args(args: argparse.Namespace) -> dict[str, Any]:
+    if args.recalibrate is None and args.recal_folds is None and args.recal_seed is None:
+        return {}  # the recalibration module (and scipy.optimize) only when asked for
+    from calbench.report.recalibrated import cli_options
+
+    return cli_options(args.recalibrate, args.recal_folds, args.recal_seed)

@@ -89,6 +89,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "for chain_sum): per group n, accuracy, parse rate, mean stated confidence, and "
              "ECE, Brier and AUROC with bootstrap CIs",
     )
+    parser.add_argument(
+        "--recalibrate", default=None, metavar="METHOD[,METHOD]",
+        help="also score the confidences after post-hoc recalibration: temperature, platt, "
+             "isotonic, histogram (cross-fitted; see docs/recalibration.md)",
+    )
+    parser.add_argument("--recal-folds", type=int, default=None, metavar="K",
+                        help="cross-fitting folds for --recalibrate (default 5)")
+    parser.add_argument("--recal-seed", type=int, default=None, metavar="S",
+                        help="seed of the cross-fitting folds (default 0)")
+    parser.add_argument(
+        "--calibration-run", default=None, metavar="RUN",
+        help="fit the --recalibrate maps on this run's records (one dataset/model) and apply "
+             "them to every input, instead of cross-fitting",
+    )
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -217,12 +231,18 @@ def score_files(
     n_bootstrap: int = 1000,
     seed: int = 0,
     by: list[str] | None = None,
+    recalibrate: list[str] | None = None,
+    recal_folds: int | None = None,
+    recal_seed: int = 0,
+    calibration_run: str | os.PathLike | None = None,
     regrade: bool = False,
 ) -> dict[str, dict[str, dict]]:
     """scores.json content for the given inputs: {dataset: {model: entry}}; with ``by``, each
     entry also holds ``by`` = {"keys", "groups": :func:`breakdown`} from the same records; with
-    ``regrade`` (released outputs only), ``regrade`` =
-    :func:`calbench.report.importer.regrade_stats` and calbench's verdicts."""
+    ``recalibrate`` (methods), ``recalibrated`` =
+    :func:`calbench.report.recalibrated.recalibrated_entries`, cross-fitted (``recal_folds``,
+    ``recal_seed``) or fitted on ``calibration_run``; with ``regrade`` (released outputs only),
+    ``regrade`` = :func:`calbench.report.importer.regrade_stats` and calbench's verdicts."""
     from calbench.metrics import MetricInputError
 
     groups: dict[Key, list[dict]] = {}
@@ -248,12 +268,23 @@ def score_files(
             sources[key] = str(f)
     if not groups:
         raise UsageError("no records to score in the given inputs")
+    cal = None
+    if recalibrate and calibration_run:
+        from calbench.report.recalibrated import calibration
+
+        cal = calibration(calibration_run, recalibrate)
     scores: dict[str, dict[str, dict]] = {}
     for (dataset, model), recs in sorted(groups.items()):
         try:
             entry = score_records(
                 recs, compat=compat, policy=policy, n_bootstrap=n_bootstrap, seed=seed
             )
+            if recalibrate:
+                from calbench.report.recalibrated import recalibrated_entries
+
+                entry["recalibrated"] = recalibrated_entries(
+                    recs, recalibrate, dataset, k=recal_folds, seed=recal_seed, cal=cal,
+                    compat=compat, policy=policy, n_bootstrap=n_bootstrap, boot_seed=seed)
         except MetricInputError as e:
             raise UsageError(f"{sources[(dataset, model)]} ({dataset}, {model}): {e}") from None
         entry["source"] = sources[(dataset, model)]
@@ -413,6 +444,7 @@ def print_table(scores: dict[str, dict[str, dict]]) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.n_bootstrap < 0:
         raise UsageError("--n-bootstrap must be >= 0")
+    recal = _recal_args(args)
     scores = score_files(
         args.files,
         compat=args.compat,
@@ -421,6 +453,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         by=[k for k in args.by.split(",") if k] if args.by else None,
         regrade=args.regrade,
+        **recal,
     )
     for dataset, models in scores.items():
         for model, entry in models.items():
@@ -429,5 +462,19 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output) / "scores.json"
     atomic_write_json(out, scores)
     print_table(scores)
+    if recal:
+        from calbench.report.recalibrated import print_recalibrated
+
+        print_recalibrated(scores)
     print(f"wrote {out}")
     return 0
+
+
+def _recal_args(args: argparse.Namespace) -> dict:
+    """score_files keywords of --recalibrate, --recal-folds, --recal-seed, --calibration-run."""
+    if not any(x is not None for x in (args.recalibrate, args.recal_folds, args.recal_seed,
+                                       args.calibration_run)):
+        return {}
+    from calbench.report.recalibrated import cli_options
+
+    return cli_options(args.recalibrate, args.recal_folds, args.recal_seed, args.calibration_run)
