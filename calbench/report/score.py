@@ -21,13 +21,15 @@ per group of those record meta fields n, accuracy and ECE, Brier and AUROC with 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from calbench.core.errors import UsageError
 from calbench.core.records import (
@@ -37,6 +39,8 @@ from calbench.core.records import (
     iter_jsonl_lines,
     read_samples,
 )
+from calbench.core.runs import wilson_interval
+from calbench.report import lmeval_import
 from calbench.report.importer import (
     SkippedInput,
     is_rlcr_outputs,
@@ -45,8 +49,11 @@ from calbench.report.importer import (
     regraded_groups,
 )
 
+# calbench.metrics and calbench.report.recalibrated (numpy, scipy) are imported where records
+# are scored, not here: +0.7-1.9 s at import (python -X importtime), and `calbench plot` imports
+# this module for group_records while it draws from metrics.json.
+
 Key = tuple[str, str]  # (dataset, model)
-LMEVAL_MODULE = "calbench.report.lmeval_import"
 BY_METRICS = ("ece", "brier", "auroc")  # per group of --by, with CIs
 MAX_GROUPS = 50  # --by: each group is bootstrapped on its own (~0.3 s) and read as a table row
 
@@ -152,12 +159,6 @@ def _read_samples(path: Path) -> dict[Key, list[dict]]:
     return {(str(dataset), str(model)): records}
 
 
-def _lmeval():
-    if importlib.util.find_spec(LMEVAL_MODULE) is None:
-        return None
-    return importlib.import_module(LMEVAL_MODULE)
-
-
 def load_records(path: str | os.PathLike) -> dict[Key, list[dict]]:
     """Records of one input, grouped by (dataset, model). Each record is a dict with ``id``,
     ``correct`` (bool) and ``confidence`` (float in [0, 1], or None when unparsed).
@@ -169,15 +170,13 @@ def load_records(path: str | os.PathLike) -> dict[Key, list[dict]]:
     if path.is_dir():
         if (path / "samples.jsonl").is_file():
             return _read_samples(path / "samples.jsonl")
-        lm = _lmeval()
-        if lm is not None and lm.is_lmeval_samples(path):
-            return lm.read_lmeval_samples(path)
+        if lmeval_import.is_lmeval_samples(path):
+            return lmeval_import.read_lmeval_samples(path)
         raise RecordError(f"{path}: folder holds no samples.jsonl (not a calbench run folder)")
     if not path.is_file():
         raise RecordError(f"{path}: no such file")
-    lm = _lmeval()
-    if lm is not None and lm.is_lmeval_samples(path):
-        return lm.read_lmeval_samples(path)
+    if lmeval_import.is_lmeval_samples(path):
+        return lmeval_import.read_lmeval_samples(path)
     first = _first_object(path)
     if first is None:
         raise RecordError(f"{path}: empty file (no records)")
@@ -209,7 +208,7 @@ def score_records(
     seed: int = 0,
 ) -> dict:
     """One scores.json entry: headline values at top level plus the full summary."""
-    from calbench.metrics import METRICS, summarize
+    from calbench.metrics import METRICS, summarize  # lazy: see the note at the imports
 
     correct = [r["correct"] for r in records]
     conf = [r["confidence"] for r in records]
@@ -243,7 +242,7 @@ def score_files(
     :func:`calbench.report.recalibrated.recalibrated_entries`, cross-fitted (``recal_folds``,
     ``recal_seed``) or fitted on ``calibration_run``; with ``regrade`` (released outputs only),
     ``regrade`` = :func:`calbench.report.importer.regrade_stats` and calbench's verdicts."""
-    from calbench.metrics import MetricInputError
+    from calbench.metrics import MetricInputError  # lazy: see the note at the imports
 
     groups: dict[Key, list[dict]] = {}
     sources: dict[Key, str] = {}
@@ -270,7 +269,7 @@ def score_files(
         raise UsageError("no records to score in the given inputs")
     cal = None
     if recalibrate and calibration_run:
-        from calbench.report.recalibrated import calibration
+        from calbench.report.recalibrated import calibration  # lazy: see the imports
 
         cal = calibration(calibration_run, recalibrate)
     scores: dict[str, dict[str, dict]] = {}
@@ -337,8 +336,7 @@ def breakdown(
     ``n_scored`` and ``reasons`` for a metric undefined in that group (e.g. AUROC when every
     answer in it is right). Shows where a run is miscalibrated, e.g. whether confidence falls
     with difficulty the way accuracy does."""
-    from calbench.core.runs import wilson_interval
-    from calbench.metrics import summarize
+    from calbench.metrics import summarize  # lazy: see the note at the imports
 
     out = []
     for label, recs in group_records(records, keys).items():
@@ -369,10 +367,6 @@ def _cell(m: dict) -> str:
 
 
 def print_breakdown(dataset: str, model: str, rows: list[dict]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
     # Names and group labels come from the records: shown as plain text, never as rich markup.
     table = Table(title=Text(f"{dataset} · {model}"))
     columns = ("group", "n", "accuracy [95% CI]", "parse", "mean conf", "ECE [95% CI]",
@@ -403,9 +397,6 @@ def _ci(entry: dict, name: str) -> str:
 
 
 def print_table(scores: dict[str, dict[str, dict]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title="calbench score")
     columns = (
         "dataset",
@@ -463,7 +454,7 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_json(out, scores)
     print_table(scores)
     if recal:
-        from calbench.report.recalibrated import print_recalibrated
+        from calbench.report.recalibrated import print_recalibrated  # lazy: see the imports
 
         print_recalibrated(scores)
     print(f"wrote {out}")
@@ -475,6 +466,6 @@ def _recal_args(args: argparse.Namespace) -> dict:
     if not any(x is not None for x in (args.recalibrate, args.recal_folds, args.recal_seed,
                                        args.calibration_run)):
         return {}
-    from calbench.report.recalibrated import cli_options
+    from calbench.report.recalibrated import cli_options  # lazy: see the imports
 
     return cli_options(args.recalibrate, args.recal_folds, args.recal_seed, args.calibration_run)
