@@ -27,14 +27,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
 from calbench.core.errors import UsageError
 from calbench.core.records import atomic_write_json
+from calbench.metrics import MetricInputError, align_records, paired_bootstrap, summarize
+from calbench.metrics.bootstrap import LEVEL
 from calbench.report.ranking import HEADERS, HIGHER_IS_BETTER
 from calbench.report.score import load_records
-
-# calbench.metrics (numpy + scipy) is imported inside the functions that score: every calbench
-# command imports this module to build its parser, and importing the metrics package there took
-# 1.5-2.1 s against ~0.07 s for the whole parser (python -X importtime, this machine).
 
 N_BOOTSTRAP = 1000  # as calbench score
 POLICIES = ("drop", "fill=0.5", "fill=0")  # calbench.metrics.POLICIES, checked by the metrics
@@ -97,9 +98,6 @@ def compare_records(
     ``metrics.<name>`` = {a, b, diff, lo, hi} with diff = b − a. UsageError when the
     runs share no id or a parameter is invalid. ``explain``: add each undefined metric's
     ``reason`` (one point-value pass of the suite per run)."""
-    from calbench.metrics import MetricInputError, align_records, paired_bootstrap, summarize
-    from calbench.metrics.bootstrap import LEVEL
-
     try:
         al = align_records(_text_ids(records_a), _text_ids(records_b))
     except MetricInputError as e:
@@ -151,9 +149,6 @@ def verdict(name: str, m: dict[str, Any]) -> str:
 
 
 def print_table(result: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     a, b = result["run_a"], result["run_b"]
     console = Console(width=max(Console().width, 100))
 

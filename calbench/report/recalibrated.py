@@ -17,12 +17,15 @@ import sys
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 
 from calbench.core.errors import UsageError
 from calbench.core.records import RecordError
 from calbench.core.runs import Run, summarize_records
 from calbench.metrics import MetricInputError, summarize
 from calbench.metrics import recalibration as recal
+from calbench.report.score import load_records
 
 CI_NOTE = (
     "conditional on the fitted maps: the bootstrap resamples the recalibrated confidences with "
@@ -157,8 +160,6 @@ def calibration(path, methods: list[str]) -> dict:
     """``--calibration-run``: the maps of ``methods`` fitted on the records of ``path`` (a file or
     run folder :func:`calbench.report.score.load_records` reads as one dataset/model), with
     where they came from (for :func:`recalibrated_entries`)."""
-    from calbench.report.score import load_records  # score imports this module lazily too
-
     try:
         loaded = load_records(path)
     except RecordError as e:
@@ -263,9 +264,6 @@ def _cell(metrics: dict, name: str) -> str:
 
 def print_recalibrated(scores: dict[str, dict[str, dict]]) -> None:
     """Each entry's stated and recalibrated ECE, smooth ECE, Brier and AUROC, with 95% CIs."""
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title="calbench score: after recalibration")
     cols = ("dataset", "model", "confidence", "ECE", "smooth ECE", "Brier", "AUROC")
     for col in cols[:3]:

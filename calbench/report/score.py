@@ -279,7 +279,7 @@ def score_files(
                 recs, compat=compat, policy=policy, n_bootstrap=n_bootstrap, seed=seed
             )
             if recalibrate:
-                from calbench.report.recalibrated import recalibrated_entries
+                from calbench.report.recalibrated import recalibrated_entries  # lazy: see top
 
                 entry["recalibrated"] = recalibrated_entries(
                     recs, recalibrate, dataset, k=recal_folds, seed=recal_seed, cal=cal,
