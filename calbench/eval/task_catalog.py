@@ -6,10 +6,16 @@ from __future__ import annotations
 import argparse
 import json
 
+from rich.console import Console
+from rich.table import Table
+
 from calbench.core.errors import UsageError
 from calbench.core.grade import GRADER_RULES
+from calbench.core.loaders import LOADERS
+from calbench.core.models import resolve_model
 from calbench.core.prompts import ELICITATIONS, build_prompt
 from calbench.core.responses import RESPONSE_RULE
+from calbench.eval.registry import available_tasks, get_tasks, task_metadata
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,11 +30,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from calbench.eval.registry import available_tasks
-
     tasks = available_tasks()
     if args.json:
         print(json.dumps([{"name": t.name, "lm_eval_task": t.lmeval_task, "grader": t.grader,
@@ -62,9 +63,6 @@ def _check_index(task: str, index: int, n: int | None) -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from calbench.core.loaders import LOADERS
-    from calbench.eval.registry import get_tasks, task_metadata
-
     if not args.name:
         raise UsageError("calbench tasks show NAME: give a task name (see `calbench tasks`)")
     if args.elicitation not in ELICITATIONS:
@@ -84,9 +82,8 @@ def _show(args: argparse.Namespace) -> int:
     print(f"# {task.name} (lm-eval: {task.lmeval_task}), question {item['id']}, "
           f"elicitation {args.elicitation}, grader {task.grader}; gold: {item['gold']}\n")
     if args.model:
+        # lazy: transformers +0.6-2 s at import (python -X importtime); only --model needs it
         from transformers import AutoTokenizer
-
-        from calbench.core.models import resolve_model
 
         tok = AutoTokenizer.from_pretrained(resolve_model(args.model, hash_weights=False).path)
         msgs = list(prompt.messages)
