@@ -125,12 +125,6 @@ def _map_settings(method: str) -> dict:
     return {}
 
 
-def fit_records(records: list[dict], method: str) -> dict:
-    """A map of ``method`` fitted on every record of a calibration run."""
-    correct, conf, _ = _arrays(records)
-    return recal.fit(correct, conf, method)
-
-
 def apply_records(records: list[dict], recal_map: dict, source: str) -> tuple[np.ndarray, dict]:
     """``recal_map`` applied to ``records`` (NaN where unparsed) and the fit settings."""
     _, conf, _ = _arrays(records)
