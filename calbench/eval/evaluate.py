@@ -4,6 +4,7 @@ Flow (a newcomer can follow it top to bottom):
 
 1. resolve ``--model`` (:mod:`calbench.core.models`), ``--tasks`` (:mod:`calbench.eval.registry`) and
    ``--backend`` (:mod:`calbench.eval.backends`); unknown names exit 2 listing the valid ones;
+   several comma-separated models run one after another through steps 2-4 (:func:`evaluate_all`);
 2. per task, pick the run folder ``OUTPUT/<model>/<task>/<elicitation>/`` and lock it
    (:mod:`calbench.eval.runfolder`), refuse a folder holding a run of another model or settings unless
    ``--overwrite``, and mark the manifest ``running``;
@@ -38,7 +39,7 @@ from calbench import __version__
 from calbench.core.errors import RuntimeFailure, UsageError
 from calbench.core.models import ResolvedModel, resolve_model, weights_hash
 from calbench.core.prompts import ELICITATIONS, MULTI_PASS, build_prompt, template_sha256
-from calbench.core.records import atomic_write_json, git_commit, redact, write_jsonl
+from calbench.core.records import RecordError, atomic_write_json, git_commit, redact, write_jsonl
 from calbench.core.runs import MANIFEST, METRICS, SAMPLES
 from calbench.eval import runfolder
 from calbench.eval.backends import (
@@ -63,7 +64,10 @@ PACKAGES = ("torch", "transformers", "lm_eval", "peft", "vllm", "math-verify", "
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True,
-                   help="alias (smollm2-135m), local HF folder, PEFT adapter folder, or hub id")
+                   help="alias (smollm2-135m), local HF folder, PEFT adapter folder, or hub id; "
+                        "several separated by commas (a,b,c) run one after another, one run "
+                        "folder each: a failed model is reported and the others still run, "
+                        "then the command exits non-zero naming it")
     p.add_argument("--tasks", required=True, help="comma-separated task names (calbench tasks)")
     p.add_argument("--backend", default="hf", help=f"one of {', '.join(BACKENDS)} (default hf)")
     p.add_argument("--elicitation", default="tags",
@@ -330,8 +334,61 @@ def _evaluate_into(
     return {"task": task.name, "metrics": metrics, "run_dir": str(run_dir)}
 
 
+def model_specs(value: str) -> list[str]:
+    """The models named by ``--model``: commas separate models (``a,b,c``), each stripped, a
+    model named twice runs once. A value that is an existing path is one model even when its
+    name holds a comma; any other empty entry (``a,,b``) is a usage error."""
+    if "," in value and Path(value).expanduser().exists():
+        return [value]
+    specs = [s.strip() for s in value.split(",")]
+    if not any(specs):
+        raise UsageError("--model is empty")
+    if not all(specs):
+        raise UsageError(f"--model {value!r}: an empty name between commas "
+                         "(commas separate models: --model a,b,c)")
+    return list(dict.fromkeys(specs))
+
+
 def run(args: argparse.Namespace) -> int:
-    t_start = time.time()
+    evaluate_all(args)
+    return 0
+
+
+def evaluate_all(args: argparse.Namespace) -> list[Path]:
+    """Evaluate every model of ``args.model`` on ``args.tasks``; the run folders, in order.
+
+    ``calbench eval`` and :func:`calbench.evaluate` both come here. Settings shared by all models
+    are checked first (a bad one exits 2 before any model loads). One model: its error passes
+    through unchanged. Several: a model that fails is reported on stderr and the next one runs;
+    at the end a UsageError (only usage errors) or RuntimeFailure names the failed models."""
+    tasks, judge = _check_settings(args)
+    specs = model_specs(args.model)
+    done: list[Path] = []
+    failed: list[tuple[str, Exception]] = []
+    for i, spec in enumerate(specs, 1):
+        one = argparse.Namespace(**{**vars(args), "model": spec})
+        if len(specs) == 1:
+            return _evaluate_model(one, tasks, judge)
+        print(f"calbench eval: model {i}/{len(specs)}: {spec}", file=sys.stderr, flush=True)
+        try:
+            done += _evaluate_model(one, tasks, judge)
+        except (UsageError, RecordError, RuntimeFailure) as e:
+            kind = "failed" if isinstance(e, RuntimeFailure) else "error"
+            print(f"calbench eval: model {spec}: {kind}: {e}", file=sys.stderr, flush=True)
+            failed.append((spec, e))
+    if failed:
+        names = ", ".join(s for s, _ in failed)
+        ok = len(specs) - len(failed)
+        msg = (f"{len(failed)} of {len(specs)} models failed: {names} (errors above)"
+               + (f"; the run folders of the other {ok} are complete" if ok else ""))
+        if any(isinstance(e, RuntimeFailure) for _, e in failed):
+            raise RuntimeFailure(msg)
+        raise UsageError(msg)
+    return done
+
+
+def _check_settings(args: argparse.Namespace) -> tuple[list[TaskInfo], dict | None]:
+    """Check the settings every model shares; the tasks to run and the judge config."""
     if args.backend not in BACKENDS:
         raise UsageError(f"unknown backend {args.backend!r}; choose from {', '.join(BACKENDS)}")
     if args.elicitation not in ELICITATIONS:
@@ -347,6 +404,13 @@ def run(args: argparse.Namespace) -> int:
     tasks = get_tasks(list(dict.fromkeys(names)))  # a task named twice runs once
     if not tasks:
         raise UsageError("--tasks is empty")
+    return tasks, judge
+
+
+def _evaluate_model(args: argparse.Namespace, tasks: list[TaskInfo],
+                    judge: dict | None) -> list[Path]:
+    """Evaluate the one model ``args.model`` on ``tasks``; its run folders."""
+    t_start = time.time()
 
     # API backends take the model name as the server knows it; resolve it locally only for
     # a tokenizer (token counts, openai-completions' chat template), never require it.
@@ -429,4 +493,4 @@ def run(args: argparse.Namespace) -> int:
                                        gen_kwargs, judge, count_tokens))
     _summary_table(rows)
     print(f"calbench eval: done in {time.time() - t_start:.1f}s", file=sys.stderr)
-    return 0
+    return [Path(r["run_dir"]) for r in rows]
