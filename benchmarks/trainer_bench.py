@@ -56,7 +56,7 @@ def run_trl(args: argparse.Namespace, out: Path) -> dict:
     from transformers import AutoModelForCausalLM, TrainerCallback
 
     from calbench.core.models import resolve_model
-    from calbench.train.common import load_tokenizer
+    from calbench.train.policy import load_tokenizer
     from calbench.train.trl_support import grpo_trainer
 
     path = resolve_model("smollm2-135m", hash_weights=False).path

@@ -19,36 +19,29 @@ import torch
 
 from calbench import metrics as M
 from calbench.core.errors import UsageError
-from calbench.train.common import (
-    JsonlLog,
-    Policy,
-    Reference,
-    Rollout,
-    RolloutModel,
-    confidence_start,
-    encode_prompts,
-    eval_result,
-    group_advantages,
-    load_policy,
+from calbench.core.sampling import positions, sample
+from calbench.train.checkpoints import (
     load_trainer_state,
-    positions,
-    response_forward,
     rng_state,
-    sample,
     save_model,
     save_trainer_state,
     seed_everything,
     set_rng_state,
 )
+from calbench.train.credit import confidence_digit, confidence_start, group_advantages
 from calbench.train.grpo import (
     GRPOConfig,
-    confidence_digit,
     expected_digit_objective,
     expected_digit_targets,
     grpo_loss,
 )
+from calbench.train.heldout import eval_result
+from calbench.train.logprobs import Reference, response_forward
+from calbench.train.policy import Policy, encode_prompts, load_policy
 from calbench.train.ppo import gae
 from calbench.train.rewards import score_completions
+from calbench.train.rollout import Rollout, RolloutModel
+from calbench.train.training_run import JsonlLog
 
 # Short raw prompts of different lengths (left padding is exercised): exactness does not need
 # the ~110-token chat prompt, and they keep each forward pass well under a second.
@@ -118,8 +111,8 @@ def test_shared_prefix_gradient_reaches_lora(policy: Policy, batch: tuple) -> No
 
 def test_merged_rollout_copy_matches_policy(policy: Policy, batch: tuple) -> None:
     ids, mask, r_ids, r_mask = batch
-    engine = RolloutModel(policy)
-    merged = full_forward_logprobs(engine.model, ids, mask, r_ids, 2)
+    rollout_model = RolloutModel(policy)
+    merged = full_forward_logprobs(rollout_model.model, ids, mask, r_ids, 2)
     with torch.no_grad():
         pol, _ = response_forward(policy, ids, mask, r_ids, 2)
     assert (merged - pol)[r_mask.bool()].abs().max() < 1e-3
@@ -129,9 +122,9 @@ def test_merged_rollout_copy_matches_policy(policy: Policy, batch: tuple) -> Non
             if "lora_A" in n:
                 p.mul_(1.5)
     try:
-        stale = full_forward_logprobs(engine.model, ids, mask, r_ids, 2)
-        engine.sync()
-        fresh = full_forward_logprobs(engine.model, ids, mask, r_ids, 2)
+        stale = full_forward_logprobs(rollout_model.model, ids, mask, r_ids, 2)
+        rollout_model.sync()
+        fresh = full_forward_logprobs(rollout_model.model, ids, mask, r_ids, 2)
         with torch.no_grad():
             now, _ = response_forward(policy, ids, mask, r_ids, 2)
         valid = r_mask.bool()

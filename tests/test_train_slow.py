@@ -151,7 +151,7 @@ def test_ppo_runs_learns_values_and_logs_kl(warm_adapter: Path, tmp_path: Path) 
     assert steps[-1]["kl"] != 0.0 and steps[-1]["value_mean"] != 0.0
     evals = [r for r in _log(tmp_path) if r.get("event") == "eval"]
     assert evals[-1]["step"] == 2 and "eval_smece" in evals[-1]
-    from calbench.train.common import load_trainer_state
+    from calbench.train.checkpoints import load_trainer_state
 
     state = load_trainer_state(tmp_path / "checkpoint" / "trainer_state.pt")  # tensors only
     assert "value_head" in state["extra"]

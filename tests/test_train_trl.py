@@ -16,7 +16,7 @@ trl = pytest.importorskip("trl", reason="trl is not installed (pip install 'calb
 def _tokenizer():  # noqa: ANN202
     from calbench.core.errors import UsageError
     from calbench.core.models import resolve_model
-    from calbench.train.common import load_tokenizer
+    from calbench.train.policy import load_tokenizer
 
     try:
         return load_tokenizer(resolve_model("smollm2-135m", hash_weights=False).path)
@@ -28,7 +28,7 @@ def _tokenizer():  # noqa: ANN202
 def test_trl_renders_calbench_prompt_exactly(elicitation: str) -> None:
     from trl.data_utils import maybe_apply_chat_template
 
-    from calbench.train.common import render_prompt
+    from calbench.train.policy import render_prompt
 
     tok = _tokenizer()
     items = chain_sum_items("test", 3)

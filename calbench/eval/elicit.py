@@ -257,7 +257,7 @@ def _sample_shared_prefix(lm, contexts: list[str], gen_kwargs: dict, *, k: int, 
     Why: lm-eval's ``generate_until`` re-runs the whole prompt for every sample, and with short
     answers the prompt is nearly all the compute (truthfulqa_mc: ~180 prompt tokens, 8 answer
     tokens), so k rounds cost k full passes. Here each prompt's KV cache is computed once and
-    repeated k times (the trainer's sampler, :func:`calbench.train.common.sample`). Prompts are
+    repeated k times (:func:`calbench.core.sampling.sample`, the trainer's sampler too). Prompts are
     encoded, stop strings applied and text decoded exactly as ``HFLM.generate_until`` does; the
     RNG is seeded per batch of prompts (a resumed run draws fresh samples only for prompts that
     have none cached)."""
@@ -266,7 +266,7 @@ def _sample_shared_prefix(lm, contexts: list[str], gen_kwargs: dict, *, k: int, 
     import torch
     from lm_eval.models.utils import handle_stop_sequences, postprocess_generated_text
 
-    from calbench.train.common import sample
+    from calbench.core.sampling import sample
 
     kwargs = dict(gen_kwargs)
     eos = lm.tok_decode(lm.eot_token_id, skip_special_tokens=False)

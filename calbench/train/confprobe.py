@@ -29,14 +29,15 @@ from calbench.core.chain_sum import chain_sum_items, difficulty_bin
 from calbench.core.errors import UsageError
 from calbench.core.records import RecordError, read_samples
 from calbench.metrics.selective import auroc
-from calbench.train.common import load_policy, render_prompt
-from calbench.train.grpo import DIGITS, GRPOConfig
+from calbench.train.config import RunConfig
+from calbench.train.credit import DIGITS
+from calbench.train.policy import load_policy, render_prompt
 
 
 def digit_distributions(model: str, records: list[dict], threads: int = 1) -> list[dict]:
     """Per record with a ``0.d`` confidence: correct, greedy q, π(d) (10 floats), E[q], bin."""
     torch.set_num_threads(max(1, threads))
-    pol = load_policy(GRPOConfig(model=model, threads=threads))
+    pol = load_policy(RunConfig(model=model, threads=threads))
     tok, lm = pol.tokenizer, pol.causal_lm.eval()
     items = {it["id"]: it for it in chain_sum_items("test", 500)}
     digit_ids = tok.convert_tokens_to_ids(list(DIGITS))

@@ -13,7 +13,7 @@ policy close to where it started:
 
 The value head is a linear layer on the policy's last hidden state (one shared trunk: with LoRA
 the trunk's trainable part is the adapter). The reference is the starting policy — with a fresh
-LoRA, the same model with the adapter disabled (see ``common.Reference``).
+LoRA, the same model with the adapter disabled (see ``logprobs.Reference``).
 
 ``split_credit`` places the reward where it becomes known instead of all at the end: the
 correctness (+ format) term on the last token before ``<confidence>``, the scoring-rule term on
@@ -29,15 +29,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from calbench.train.common import (
-    RunConfig,
-    Session,
-    TrainResult,
-    confidence_masks,
-    response_forward,
-    rollout_stats,
-)
+from calbench.train.config import RunConfig
+from calbench.train.credit import confidence_masks
+from calbench.train.logprobs import response_forward
 from calbench.train.rewards import METHODS
+from calbench.train.rollout import rollout_stats
+from calbench.train.training_run import TrainingRun, TrainResult
 
 
 @dataclass
@@ -98,21 +95,22 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def train(cfg: PPOConfig, *, overwrite: bool = False) -> TrainResult:
     if cfg.method not in METHODS:
         raise ValueError(f"unknown method {cfg.method!r}")
-    s = Session(cfg, "ppo", overwrite=overwrite)
-    value_head = ValueHead(s.policy.causal_lm.config.hidden_size).to(s.policy.device)
-    s.extra["value_head"] = value_head  # checkpointed with the optimizer, restored on resume
-    params = s.policy.trainable_parameters()
-    s.attach_optimizer(torch.optim.AdamW([
+    run = TrainingRun(cfg, "ppo", overwrite=overwrite)
+    value_head = ValueHead(run.policy.causal_lm.config.hidden_size).to(run.policy.device)
+    params = run.policy.trainable_parameters()
+    run.attach_optimizer(torch.optim.AdamW([
         {"params": params, "lr": cfg.lr},
         {"params": list(value_head.parameters()), "lr": cfg.value_lr},
-    ], weight_decay=0.0))
-    s.policy.model.train()
+    ], weight_decay=0.0), extra={"value_head": value_head})  # checkpointed, restored on resume
+    run.policy.model.train()
     method = METHODS[cfg.method]
-    for step in s.steps():
+    if run.start_step == 0 and run.is_eval_step(0):
+        run.evaluate(0)  # the starting policy
+    for step in run.steps():
         t_step = time.perf_counter()
-        items = s.batch(step)
-        ro = s.rollout(items, step)
-        scored, parts = s.score(ro, items)
+        items = run.batch(step)
+        ro = run.rollout(items, step)
+        scored, parts = run.score(ro, items)
         G = ro.group
         mask = ro.response_mask.float()
         n, T = mask.shape
@@ -121,10 +119,10 @@ def train(cfg: PPOConfig, *, overwrite: bool = False) -> TrainResult:
 
         # 1. π_old, V_old and π_ref on the rollouts (no gradient).
         with torch.no_grad():
-            old_logp, h = response_forward(s.policy, ro.prompt_ids, ro.prompt_mask,
+            old_logp, h = response_forward(run.policy, ro.prompt_ids, ro.prompt_mask,
                                            ro.response_ids, G, want_hidden=True)
             old_values = value_head(h) * mask
-            ref_logp = s.reference.logprobs(ro.prompt_ids, ro.prompt_mask, ro.response_ids, G)
+            ref_logp = run.reference.logprobs(ro.prompt_ids, ro.prompt_mask, ro.response_ids, G)
 
         # 2. Per-token rewards: KL penalty everywhere, the score where it becomes known.
         kl_t = (old_logp - ref_logp) * mask
@@ -133,7 +131,7 @@ def train(cfg: PPOConfig, *, overwrite: bool = False) -> TrainResult:
         total = torch.tensor([p.total for p in parts], device=dev)
         if cfg.split_credit and not method.answer_gets_total:
             conf_r = torch.tensor([p.confidence for p in parts], device=dev)
-            conf_tok, has_span = confidence_masks(s.tok, ro)
+            conf_tok, has_span = confidence_masks(run.tok, ro)
             start = conf_tok.argmax(1)  # first confidence token (0 when there is none)
             answer_end = torch.where(has_span.bool() & (start > 0), start - 1, last)
             rewards[torch.arange(n, device=dev), answer_end] += total - conf_r
@@ -161,7 +159,7 @@ def train(cfg: PPOConfig, *, overwrite: bool = False) -> TrainResult:
                 qs = sorted(order[k:k + per_mb])
                 rows = torch.tensor([q * G + j for q in qs for j in range(G)], device=dev)
                 qi = torch.tensor(qs, device=dev)
-                logp, h = response_forward(s.policy, ro.prompt_ids[qi], ro.prompt_mask[qi],
+                logp, h = response_forward(run.policy, ro.prompt_ids[qi], ro.prompt_mask[qi],
                                            ro.response_ids[rows], G, want_hidden=True)
                 values = value_head(h)
                 m, a = mask[rows], adv[rows]
@@ -173,7 +171,7 @@ def train(cfg: PPOConfig, *, overwrite: bool = False) -> TrainResult:
                 l_vf = 0.5 * torch.max((values - ret) ** 2, (v_clipped - ret) ** 2)
                 loss = -masked_mean(l_clip, m) + cfg.vf_coef * masked_mean(l_vf, m)
                 loss.backward()
-                grad_norm = s.clip_and_step(params + list(value_head.parameters()))
+                grad_norm = run.clip_and_step(params + list(value_head.parameters()))
                 n_updates += 1
                 with torch.no_grad():
                     acc["pg_loss"] += float(-masked_mean(l_clip, m))
@@ -181,6 +179,8 @@ def train(cfg: PPOConfig, *, overwrite: bool = False) -> TrainResult:
                     acc["clip_frac"] += float(masked_mean(((ratio - 1).abs() > cfg.clip_eps)
                                                           .float(), m))
                     acc["approx_kl"] += float(masked_mean(old_logp[rows] - logp, m))
+
+        # 5. Log the step; evaluate and checkpoint when due.
         stats = {
             **rollout_stats(scored, parts, ro),
             **{k: v / max(n_updates, 1) for k, v in acc.items()},
@@ -191,5 +191,9 @@ def train(cfg: PPOConfig, *, overwrite: bool = False) -> TrainResult:
             "train_s": time.perf_counter() - t_train,
             "step_s": time.perf_counter() - t_step,
         }
-        s.end_step(step, stats)
-    return s.finish()
+        run.log_step(step, stats)
+        if run.is_eval_step(step):
+            run.evaluate(step)
+        if run.is_checkpoint_step(step):
+            run.save_checkpoint(step)
+    return run.finish()

@@ -36,15 +36,12 @@ from dataclasses import dataclass
 
 import torch
 
+from calbench.core.chain_sum import chain_sum_items
 from calbench.core.errors import UsageError
-from calbench.train.common import (
-    RunConfig,
-    Session,
-    TrainResult,
-    encode_prompts,
-    render_prompt,
-    response_forward,
-)
+from calbench.train.config import RunConfig
+from calbench.train.logprobs import response_forward
+from calbench.train.policy import encode_prompts, prefill_for, render_prompt
+from calbench.train.training_run import TrainingRun, TrainResult
 
 WARMUP_OFFSET = 1_000_000  # train-stream index where warm-up questions start (RL starts at 0)
 CONFIDENCE_GRID = tuple(round(0.1 * k, 1) for k in range(1, 10))
@@ -100,10 +97,7 @@ def warmup_examples(n: int, seed: int = 0, elicitation: str = "tags", work: str 
     if work not in ("steps", "none"):
         # a UsageError (exit 2), as `--set work=...` reaches here before any model is loaded
         raise UsageError(f"work must be 'steps' or 'none', not {work!r}")
-    from calbench.core.chain_sum import chain_sum_items
-    from calbench.core.prompts import build_prompt
-
-    prefill = build_prompt("x", elicitation).prefill
+    prefill = prefill_for(elicitation)
     rng = random.Random(seed)
     out = []
     for item in chain_sum_items("train", n, seed, offset=WARMUP_OFFSET):
@@ -119,13 +113,15 @@ def train(cfg: WarmupConfig, *, overwrite: bool = False) -> TrainResult:
     examples = warmup_examples(cfg.examples, cfg.seed, cfg.elicitation, cfg.work)
     per_epoch = (len(examples) + cfg.batch_size - 1) // cfg.batch_size
     cfg.steps = per_epoch * cfg.epochs
-    s = Session(cfg, "warmup", overwrite=overwrite)
-    tok, dev = s.tok, s.policy.device
-    params = s.policy.trainable_parameters()
-    s.attach_optimizer(torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0))
-    s.policy.model.train()
+    run = TrainingRun(cfg, "warmup", overwrite=overwrite)
+    tok, dev = run.tok, run.policy.device
+    params = run.policy.trainable_parameters()
+    run.attach_optimizer(torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0))
+    run.policy.model.train()
     eos = tok.eos_token
-    for step in s.steps():
+    if run.start_step == 0 and run.is_eval_step(0):
+        run.evaluate(0)  # the starting policy
+    for step in run.steps():
         t0 = time.perf_counter()
         epoch, k = divmod(step - 1, per_epoch)
         order = list(range(len(examples)))
@@ -137,10 +133,14 @@ def train(cfg: WarmupConfig, *, overwrite: bool = False) -> TrainResult:
         tgt = tok([ex["target"] + eos for ex in batch], add_special_tokens=False,
                   padding="longest", padding_side="right", return_tensors="pt")
         r_ids, r_mask = tgt.input_ids.to(dev), tgt.attention_mask.to(dev).float()
-        logp, _ = response_forward(s.policy, p_ids, p_mask, r_ids, group=1)
+        logp, _ = response_forward(run.policy, p_ids, p_mask, r_ids, group=1)
         loss = -(logp * r_mask).sum() / r_mask.sum()  # token-level negative log-likelihood
         loss.backward()
-        grad_norm = s.clip_and_step(params)
-        s.end_step(step, {"epoch": epoch + 1, "loss": loss.item(), "grad_norm": grad_norm,
-                          "step_s": time.perf_counter() - t0})
-    return s.finish()
+        grad_norm = run.clip_and_step(params)
+        run.log_step(step, {"epoch": epoch + 1, "loss": loss.item(), "grad_norm": grad_norm,
+                            "step_s": time.perf_counter() - t0})
+        if run.is_eval_step(step):
+            run.evaluate(step)
+        if run.is_checkpoint_step(step):
+            run.save_checkpoint(step)
+    return run.finish()
