@@ -11,14 +11,9 @@ from pathlib import Path
 import pytest
 
 from calbench.cli import main
-from calbench.report.leaderboard import (
-    COLUMNS,
-    build,
-    csv_safe,
-    md_escape,
-    rank_label,
-    rank_rows,
-)
+from calbench.report.leaderboard import build
+from calbench.report.leaderboard_formats import csv_safe, md_escape
+from calbench.report.ranking import COLUMNS, rank_label, rank_rows
 from tests.fixtures import runs_make
 
 EVIL = '<img src=x onerror="alert(1)"> $x$ | evil'
