@@ -1,5 +1,6 @@
-"""``calbench tasks``: list every task (data source, size, grader, elicitations) or show one
-fully rendered example prompt (``calbench tasks show NAME``)."""
+"""``calbench tasks``: list every task (data source, size, grader, elicitations), show one
+fully rendered example prompt (``calbench tasks show NAME``), or print the folder of the shipped
+task plugins (``calbench tasks --path``, for ``lm_eval --include_path``)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from calbench.core.errors import UsageError
+from calbench.core.errors import RuntimeFailure, UsageError
 from calbench.core.grade import GRADER_RULES
 from calbench.core.loaders import LOADERS
 from calbench.core.models import resolve_model
 from calbench.core.prompts import ELICITATIONS, build_prompt
 from calbench.core.responses import RESPONSE_RULE
+from calbench.eval.harness import TASKS_DIR
 from calbench.eval.registry import available_tasks, get_tasks, task_metadata
 
 
@@ -27,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="render with this model's chat template (alias or folder)")
     p.add_argument("--index", type=int, default=0, help="which question to show (0)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--path", action="store_true",
+                   help="print the folder of the shipped task YAMLs and exit "
+                        "(lm_eval --include_path \"$(calbench tasks --path)\")")
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -100,5 +105,18 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _path(args: argparse.Namespace) -> int:
+    if args.action == "show" or args.name:
+        raise UsageError("--path prints the task folder and takes no action or task name")
+    # A wheel built without its package data would print a folder lm_eval finds no tasks in.
+    if not (TASKS_DIR / "_calbench" / "base.yaml").is_file():
+        raise RuntimeFailure(f"the task plugins are missing from {TASKS_DIR} "
+                             f"(no _calbench/base.yaml): reinstall calbench")
+    print(TASKS_DIR)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.path:
+        return _path(args)
     return _show(args) if args.action == "show" else _list(args)
