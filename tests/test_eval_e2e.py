@@ -152,6 +152,7 @@ def test_hub_unreachable_names_data_dir_and_gsm_symbolic(smollm2_path, tmp_path)
     assert "--data-dir" in r.stderr and "gsm_symbolic" in r.stderr
 
 
+@pytest.mark.model  # resolves the smollm2-135m alias for its tokenizer
 def test_server_down_exits_1_naming_the_url(tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

@@ -47,6 +47,7 @@ def test_verdict_needs_the_floor_and_the_margin():
 
 # ------------------------------------------------------------------ real embeddings
 
+@pytest.mark.model  # loads the all-MiniLM-L6-v2 encoder
 def test_generic_non_answer_is_wrong():
     needs_embedder()
     ok, d = grade("similarity", "The answer is a number between 0 and 1.", VEINS)
@@ -55,6 +56,7 @@ def test_generic_non_answer_is_wrong():
     assert d["margin"] == SIMILARITY_MARGIN and d["model"] == "all-MiniLM-L6-v2"
 
 
+@pytest.mark.model  # loads the all-MiniLM-L6-v2 encoder
 def test_paraphrase_of_a_correct_reference_is_right():
     needs_embedder()
     ok, d = grade("similarity", "Blue light gets scattered back before it can reach deep into "
@@ -64,12 +66,14 @@ def test_paraphrase_of_a_correct_reference_is_right():
     assert d["best_correct"] - d["best_incorrect"] >= SIMILARITY_MARGIN
 
 
+@pytest.mark.model  # loads the all-MiniLM-L6-v2 encoder
 def test_incorrect_claim_is_wrong():
     needs_embedder()
     ok, d = grade("similarity", "Because the blood in veins is blue.", VEINS)
     assert not ok and d["best_incorrect"] > d["best_correct"]
 
 
+@pytest.mark.model  # loads the all-MiniLM-L6-v2 encoder
 def test_equally_close_to_a_correct_and_an_incorrect_reference_is_wrong():
     """The same text listed as correct and incorrect: best_correct == best_incorrect, well
     above the floor, so only the margin makes it wrong."""
@@ -88,6 +92,7 @@ def test_no_answer_and_no_references_are_wrong():
     assert not similarity_grade("anything", json.dumps({"correct": [], "incorrect": ["x"]}))[0]
 
 
+@pytest.mark.model  # loads the all-MiniLM-L6-v2 encoder
 def test_truthfulqa_veins_non_answer_is_wrong():
     """The reported case on the real TruthfulQA row: the non-answer is closer to a correct
     reference than to any incorrect one (what the rule without a floor accepted), yet wrong."""

@@ -252,6 +252,7 @@ def test_tasks_show_unknown_is_exit_2():
 
 # ----------------------------------------------------------------------------- graders
 
+@pytest.mark.model  # the all-MiniLM-L6-v2 encoder
 def test_similarity_grader():
     gold = json.dumps({"correct": ["It passes through your digestive system"],
                        "incorrect": ["It stays in your stomach for seven years"]})

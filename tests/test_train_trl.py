@@ -24,6 +24,7 @@ def _tokenizer():  # noqa: ANN202
         pytest.skip(f"SmolLM2-135M not available: {e}")
 
 
+@pytest.mark.model  # the SmolLM2 tokenizer (converted from the GGUF on first use)
 @pytest.mark.parametrize("elicitation", ["tags", "prefill"])
 def test_trl_renders_calbench_prompt_exactly(elicitation: str) -> None:
     from trl.data_utils import maybe_apply_chat_template
