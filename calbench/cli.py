@@ -20,6 +20,8 @@ from calbench.core.records import RecordError
 COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("calbench.eval.evaluate", "evaluate a model's answers and verbalized confidences"),
     "score": ("calbench.report.score", "compute the metric suite from saved records (no model run)"),
+    "compare": ("calbench.report.compare", "paired comparison of two runs on their shared "
+                "questions: metric differences with paired bootstrap CIs"),
     "regrade": ("calbench.regrade", "grade saved runs' responses again with the current parser "
                 "and graders (no model run)"),
     "import": ("calbench.report.importer", "turn released outputs (RLCR .jsonl, lm-eval "
