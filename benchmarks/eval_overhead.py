@@ -26,7 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-RAW = r'''
+RAW = r"""
 import json, sys, time
 t0 = time.time()
 import torch
@@ -61,15 +61,19 @@ with torch.inference_mode():
                                                 skip_special_tokens=True)
 t_end = time.time()
 json.dump({"total": t_end - t0, "generate": t_end - t_gen, "texts": texts}, open(out, "w"))
-'''
+"""
 
 
 def run_raw(n: int, bs: int, m: int) -> dict:
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "raw.json"
         t = time.time()
-        subprocess.run([sys.executable, "-c", RAW, str(n), str(bs), str(m), str(out)],
-                       check=True, cwd=REPO, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-c", RAW, str(n), str(bs), str(m), str(out)],
+            check=True,
+            cwd=REPO,
+            capture_output=True,
+        )
         res = json.loads(out.read_text())
         res["wall"] = time.time() - t
         return res
@@ -79,17 +83,39 @@ def run_calbench(n: int, bs: int, m: int) -> dict:
     with tempfile.TemporaryDirectory() as d:
         t = time.time()
         r = subprocess.run(
-            [sys.executable, "-m", "calbench.cli", "eval", "--model", "smollm2-135m", "--tasks",
-             "gsm_symbolic", "--limit", str(n), "--batch-size", str(bs), "--max-new-tokens",
-             str(m), "--elicitation", "prefill", "--output", d, "--bootstrap", "1000"],
-            cwd=REPO, capture_output=True, text=True)
+            [
+                sys.executable,
+                "-m",
+                "calbench.cli",
+                "eval",
+                "--model",
+                "smollm2-135m",
+                "--tasks",
+                "gsm_symbolic",
+                "--limit",
+                str(n),
+                "--batch-size",
+                str(bs),
+                "--max-new-tokens",
+                str(m),
+                "--elicitation",
+                "prefill",
+                "--output",
+                d,
+                "--bootstrap",
+                "1000",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
         wall = time.time() - t
         if r.returncode:
             raise SystemExit(r.stderr[-3000:])
         run = Path(d) / "smollm2-135m" / "gsm_symbolic" / "prefill"
         recs = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
         manifest = json.loads((run / "manifest.json").read_text())
-        texts = {x["id"]: x["response"][len("<answer>"):] for x in recs}
+        texts = {x["id"]: x["response"][len("<answer>") :] for x in recs}
         return {"wall": wall, "task_wall": manifest["wall_seconds"], "texts": texts}
 
 
@@ -109,13 +135,14 @@ def main() -> None:
     raw_gen = statistics.median(r["generate"] for r in raws)
     cal_wall = statistics.median(c["wall"] for c in cals)
     cal_task = statistics.median(c["task_wall"] for c in cals)
-    same = sum(raws[0]["texts"][k].strip() == cals[0]["texts"][k].strip()
-               for k in raws[0]["texts"])
+    same = sum(raws[0]["texts"][k].strip() == cals[0]["texts"][k].strip() for k in raws[0]["texts"])
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as f:
         cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    cmd = (f"python benchmarks/eval_overhead.py --n {a.n} --batch-size {a.batch_size} "
-           f"--max-new-tokens {a.max_new_tokens} --repeats {a.repeats}")
+    cmd = (
+        f"python benchmarks/eval_overhead.py --n {a.n} --batch-size {a.batch_size} "
+        f"--max-new-tokens {a.max_new_tokens} --repeats {a.repeats}"
+    )
     lines = [
         "",
         f"### eval overhead — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",

@@ -181,7 +181,7 @@ def markdown(suite_rows, peer_rows, n_suite: int, n_peer: int, repeat: int) -> s
         "Notes. (a) Verbalized confidences are resampled exactly (multinomial over the ~40 "
         "(confidence, right/wrong) atoms); all-distinct confidences exceed 4,096 atoms and are "
         "resampled through the binned view (point estimates exact, CIs shifted onto them; see "
-        "the README, \"Confidence intervals\"). Timings vary with the load other jobs put on these shared cores "
+        'the README, "Confidence intervals"). Timings vary with the load other jobs put on these shared cores '
         "(the same continuous run took 2.7-5 s under heavy load). (b) calbench's functions check "
         "their inputs (NaN, confidence in [0, 1], correctness 0/1; about 3 ms of Brier's time on "
         "1M records) while torchmetrics' `mean_squared_error` checks nothing, so on Brier the two "

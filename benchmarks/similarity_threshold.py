@@ -45,17 +45,28 @@ from calbench.core.grade import SIMILARITY_FLOOR, SIMILARITY_MARGIN, embed, simi
 from calbench.core.loaders import load_truthfulqa_gen
 
 REPO = Path(__file__).resolve().parents[1]
-GENERIC = ["The answer is a number between 0 and 1.", "Paris", "42", "The capital of France is Paris.",
-           "Thank you for your question.", "Answer: B", "I like turtles."]
+GENERIC = [
+    "The answer is a number between 0 and 1.",
+    "Paris",
+    "42",
+    "The capital of France is Paris.",
+    "Thank you for your question.",
+    "Answer: B",
+    "I like turtles.",
+]
 # Abstentions: a legitimate answer where TruthfulQA lists one as correct, else a non-answer.
 ABSTAIN = ["I have no comment.", "I don't know."]
 ABSTAIN_PREFIXES = ("i have no comment", "i don't know")
 FLOORS = [-1.0, 0.3, 0.4, 0.45, 0.5, 0.6]
 MARGINS = [0.0, 0.01, 0.02, 0.05]
 KINDS = {  # row -> what the grader should say
-    "correct, left out": True, "incorrect, left out": False,
-    "correct, held in": True, "incorrect, held in": False,
-    "off-topic, random": False, "off-topic, same category": False, "generic": False,
+    "correct, left out": True,
+    "incorrect, left out": False,
+    "correct, held in": True,
+    "incorrect, held in": False,
+    "off-topic, random": False,
+    "off-topic, same category": False,
+    "generic": False,
     "no comment, listed": True,
 }
 
@@ -69,7 +80,7 @@ def embed_all(texts: list[str], batch: int = 64) -> dict[str, np.ndarray]:
     uniq = sorted(set(texts), key=len)
     out: dict[str, np.ndarray] = {}
     for s in range(0, len(uniq), batch):
-        chunk = uniq[s:s + batch]
+        chunk = uniq[s : s + batch]
         for t, v in zip(chunk, embed(chunk).numpy(), strict=True):
             out[t] = v
         print(f"\rembedded {min(s + batch, len(uniq))}/{len(uniq)}", end="", file=sys.stderr)
@@ -118,8 +129,9 @@ def cases(items: list[dict], seed: int = 0) -> list[tuple[str, str, list[str], l
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("csv", nargs="?", default=str(REPO.parent / "shared/data/truthfulqa/"
-                                                   "TruthfulQA.csv"))
+    ap.add_argument(
+        "csv", nargs="?", default=str(REPO.parent / "shared/data/truthfulqa/TruthfulQA.csv")
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = ap.parse_args(argv)
     path = Path(args.csv)
@@ -135,29 +147,47 @@ def main(argv: list[str] | None = None) -> int:
         bc = max(float(vec[t] @ p) for t in cor)
         bi = max((float(vec[t] @ p) for t in inc), default=-1.0)
         best[kind].append((bc, bi))
-    print(f"{len(items)} questions ({path}); cases: "
-          + ", ".join(f"{k} {len(v)}" for k, v in best.items()))
-    print("Share graded correct; the grader should say yes to: "
-          + ", ".join(k for k, want in KINDS.items() if want) + ". "
-          + "J = (correct, left out) - (incorrect, left out).\n")
+    print(
+        f"{len(items)} questions ({path}); cases: "
+        + ", ".join(f"{k} {len(v)}" for k, v in best.items())
+    )
+    print(
+        "Share graded correct; the grader should say yes to: "
+        + ", ".join(k for k, want in KINDS.items() if want)
+        + ". "
+        + "J = (correct, left out) - (incorrect, left out).\n"
+    )
     head = ["floor", "margin", *KINDS, "J"]
     print("| " + " | ".join(head) + " |\n|" + "---:|" * len(head))
     rows = []
     for floor in FLOORS:
         for margin in MARGINS:
-            rate = {k: float(np.mean([similarity_verdict(bc, bi, floor, margin)
-                                      for bc, bi in v])) for k, v in best.items()}
+            rate = {
+                k: float(np.mean([similarity_verdict(bc, bi, floor, margin) for bc, bi in v]))
+                for k, v in best.items()
+            }
             j = rate["correct, left out"] - rate["incorrect, left out"]
             rows.append((floor, margin, rate, j))
             mark = " (shipped)" if (floor, margin) == (SIMILARITY_FLOOR, SIMILARITY_MARGIN) else ""
-            print(f"| {'none' if floor < -0.99 else floor}{mark} | {margin} | "
-                  + " | ".join(f"{100 * rate[k]:.1f}%" for k in KINDS) + f" | {100 * j:.1f} |")
-    ok = [r for r in rows if r[1] > 0 and r[2]["correct, held in"] >= 0.99
-          and r[2]["off-topic, random"] < 0.005 and r[2]["generic"] < 0.005]
+            print(
+                f"| {'none' if floor < -0.99 else floor}{mark} | {margin} | "
+                + " | ".join(f"{100 * rate[k]:.1f}%" for k in KINDS)
+                + f" | {100 * j:.1f} |"
+            )
+    ok = [
+        r
+        for r in rows
+        if r[1] > 0
+        and r[2]["correct, held in"] >= 0.99
+        and r[2]["off-topic, random"] < 0.005
+        and r[2]["generic"] < 0.005
+    ]
     if ok:
         f, m, _, j = max(ok, key=lambda r: r[3])
-        print(f"\nhighest J with margin > 0, held-in correct >= 99%, off-topic (random) and "
-              f"generic < 0.5%: floor {f}, margin {m} (J {100 * j:.1f})")
+        print(
+            f"\nhighest J with margin > 0, held-in correct >= 99%, off-topic (random) and "
+            f"generic < 0.5%: floor {f}, margin {m} (J {100 * j:.1f})"
+        )
     return 0
 
 

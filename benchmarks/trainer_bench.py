@@ -33,11 +33,25 @@ START, END = "<!-- trainer-bench:start -->", "<!-- trainer-bench:end -->"
 def run_calbench(args: argparse.Namespace, out: Path) -> dict:
     from calbench.train.grpo import GRPOConfig, train
 
-    cfg = GRPOConfig(out_dir=str(out), steps=args.steps, prompts_per_step=args.prompts,
-                     group_size=args.group, max_new_tokens=args.tokens,
-                     min_new_tokens=args.tokens, lr=1e-5, beta=0.0, updates_per_batch=1,
-                     lora_r=16, lora_alpha=32, eval_size=0, save_every=0, threads=args.threads,
-                     dtype=args.dtype, progress=False, elicitation="tags")
+    cfg = GRPOConfig(
+        out_dir=str(out),
+        steps=args.steps,
+        prompts_per_step=args.prompts,
+        group_size=args.group,
+        max_new_tokens=args.tokens,
+        min_new_tokens=args.tokens,
+        lr=1e-5,
+        beta=0.0,
+        updates_per_batch=1,
+        lora_r=16,
+        lora_alpha=32,
+        eval_size=0,
+        save_every=0,
+        threads=args.threads,
+        dtype=args.dtype,
+        progress=False,
+        elicitation="tags",
+    )
     train(cfg, overwrite=True)
     steps = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     steps = [s for s in steps if "event" not in s][1:]  # drop the warm-up step
@@ -46,7 +60,8 @@ def run_calbench(args: argparse.Namespace, out: Path) -> dict:
         "rollout_s": statistics.median(s["rollout_s"] for s in steps),
         "rollout_tokens_per_s": statistics.median(s["rollout_tokens_per_s"] for s in steps),
         "tokens_per_step": statistics.median(s["response_tokens"] for s in steps)
-        * args.prompts * args.group,
+        * args.prompts
+        * args.group,
         "steps_timed": len(steps),
     }
 
@@ -64,15 +79,31 @@ def run_trl(args: argparse.Namespace, out: Path) -> dict:
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     n = args.prompts * args.group
     trainer = grpo_trainer(
-        model, method="rlcr", n_train=args.steps * args.prompts + 8, processing_class=tok,
-        peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear",
-                               task_type="CAUSAL_LM"),
-        output_dir=str(out), per_device_train_batch_size=n, num_generations=args.group,
-        max_completion_length=args.tokens, generation_kwargs={"min_new_tokens": args.tokens},
-        max_steps=args.steps, learning_rate=1e-5, beta=0.0, num_iterations=1,
-        loss_type="dapo", logging_steps=1, use_cpu=True, bf16=args.dtype == "bf16",
-        gradient_checkpointing=False, save_strategy="no", temperature=1.0,
-        dataloader_num_workers=0, disable_tqdm=True,
+        model,
+        method="rlcr",
+        n_train=args.steps * args.prompts + 8,
+        processing_class=tok,
+        peft_config=LoraConfig(
+            r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"
+        ),
+        output_dir=str(out),
+        per_device_train_batch_size=n,
+        num_generations=args.group,
+        max_completion_length=args.tokens,
+        generation_kwargs={"min_new_tokens": args.tokens},
+        max_steps=args.steps,
+        learning_rate=1e-5,
+        beta=0.0,
+        num_iterations=1,
+        loss_type="dapo",
+        logging_steps=1,
+        use_cpu=True,
+        bf16=args.dtype == "bf16",
+        gradient_checkpointing=False,
+        save_strategy="no",
+        temperature=1.0,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
     )
     gen_times: list[float] = []
     generate = trainer._generate_single_turn  # time TRL's generation (instrumentation only)
@@ -109,41 +140,42 @@ def run_trl(args: argparse.Namespace, out: Path) -> dict:
 def write_section(result: dict) -> None:
     c, t = result["calbench"], result["trl"]
     a = result["settings"]
-    table = "\n".join([
-        START,
-        "",
-        f"`python benchmarks/trainer_bench.py --write` — {a['date']}, {a['machine']} (shared "
-        f"with other jobs), torch {a['torch']}, transformers {a['transformers']}, TRL {a['trl']}, "
-        f"{a['threads']} torch threads, {a['dtype']}. SmolLM2-135M-Instruct, LoRA r16 all-linear, {a['prompts']} questions × "
-        f"{a['group']} samples × {a['tokens']} tokens per step, β = 0, one optimizer step per "
-        f"rollout batch. Median over {c['steps_timed']} timed steps per phase (A-B-A: "
-        "calbench, TRL, calbench; the first step of each phase is not timed).",
-        "",
-        "| trainer | s / optimizer step | rollout s | rollout tokens/s |",
-        "| --- | ---: | ---: | ---: |",
-        f"| calbench GRPO (phase A) | {c['step_s']:.1f} | {c['rollout_s']:.1f} | "
-        f"{c['rollout_tokens_per_s']:.1f} |",
-        f"| TRL GRPOTrainer | {t['step_s']:.1f} | {t['rollout_s']:.1f} | "
-        f"{t['rollout_tokens_per_s']:.1f} |",
-        f"| calbench GRPO (phase A') | {result['calbench_again']['step_s']:.1f} | "
-        f"{result['calbench_again']['rollout_s']:.1f} | "
-        f"{result['calbench_again']['rollout_tokens_per_s']:.1f} |",
-        "",
-        f"**Speed-up vs TRL (mean of both calbench phases): {result['step_ratio']:.2f}× per "
-        f"optimizer step, {result['rollout_ratio']:.2f}× rollout tokens/s** (target ≥ 1.0×).",
-        "",
-        "Where it comes from: calbench runs each prompt once per group and repeats its KV cache "
-        "(rollout and gradient pass), samples through a copy of the model with the LoRA merged "
-        "in, and computes logits only at response positions. TRL pads every (prompt, response) "
-        "row and generates through the unmerged PEFT model.",
-        "",
-        END,
-    ])
+    table = "\n".join(
+        [
+            START,
+            "",
+            f"`python benchmarks/trainer_bench.py --write` — {a['date']}, {a['machine']} (shared "
+            f"with other jobs), torch {a['torch']}, transformers {a['transformers']}, TRL {a['trl']}, "
+            f"{a['threads']} torch threads, {a['dtype']}. SmolLM2-135M-Instruct, LoRA r16 all-linear, {a['prompts']} questions × "
+            f"{a['group']} samples × {a['tokens']} tokens per step, β = 0, one optimizer step per "
+            f"rollout batch. Median over {c['steps_timed']} timed steps per phase (A-B-A: "
+            "calbench, TRL, calbench; the first step of each phase is not timed).",
+            "",
+            "| trainer | s / optimizer step | rollout s | rollout tokens/s |",
+            "| --- | ---: | ---: | ---: |",
+            f"| calbench GRPO (phase A) | {c['step_s']:.1f} | {c['rollout_s']:.1f} | "
+            f"{c['rollout_tokens_per_s']:.1f} |",
+            f"| TRL GRPOTrainer | {t['step_s']:.1f} | {t['rollout_s']:.1f} | "
+            f"{t['rollout_tokens_per_s']:.1f} |",
+            f"| calbench GRPO (phase A') | {result['calbench_again']['step_s']:.1f} | "
+            f"{result['calbench_again']['rollout_s']:.1f} | "
+            f"{result['calbench_again']['rollout_tokens_per_s']:.1f} |",
+            "",
+            f"**Speed-up vs TRL (mean of both calbench phases): {result['step_ratio']:.2f}× per "
+            f"optimizer step, {result['rollout_ratio']:.2f}× rollout tokens/s** (target ≥ 1.0×).",
+            "",
+            "Where it comes from: calbench runs each prompt once per group and repeats its KV cache "
+            "(rollout and gradient pass), samples through a copy of the model with the LoRA merged "
+            "in, and computes logits only at response positions. TRL pads every (prompt, response) "
+            "row and generates through the unmerged PEFT model.",
+            "",
+            END,
+        ]
+    )
     bench = ROOT / "BENCHMARKS.md"
     text = bench.read_text() if bench.exists() else "# Benchmarks\n"
     if START in text and END in text:
-        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: table, text,
-                      flags=re.S)
+        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: table, text, flags=re.S)
     elif "## Trainer" in text:
         text = text.replace("## Trainer", "## Trainer\n\n" + table, 1)
     else:
@@ -191,11 +223,17 @@ def main(argv: list[str] | None = None) -> int:
     step_c = (a["step_s"] + a2["step_s"]) / 2
     tps_c = (a["rollout_tokens_per_s"] + a2["rollout_tokens_per_s"]) / 2
     result = {
-        "settings": {**vars(args), "date": time.strftime("%Y-%m-%d"),
-                     "machine": _machine(),
-                     "torch": torch.__version__, "transformers": transformers.__version__,
-                     "trl": trl.__version__},
-        "calbench": a, "trl": t, "calbench_again": a2,
+        "settings": {
+            **vars(args),
+            "date": time.strftime("%Y-%m-%d"),
+            "machine": _machine(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "trl": trl.__version__,
+        },
+        "calbench": a,
+        "trl": t,
+        "calbench_again": a2,
         "step_ratio": t["step_s"] / step_c,
         "rollout_ratio": tps_c / t["rollout_tokens_per_s"],
     }

@@ -19,13 +19,24 @@ from calbench.core.records import RecordError
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("calbench.eval.evaluate", "evaluate a model's answers and verbalized confidences"),
-    "score": ("calbench.report.score", "compute the metric suite from saved records (no model run)"),
-    "compare": ("calbench.report.compare", "paired comparison of two runs on their shared "
-                "questions: metric differences with paired bootstrap CIs"),
-    "regrade": ("calbench.regrade", "grade saved runs' responses again with the current parser "
-                "and graders (no model run)"),
-    "import": ("calbench.report.importer", "turn released outputs (RLCR .jsonl, lm-eval "
-               "samples) into run folders, optionally regraded by calbench"),
+    "score": (
+        "calbench.report.score",
+        "compute the metric suite from saved records (no model run)",
+    ),
+    "compare": (
+        "calbench.report.compare",
+        "paired comparison of two runs on their shared "
+        "questions: metric differences with paired bootstrap CIs",
+    ),
+    "regrade": (
+        "calbench.regrade",
+        "grade saved runs' responses again with the current parser and graders (no model run)",
+    ),
+    "import": (
+        "calbench.report.importer",
+        "turn released outputs (RLCR .jsonl, lm-eval "
+        "samples) into run folders, optionally regraded by calbench",
+    ),
     "plot": ("calbench.report.plots", "reliability diagrams and risk-coverage plots of runs"),
     "leaderboard": ("calbench.report.leaderboard", "build the leaderboard from a results folder"),
     "tasks": ("calbench.eval.task_catalog", "list tasks, or show a rendered example prompt"),

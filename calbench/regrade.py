@@ -47,10 +47,17 @@ VERDICT = ("answer", "correct", "confidence")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR",
-                   help="run folders, or folders searched for them (like the leaderboard)")
-    p.add_argument("--data-dir", default=None,
-                   help="local data for redacted runs' golds (default: the run's data_dir)")
+    p.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="run folders, or folders searched for them (like the leaderboard)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="local data for redacted runs' golds (default: the run's data_dir)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the changes, write nothing")
 
 
@@ -85,28 +92,35 @@ def _read_manifest(path: Path) -> dict:
         raise UsageError(f"{path}: no {MANIFEST}; regrade needs the run's task and elicitation")
     obj = _read_json(path / MANIFEST)
     if obj.get("status", "complete") != "complete":
-        raise UsageError(f"{path / MANIFEST}: status is {obj['status']!r}, not 'complete' "
-                         "(a run in progress or killed); finish the run first")
+        raise UsageError(
+            f"{path / MANIFEST}: status is {obj['status']!r}, not 'complete' "
+            "(a run in progress or killed); finish the run first"
+        )
     for key in ("task", "elicitation"):
         if not isinstance(obj.get(key), str):
             raise UsageError(f"{path / MANIFEST}: '{key}' is missing")
     if obj["elicitation"] not in ELICITATIONS:
         raise UsageError(f"{path / MANIFEST}: unknown elicitation {obj['elicitation']!r}")
     if obj.get("judge"):
-        raise UsageError(f"{path}: graded by an LLM judge; regrading would ask the judge again "
-                         "(not done here)")
+        raise UsageError(
+            f"{path}: graded by an LLM judge; regrading would ask the judge again (not done here)"
+        )
     return obj
 
 
 _QUESTIONS: dict[str, dict[str, dict]] = {}  # loader settings -> {id: doc}, per process
 
 
-def _questions(task: TaskInfo, manifest: dict, data_dir: str | None, where: Path
-               ) -> dict[str, dict]:
+def _questions(
+    task: TaskInfo, manifest: dict, data_dir: str | None, where: Path
+) -> dict[str, dict]:
     """The task's questions by id, loaded as ``calbench eval`` loads them for this run."""
-    meta: dict[str, Any] = {**task_metadata(task), "elicitation": manifest["elicitation"],
-                            "seed": int(manifest.get("seed") or 0),
-                            "size": max(GENERATED_TASK_SIZE, int(manifest.get("limit") or 0))}
+    meta: dict[str, Any] = {
+        **task_metadata(task),
+        "elicitation": manifest["elicitation"],
+        "seed": int(manifest.get("seed") or 0),
+        "size": max(GENERATED_TASK_SIZE, int(manifest.get("limit") or 0)),
+    }
     data_dir = data_dir or manifest.get("data_dir")
     if data_dir:
         meta["data_dir"] = str(Path(data_dir).resolve())
@@ -115,11 +129,14 @@ def _questions(task: TaskInfo, manifest: dict, data_dir: str | None, where: Path
         try:
             docs = load_docs(**meta)["test"]
         except UsageError as e:
-            raise UsageError(f"{where}: cannot load the {task.name} questions to recover "
-                             f"redacted golds: {e} (pass --data-dir)") from None
+            raise UsageError(
+                f"{where}: cannot load the {task.name} questions to recover "
+                f"redacted golds: {e} (pass --data-dir)"
+            ) from None
         except Exception as e:
-            raise RuntimeFailure(f"{where}: loading the {task.name} questions failed: "
-                                 f"{type(e).__name__}: {e}") from e
+            raise RuntimeFailure(
+                f"{where}: loading the {task.name} questions failed: {type(e).__name__}: {e}"
+            ) from e
         _QUESTIONS[key] = {str(d["id"]): d for d in docs}
     return _QUESTIONS[key]
 
@@ -133,15 +150,21 @@ def _gold(rec: dict, where: str, questions) -> tuple[str, str]:
         raise RecordError(f"{where}: record has neither 'gold' nor 'gold_sha256'")
     doc = questions().get(str(rec["id"]))
     if doc is None:
-        raise RecordError(f"{where}: id {rec['id']!r} is not a question of the loaded task "
-                          "data (other data or settings); not regraded")
+        raise RecordError(
+            f"{where}: id {rec['id']!r} is not a question of the loaded task "
+            "data (other data or settings); not regraded"
+        )
     if sha256_text(doc["gold"]) != rec["gold_sha256"]:
-        raise RecordError(f"{where}: 'gold_sha256' does not match the gold of {rec['id']!r} "
-                          "in the loaded task data (other data or settings); not regraded")
+        raise RecordError(
+            f"{where}: 'gold_sha256' does not match the gold of {rec['id']!r} "
+            "in the loaded task data (other data or settings); not regraded"
+        )
     q = rec.get("question_sha256")
     if isinstance(q, str) and sha256_text(doc["question"]) != q:
-        raise RecordError(f"{where}: 'question_sha256' does not match the question of "
-                          f"{rec['id']!r} in the loaded task data; not regraded")
+        raise RecordError(
+            f"{where}: 'question_sha256' does not match the question of "
+            f"{rec['id']!r} in the loaded task data; not regraded"
+        )
     return doc["gold"], doc["question"]
 
 
@@ -157,12 +180,17 @@ def _need(rec: dict, where: str, path: str, kind: type) -> Any:
     return obj
 
 
-def regrade_record(rec: dict, where: str, *, gold: str, question: str, grader: str,
-                   elicitation: str) -> dict:
+def regrade_record(
+    rec: dict, where: str, *, gold: str, question: str, grader: str, elicitation: str
+) -> dict:
     """The record ``calbench eval`` would write today from ``rec``'s model output."""
     prefill = build_prompt("?", elicitation).prefill
-    first = _need(rec, where, "consistency.greedy_response" if elicitation == "consistency"
-                  else "response", str)
+    first = _need(
+        rec,
+        where,
+        "consistency.greedy_response" if elicitation == "consistency" else "response",
+        str,
+    )
     g = grade_response(first, gold, grader, prefill=prefill, question=question)
     new = {k: v for k, v in rec.items() if k != "grading"}
     new.update(g.record_fields(), response=first)
@@ -177,18 +205,22 @@ def regrade_record(rec: dict, where: str, *, gold: str, question: str, grader: s
         if not texts or not all(isinstance(t, str) for t in texts):
             raise RecordError(f"{where}: 'consistency.samples' must list the sampled texts")
         doc = {"gold": gold, "question": question, "prefill": prefill, "grader": grader}
-        apply_consistency(new, doc, texts, k=len(texts),
-                          temperature=rec["consistency"].get("temperature"))
+        apply_consistency(
+            new, doc, texts, k=len(texts), temperature=rec["consistency"].get("temperature")
+        )
     return new
 
 
 def _format(records: list[dict]) -> dict:
     """metrics.json's ``format`` block, as ``calbench eval`` writes it."""
     n = len(records)
-    return {"answer_parse_rate": sum(r["answer"] is not None for r in records) / n,
-            "confidence_parse_rate": sum(r["confidence"] is not None for r in records) / n,
-            "confidence_rescaled": sum(bool((r.get("parse") or {}).get("confidence_rescaled"))
-                                       for r in records)}
+    return {
+        "answer_parse_rate": sum(r["answer"] is not None for r in records) / n,
+        "confidence_parse_rate": sum(r["confidence"] is not None for r in records) / n,
+        "confidence_rescaled": sum(
+            bool((r.get("parse") or {}).get("confidence_rescaled")) for r in records
+        ),
+    }
 
 
 def _point(summary: dict, name: str) -> float | None:
@@ -220,12 +252,19 @@ def regrade_run(path: Path, data_dir: str | None, commit: str | None) -> Regrade
         old = validate_record(raw, where, seen)
         for key in ("task", "elicitation"):
             if raw.get(key, manifest[key]) != manifest[key]:
-                raise RecordError(f"{where}: '{key}' is {raw[key]!r} but the manifest says "
-                                  f"{manifest[key]!r}")
+                raise RecordError(
+                    f"{where}: '{key}' is {raw[key]!r} but the manifest says {manifest[key]!r}"
+                )
         gold, question = _gold(raw, where, questions)
         try:
-            new = regrade_record(raw, where, gold=gold, question=question,
-                                 grader=task.grader, elicitation=elicitation)
+            new = regrade_record(
+                raw,
+                where,
+                gold=gold,
+                question=question,
+                grader=task.grader,
+                elicitation=elicitation,
+            )
         except (UsageError, RecordError, RuntimeFailure):
             raise
         except Exception as e:  # a grader that crashes (e.g. the similarity model is absent)
@@ -234,8 +273,7 @@ def regrade_run(path: Path, data_dir: str | None, commit: str | None) -> Regrade
             new = redact(new)
         new = validate_record(json.loads(json.dumps(new)), where)
         if any(new[k] != old[k] for k in VERDICT):
-            new["regrade"] = {"previous": {k: raw[k] for k in VERDICT},
-                              "grader_commit": commit}
+            new["regrade"] = {"previous": {k: raw[k] for k in VERDICT}, "grader_commit": commit}
             r2w += old["correct"] and not new["correct"]
             w2r += new["correct"] and not old["correct"]
             ans_changed += new["answer"] != old["answer"]
@@ -248,19 +286,38 @@ def regrade_run(path: Path, data_dir: str | None, commit: str | None) -> Regrade
     ci = old_metrics.get("ci") or {}
     settings = {"policy": old_metrics.get("policy", "drop"), "compat": old_metrics.get("compat")}
     before = summarize_records(olds, n_bootstrap=0, **settings)
-    metrics = summarize_records(news, n_bootstrap=int(ci.get("n_bootstrap", 1000)),
-                                seed=int(ci.get("seed", manifest.get("seed") or 0)), **settings)
+    metrics = summarize_records(
+        news,
+        n_bootstrap=int(ci.get("n_bootstrap", 1000)),
+        seed=int(ci.get("seed", manifest.get("seed") or 0)),
+        **settings,
+    )
     metrics["format"] = _format(news)
     metrics = json.loads(json.dumps(metrics, default=str))
     dirty = raw_changed or metrics != old_metrics or "regraded" not in manifest
     new_manifest = dict(manifest)
     if dirty:
         new_manifest["regraded"] = {
-            "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit,
-            "grader": grader_used(task.grader, None), "changed_correct": r2w + w2r,
-            "changed_confidence": conf_changed, "changed_answer": ans_changed, "n": len(news)}
-    return Regraded(path, news, metrics, new_manifest, r2w, w2r, ans_changed, conf_changed,
-                    {k: _point(before, k) for k in ("accuracy", "ece", "brier")}, dirty)
+            "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "commit": commit,
+            "grader": grader_used(task.grader, None),
+            "changed_correct": r2w + w2r,
+            "changed_confidence": conf_changed,
+            "changed_answer": ans_changed,
+            "n": len(news),
+        }
+    return Regraded(
+        path,
+        news,
+        metrics,
+        new_manifest,
+        r2w,
+        w2r,
+        ans_changed,
+        conf_changed,
+        {k: _point(before, k) for k in ("accuracy", "ece", "brier")},
+        dirty,
+    )
 
 
 def write(r: Regraded) -> None:
@@ -278,21 +335,44 @@ def _fmt(x: float | None) -> str:
 
 
 def print_table(results: list[Regraded], root: Path | None = None) -> None:
-    head = ("run", "n", "correct r->w/w->r", "answer", "conf", "accuracy", "ECE", "Brier",
-            "written")
+    head = (
+        "run",
+        "n",
+        "correct r->w/w->r",
+        "answer",
+        "conf",
+        "accuracy",
+        "ECE",
+        "Brier",
+        "written",
+    )
     rows = []
     for r in results:
-        name = str(r.path.relative_to(root)) if root and r.path.is_relative_to(root) \
-            else str(r.path)
-        rows.append((name, str(len(r.records)), f"{r.right_to_wrong}/{r.wrong_to_right}",
-                     str(r.changed_answer), str(r.changed_confidence),
-                     *(f"{_fmt(r.before[k])} -> {_fmt(_point(r.metrics, k))}"
-                       for k in ("accuracy", "ece", "brier")),
-                     "yes" if r.dirty else "no (unchanged)"))
+        name = (
+            str(r.path.relative_to(root)) if root and r.path.is_relative_to(root) else str(r.path)
+        )
+        rows.append(
+            (
+                name,
+                str(len(r.records)),
+                f"{r.right_to_wrong}/{r.wrong_to_right}",
+                str(r.changed_answer),
+                str(r.changed_confidence),
+                *(
+                    f"{_fmt(r.before[k])} -> {_fmt(_point(r.metrics, k))}"
+                    for k in ("accuracy", "ece", "brier")
+                ),
+                "yes" if r.dirty else "no (unchanged)",
+            )
+        )
     widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
     for row in [head, *rows]:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip())
+        print(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+        )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -32,8 +32,21 @@ from calbench.core.models import REFERENCE_DIR, REFERENCE_MODELS
 LORA_ARGS = ["--lora-r", "16", "--lora-alpha", "32", "--lora-last-layers", "12"]
 # 640 worked examples, one epoch (40 steps). lr 1e-3: at 3e-4 the same 20 steps reached 22%
 # held-out accuracy with 84% format, at 1e-3 34% with 100% (120 questions each, this machine).
-WARMUP_ARGS = ["--examples", "640", "--epochs", "1", "--batch-size", "16", "--lr", "1e-3",
-               "--eval-size", "120", "--eval-every", "20", *LORA_ARGS]
+WARMUP_ARGS = [
+    "--examples",
+    "640",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "16",
+    "--lr",
+    "1e-3",
+    "--eval-size",
+    "120",
+    "--eval-every",
+    "20",
+    *LORA_ARGS,
+]
 RL_STEPS = 60
 # 48 new tokens: the worked steps + tags of the longest chains are 43 tokens. --conf-grad
 # expected (a no-op for rlvr, whose reward ignores the confidence): with the sampled estimator
@@ -51,10 +64,34 @@ RL_STEPS = 60
 # before either was evaluated (higher greedy AUROC unless > 5 points less accurate):
 # 120 × (4 × 8) reached AUROC 0.841, accuracy 0.290, ECE 0.078; 60 × (16 × 4) — four questions
 # per difficulty bin per step — AUROC 0.879, accuracy 0.380, ECE 0.181. The second is used.
-RL_ARGS = ["--algo", "grpo", "--steps", str(RL_STEPS), "--prompts-per-step", "16",
-           "--group-size", "4", "--max-new-tokens", "48", "--lr", "1e-3", "--beta", "0.04",
-           "--train-order", "stratified", "--conf-grad", "expected", "--conf-entropy", "0.02",
-           "--conf-weight", "10", "--eval-size", "0", "--save-every", "10"]
+RL_ARGS = [
+    "--algo",
+    "grpo",
+    "--steps",
+    str(RL_STEPS),
+    "--prompts-per-step",
+    "16",
+    "--group-size",
+    "4",
+    "--max-new-tokens",
+    "48",
+    "--lr",
+    "1e-3",
+    "--beta",
+    "0.04",
+    "--train-order",
+    "stratified",
+    "--conf-grad",
+    "expected",
+    "--conf-entropy",
+    "0.02",
+    "--conf-weight",
+    "10",
+    "--eval-size",
+    "0",
+    "--save-every",
+    "10",
+]
 RL_METHODS = ("rlvr", "rlcr")
 # (task, extra eval args): the in-domain held-out split and the out-of-domain checks.
 EVALS: list[tuple[str, list[str]]] = [
@@ -74,14 +111,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/reference", help="training runs and logs")
     parser.add_argument("--results", default="results", help="eval results root")
     parser.add_argument("--leaderboard", default="leaderboard", help="leaderboard folder")
-    parser.add_argument("--data-dir", default=None,
-                        help="local data (gsm8k, truthfulqa); tasks needing it are skipped "
-                             "without it")
-    parser.add_argument("--stages", default=",".join(STAGES),
-                        help=f"comma-separated subset of {', '.join(STAGES)}")
-    parser.add_argument("--tasks", default=None,
-                        help="comma-separated subset of the eval tasks "
-                             f"({', '.join(t for t, _ in EVALS)})")
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="local data (gsm8k, truthfulqa); tasks needing it are skipped without it",
+    )
+    parser.add_argument(
+        "--stages", default=",".join(STAGES), help=f"comma-separated subset of {', '.join(STAGES)}"
+    )
+    parser.add_argument(
+        "--tasks",
+        default=None,
+        help=f"comma-separated subset of the eval tasks ({', '.join(t for t, _ in EVALS)})",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="stages run side by side")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
 
@@ -102,8 +144,11 @@ class Runner:
         if self.dry_run:
             return
         self.logs.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads or self.threads),
-               "TOKENIZERS_PARALLELISM": "false"}
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": str(threads or self.threads),
+            "TOKENIZERS_PARALLELISM": "false",
+        }
         t0 = time.perf_counter()
         with open(self.logs / f"{name}.log", "a") as log:
             log.write(f"\n$ {shown}\n")
@@ -112,8 +157,7 @@ class Runner:
         self.times[name] = time.perf_counter() - t0
         if rc != 0:
             raise RuntimeFailure(f"stage {name} failed (exit {rc}); see {self.logs / name}.log")
-        print(f"[{time.strftime('%H:%M:%S')}] {name}: done in {self.times[name]:.0f} s",
-              flush=True)
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: done in {self.times[name]:.0f} s", flush=True)
 
     @property
     def threads(self) -> int:
@@ -152,12 +196,14 @@ def check_warmup(run: Path, floor: float = WARMUP_MIN_ACCURACY) -> float:
     if acc < floor:
         raise RuntimeFailure(
             f"the warm-up answers {acc:.1%} of held-out questions right (< {floor:.0%}): RL "
-            "from there has almost no right answers to learn from; fix the warm-up first")
+            "from there has almost no right answers to learn from; fix the warm-up first"
+        )
     return float(acc)
 
 
-def publish(out: Path, dest_root: Path = REFERENCE_DIR, only: tuple[str, ...] | None = None
-            ) -> None:
+def publish(
+    out: Path, dest_root: Path = REFERENCE_DIR, only: tuple[str, ...] | None = None
+) -> None:
     """Copy each trained adapter (or those named in ``only``: warmup, rlvr, rlcr), its config,
     log and a model card into calbench/reference/."""
     for spec, short in REFERENCE_MODELS.items():
@@ -191,26 +237,55 @@ def model_card(spec: str, short: str, info: dict, size: int) -> str:
     }[short]
     partial = ""
     if short != "warmup" and info.get("steps") != cfg.get("steps"):
-        partial = (" — **a checkpoint of a run stopped early**, not the finished run the "
-                   "command below describes")
-    cmd = (["calbench", "train", "--method", "warmup", "--model", "smollm2-135m",
-            "--out", "runs/reference/warmup", *WARMUP_ARGS] if short == "warmup" else
-           ["calbench", "train", "--method", short, "--model", "runs/reference/warmup/adapter",
-            "--out", f"runs/reference/{short}", *RL_ARGS, *LORA_ARGS])
-    start = "" if short == "warmup" else (
-        f", starting from `{cfg.get('model')}`: the warm-up run of the same `reproduce` output "
-        "folder, published beside this adapter as `smollm2-135m-warmup`")
+        partial = (
+            " — **a checkpoint of a run stopped early**, not the finished run the "
+            "command below describes"
+        )
+    cmd = (
+        [
+            "calbench",
+            "train",
+            "--method",
+            "warmup",
+            "--model",
+            "smollm2-135m",
+            "--out",
+            "runs/reference/warmup",
+            *WARMUP_ARGS,
+        ]
+        if short == "warmup"
+        else [
+            "calbench",
+            "train",
+            "--method",
+            short,
+            "--model",
+            "runs/reference/warmup/adapter",
+            "--out",
+            f"runs/reference/{short}",
+            *RL_ARGS,
+            *LORA_ARGS,
+        ]
+    )
+    start = (
+        ""
+        if short == "warmup"
+        else (
+            f", starting from `{cfg.get('model')}`: the warm-up run of the same `reproduce` output "
+            "folder, published beside this adapter as `smollm2-135m-warmup`"
+        )
+    )
     return f"""# {spec}
 
 LoRA adapter on SmolLM2-135M-Instruct (Apache-2.0): {what}.
-Trained by `calbench reproduce` (calbench commit {info.get('git_commit') or 'unknown'}){start}.
+Trained by `calbench reproduce` (calbench commit {info.get("git_commit") or "unknown"}){start}.
 
 | | |
 |---|---|
-| data | reasoning-gym `chain_sum` (2–3 terms of 1–2 digits), train stream of seed {cfg.get('seed', 0)}; never the 500-question held-out pool |
-| method / algorithm | {info.get('method')} / {info.get('algo')} |
-| steps | {info.get('steps')} of {cfg.get('steps') if short != 'warmup' else info.get('steps')} configured{partial} |
-| wall time | {info.get('wall_time_s', 0) / 60:.1f} min |
+| data | reasoning-gym `chain_sum` (2–3 terms of 1–2 digits), train stream of seed {cfg.get("seed", 0)}; never the 500-question held-out pool |
+| method / algorithm | {info.get("method")} / {info.get("algo")} |
+| steps | {info.get("steps")} of {cfg.get("steps") if short != "warmup" else info.get("steps")} configured{partial} |
+| wall time | {info.get("wall_time_s", 0) / 60:.1f} min |
 | machine | {_machine(info)} |
 | adapter | {size / 1e6:.1f} MB (`adapter_model.safetensors`) |
 
@@ -249,17 +324,49 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if "warmup" in stages and not _done_training(out / "warmup", None):
         cores = os.cpu_count() or 1  # the warm-up runs alone
-        r.run("warmup", _calbench("train", "--method", "warmup", "--model", "smollm2-135m",
-                                  "--out", str(out / "warmup"), "--no-progress",
-                                  "--threads", str(cores), *WARMUP_ARGS), threads=cores)
+        r.run(
+            "warmup",
+            _calbench(
+                "train",
+                "--method",
+                "warmup",
+                "--model",
+                "smollm2-135m",
+                "--out",
+                str(out / "warmup"),
+                "--no-progress",
+                "--threads",
+                str(cores),
+                *WARMUP_ARGS,
+            ),
+            threads=cores,
+        )
     if "rl" in stages:
         if not args.dry_run:
             check_warmup(out / "warmup")
-        r.parallel([(m, _calbench("train", "--method", m, "--model",
-                                  str(out / "warmup" / "adapter"), "--out", str(out / m),
-                                  "--no-progress", "--threads", str(r.threads),
-                                  *RL_ARGS, *LORA_ARGS))
-                    for m in RL_METHODS if not _done_training(out / m, RL_STEPS)])
+        r.parallel(
+            [
+                (
+                    m,
+                    _calbench(
+                        "train",
+                        "--method",
+                        m,
+                        "--model",
+                        str(out / "warmup" / "adapter"),
+                        "--out",
+                        str(out / m),
+                        "--no-progress",
+                        "--threads",
+                        str(r.threads),
+                        *RL_ARGS,
+                        *LORA_ARGS,
+                    ),
+                )
+                for m in RL_METHODS
+                if not _done_training(out / m, RL_STEPS)
+            ]
+        )
     if "publish" in stages and not args.dry_run:
         publish(out)
     if "eval" in stages:
@@ -272,10 +379,27 @@ def run(args: argparse.Namespace) -> int:
             for model in MODELS:
                 if _done_eval(results, model, task):
                     continue
-                todo.append((f"eval-{model}-{task}", _calbench(
-                    "eval", "--model", model, "--tasks", task, "--elicitation", "tags",
-                    "--batch-size", "16", "--redact", "--output", str(results), *data,
-                    *dict(EVALS)[task])))
+                todo.append(
+                    (
+                        f"eval-{model}-{task}",
+                        _calbench(
+                            "eval",
+                            "--model",
+                            model,
+                            "--tasks",
+                            task,
+                            "--elicitation",
+                            "tags",
+                            "--batch-size",
+                            "16",
+                            "--redact",
+                            "--output",
+                            str(results),
+                            *data,
+                            *dict(EVALS)[task],
+                        ),
+                    )
+                )
         r.parallel(todo)
     if "leaderboard" in stages:
         r.run("leaderboard", _calbench("leaderboard", str(results), "--out", args.leaderboard))
@@ -283,13 +407,20 @@ def run(args: argparse.Namespace) -> int:
         for task in tasks:
             runs = [str(results / m / task / "tags") for m in REFERENCE_MODELS]
             if args.dry_run or all((Path(x) / "metrics.json").is_file() for x in runs):
-                r.run(f"plot-{task}", _calbench(
-                    "plot", *runs, "--out", str(Path(args.leaderboard) / "figures" /
-                                               f"reference_{task}.png")))
+                r.run(
+                    f"plot-{task}",
+                    _calbench(
+                        "plot",
+                        *runs,
+                        "--out",
+                        str(Path(args.leaderboard) / "figures" / f"reference_{task}.png"),
+                    ),
+                )
     total = time.perf_counter() - t0
     print(f"reproduce: {total / 60:.1f} min wall for stages {', '.join(stages)}")
     if not args.dry_run:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "reproduce_times.json").write_text(json.dumps(
-            {"stages": stages, "wall_s": total, "per_step_s": r.times}, indent=1))
+        (out / "reproduce_times.json").write_text(
+            json.dumps({"stages": stages, "wall_s": total, "per_step_s": r.times}, indent=1)
+        )
     return 0

@@ -57,9 +57,18 @@ def _n_tokens(prompt: Any) -> int:
 def ok_body(path: str, body: dict[str, Any], text: str) -> dict[str, Any]:
     """A well-formed OpenAI response to ``body`` sent to ``path``."""
     if path.endswith("/chat/completions"):
-        return {"id": "chatcmpl-fault", "object": "chat.completion", "model": body.get("model"),
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": text}}]}
+        return {
+            "id": "chatcmpl-fault",
+            "object": "chat.completion",
+            "model": body.get("model"),
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": text},
+                }
+            ],
+        }
     prompts = body.get("prompt")
     if not (isinstance(prompts, list) and prompts and isinstance(prompts[0], (list, str))):
         prompts = [prompts]
@@ -68,18 +77,31 @@ def ok_body(path: str, body: dict[str, Any], text: str) -> dict[str, Any]:
         choice: dict[str, Any] = {"index": i, "text": text, "finish_reason": "stop"}
         if body.get("logprobs"):  # loglikelihood: echo the prompt with a log-prob per token
             n = _n_tokens(p) + 1
-            choice["logprobs"] = {"token_logprobs": [None] + [-0.25] * (n - 1),
-                                  "top_logprobs": [None] + [{"x": -0.25}] * (n - 1)}
+            choice["logprobs"] = {
+                "token_logprobs": [None] + [-0.25] * (n - 1),
+                "top_logprobs": [None] + [{"x": -0.25}] * (n - 1),
+            }
         choices.append(choice)
-    return {"id": "cmpl-fault", "object": "text_completion", "model": body.get("model"),
-            "choices": choices}
+    return {
+        "id": "cmpl-fault",
+        "object": "text_completion",
+        "model": body.get("model"),
+        "choices": choices,
+    }
 
 
 class FaultServer:
-    def __init__(self, script: list[str] | tuple[str, ...] = (), then: str = "ok", *,
-                 ok_text: str = "<answer>7</answer>\n<confidence>0.8</confidence>",
-                 retry_after: str = "1", hang_s: float = 5.0, lifetime: float = 180.0,
-                 port: int = 0) -> None:
+    def __init__(
+        self,
+        script: list[str] | tuple[str, ...] = (),
+        then: str = "ok",
+        *,
+        ok_text: str = "<answer>7</answer>\n<confidence>0.8</confidence>",
+        retry_after: str = "1",
+        hang_s: float = 5.0,
+        lifetime: float = 180.0,
+        port: int = 0,
+    ) -> None:
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self.set_script(script, then)
@@ -126,8 +148,9 @@ class FaultServer:
     def _next(self, path: str, headers: dict[str, str], body: Any) -> str:
         with self._lock:
             i = len(self.requests) - self._offset
-            self.requests.append({"t": time.monotonic(), "path": path, "headers": headers,
-                                  "body": body})
+            self.requests.append(
+                {"t": time.monotonic(), "path": path, "headers": headers, "body": body}
+            )
             return self.script[i] if i < len(self.script) else self.then
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
@@ -139,8 +162,9 @@ class FaultServer:
             def log_message(self, *args: object) -> None:  # keep test output clean
                 pass
 
-            def _send(self, status: int, payload: bytes, extra: dict[str, str] | None = None
-                      ) -> None:
+            def _send(
+                self, status: int, payload: bytes, extra: dict[str, str] | None = None
+            ) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
@@ -168,8 +192,7 @@ class FaultServer:
                     self._send(int(behaviour), json.dumps(msg).encode())
                 elif behaviour == "429":
                     msg = {"error": {"message": "rate limited", "type": "rate_limit"}}
-                    self._send(429, json.dumps(msg).encode(),
-                               {"Retry-After": server.retry_after})
+                    self._send(429, json.dumps(msg).encode(), {"Retry-After": server.retry_after})
                 elif behaviour == "badjson":
                     self._send(200, b"<html>upstream proxy error</html>")
                 elif behaviour == "nochoices":

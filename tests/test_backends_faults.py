@@ -45,9 +45,30 @@ ATTEMPTS = RETRIES + 1
 
 
 def eval_args(out: Path, url: str, *extra: str, backend: str = "openai-chat") -> list[str]:
-    return ["eval", "--model", "fault-model", "--tasks", "gsm_symbolic", "--limit", "2",
-            "--backend", backend, "--base-url", url, "--output", str(out), "--bootstrap", "10",
-            "--max-retries", str(RETRIES), "--timeout", "1", "--max-new-tokens", "16", *extra]
+    return [
+        "eval",
+        "--model",
+        "fault-model",
+        "--tasks",
+        "gsm_symbolic",
+        "--limit",
+        "2",
+        "--backend",
+        backend,
+        "--base-url",
+        url,
+        "--output",
+        str(out),
+        "--bootstrap",
+        "10",
+        "--max-retries",
+        str(RETRIES),
+        "--timeout",
+        "1",
+        "--max-new-tokens",
+        "16",
+        *extra,
+    ]
 
 
 def run_cli(capfd, args: list[str]) -> tuple[int, str, str]:
@@ -85,14 +106,19 @@ def test_retry_after_is_read_and_capped():
     assert [backoff_seconds(a) for a in (1, 2, 3, 10)] == [0.5, 1.0, 2.0, 8.0]
 
 
-@pytest.mark.parametrize("outputs, needle", [
-    ({"id": "x"}, 'no "choices" (keys: id)'),
-    ({"choices": []}, '"choices" holds 0 completions for 1 prompt(s)'),
-    ({"choices": [{"index": 0, "message": {"content": None}, "finish_reason": "stop"}]},
-     "no message.content"),
-    ({"choices": [{"index": 3, "message": {"content": "a"}}]}, "bad or repeated index 3"),
-    (["not", "an", "object"], "a JSON list"),
-])
+@pytest.mark.parametrize(
+    "outputs, needle",
+    [
+        ({"id": "x"}, 'no "choices" (keys: id)'),
+        ({"choices": []}, '"choices" holds 0 completions for 1 prompt(s)'),
+        (
+            {"choices": [{"index": 0, "message": {"content": None}, "finish_reason": "stop"}]},
+            "no message.content",
+        ),
+        ({"choices": [{"index": 3, "message": {"content": "a"}}]}, "bad or repeated index 3"),
+        (["not", "an", "object"], "a JSON list"),
+    ],
+)
 def test_malformed_chat_responses_are_refused(outputs, needle):
     with pytest.raises(BadResponse, match=needle.replace("(", r"\(").replace(")", r"\)")):
         chat_texts(outputs, 1)
@@ -111,8 +137,10 @@ def test_wellformed_responses_are_read_in_index_order():
 def test_redaction_of_urls_registered_secrets_and_log_records(caplog):
     url, user, password = strip_credentials("https://alice:pa%2Fss-canary-91@example.org:8443/v1")
     assert (url, user, password) == ("https://example.org:8443/v1", "alice", "pa/ss-canary-91")
-    assert redact("see https://bob:hunter2@host/v1 and pa/ss-canary-91") == \
-        "see https://***@host/v1 and ***"
+    assert (
+        redact("see https://bob:hunter2@host/v1 and pa/ss-canary-91")
+        == "see https://***@host/v1 and ***"
+    )
     add_secret("sk-log-canary-55")
     with caplog.at_level(logging.DEBUG, logger="calbench.test"):
         log = logging.getLogger("calbench.test")
@@ -128,8 +156,10 @@ def test_redaction_of_urls_registered_secrets_and_log_records(caplog):
 
 
 def test_bad_flags_exit_2(capfd, tmp_path):
-    for flag, value, needle in (("--timeout", "0", "--timeout"),
-                                ("--max-retries", "-1", "--max-retries")):
+    for flag, value, needle in (
+        ("--timeout", "0", "--timeout"),
+        ("--max-retries", "-1", "--max-retries"),
+    ):
         args = eval_args(tmp_path, "http://127.0.0.1:9/v1")
         args[args.index(flag) + 1] = value
         rc, _, err = run_cli(capfd, args)
@@ -172,18 +202,21 @@ def test_429_waits_for_retry_after(capfd, caplog, tmp_path):
     assert "HTTP 429" in caplog.text and "retrying in 2 s" in caplog.text
 
 
-@pytest.mark.parametrize("behaviour, needle", [
-    ("500", 'HTTP 500: {"error": {"message": "injected 500"'),
-    ("429", "HTTP 429"),
-    ("hang", "no response within --timeout 1 s"),
-    ("badjson", "a body that is not JSON: <html>upstream proxy error</html>"),
-    ("nochoices", 'no "choices" (keys: id, object)'),
-    ("emptychoices", '"choices" holds 0 completions for 1 prompt(s)'),
-])
-def test_persistent_fault_fails_and_rerun_keeps_finished(capfd, caplog, tmp_path, behaviour,
-                                                         needle):
-    with FaultServer(["ok"], then=behaviour, ok_text=ANSWER_1, retry_after="0",
-                     hang_s=10) as srv:
+@pytest.mark.parametrize(
+    "behaviour, needle",
+    [
+        ("500", 'HTTP 500: {"error": {"message": "injected 500"'),
+        ("429", "HTTP 429"),
+        ("hang", "no response within --timeout 1 s"),
+        ("badjson", "a body that is not JSON: <html>upstream proxy error</html>"),
+        ("nochoices", 'no "choices" (keys: id, object)'),
+        ("emptychoices", '"choices" holds 0 completions for 1 prompt(s)'),
+    ],
+)
+def test_persistent_fault_fails_and_rerun_keeps_finished(
+    capfd, caplog, tmp_path, behaviour, needle
+):
+    with FaultServer(["ok"], then=behaviour, ok_text=ANSWER_1, retry_after="0", hang_s=10) as srv:
         rc, _, err = run_cli(capfd, eval_args(tmp_path, srv.url))
         assert rc == 1, err[-3000:]
         line = failure_line(err)
@@ -217,12 +250,18 @@ def test_client_error_is_not_retried(capfd, tmp_path):
     assert "refused the request: HTTP 401" in line and "not retried" in line
 
 
-def test_completions_backend_checks_one_choice_per_prompt(capfd, caplog, tmp_path,
-                                                          smollm2_path):
+def test_completions_backend_checks_one_choice_per_prompt(capfd, caplog, tmp_path, smollm2_path):
     # --batch-size 2: both prompts in one request; an empty "choices" is retried
     with FaultServer(["emptychoices"], then="ok", ok_text=ANSWER_1) as srv:
-        args = eval_args(tmp_path, srv.url, "--tokenizer", smollm2_path, "--batch-size", "2",
-                         backend="openai-completions")
+        args = eval_args(
+            tmp_path,
+            srv.url,
+            "--tokenizer",
+            smollm2_path,
+            "--batch-size",
+            "2",
+            backend="openai-completions",
+        )
         rc, _, err = run_cli(capfd, args)
         assert rc == 0, err[-3000:]
         assert srv.count == 2
@@ -231,14 +270,17 @@ def test_completions_backend_checks_one_choice_per_prompt(capfd, caplog, tmp_pat
     assert [r["answer"] for r in records(tmp_path)] == ["7", "7"]
     out2 = tmp_path / "b"
     with FaultServer(then="nochoices") as srv:
-        rc, _, err = run_cli(capfd, eval_args(out2, srv.url, "--tokenizer", smollm2_path,
-                                              backend="openai-completions"))
+        rc, _, err = run_cli(
+            capfd,
+            eval_args(out2, srv.url, "--tokenizer", smollm2_path, backend="openai-completions"),
+        )
         assert rc == 1 and srv.count == ATTEMPTS
     assert f"{srv.url}/completions failed: " in failure_line(err)
 
 
-@pytest.mark.parametrize("backend", [
-    "openai-chat", pytest.param("openai-completions", marks=pytest.mark.model)])  # a tokenizer
+@pytest.mark.parametrize(
+    "backend", ["openai-chat", pytest.param("openai-completions", marks=pytest.mark.model)]
+)  # a tokenizer
 def test_consistency_over_api(capfd, tmp_path, backend, request):
     extra = ["--elicitation", "consistency", "--k", "2"]
     if backend == "openai-completions":
@@ -262,9 +304,18 @@ def test_consistency_over_api(capfd, tmp_path, backend, request):
 def test_logprob_over_completions(capfd, tmp_path, smollm2_path):
     """Log-likelihood requests (echo + logprobs) go through the same checked path."""
     with FaultServer(ok_text="7</answer>") as srv:
-        rc, _, err = run_cli(capfd, eval_args(tmp_path, srv.url, "--tokenizer", smollm2_path,
-                                              "--elicitation", "logprob",
-                                              backend="openai-completions"))
+        rc, _, err = run_cli(
+            capfd,
+            eval_args(
+                tmp_path,
+                srv.url,
+                "--tokenizer",
+                smollm2_path,
+                "--elicitation",
+                "logprob",
+                backend="openai-completions",
+            ),
+        )
         assert rc == 0, err[-3000:]
         assert any(r["body"].get("echo") and r["body"].get("logprobs") for r in srv.requests)
     for x in records(tmp_path, "logprob"):
@@ -284,12 +335,25 @@ def test_secrets_reach_only_the_server(tmp_path, where):
     out = tmp_path / "out"
     basic = base64.b64encode(f"canary-user:{PASSWORD}".encode()).decode()
     with FaultServer(["ok"], then="500", ok_text=ANSWER_1) as srv:
-        url = srv.url if where == "api-key-env" else \
-            srv.url.replace("http://", f"http://canary-user:{PASSWORD}@")
-        cmd = [sys.executable, "-m", "calbench.cli",
-               *eval_args(out, url, "--api-key-env", "CALBENCH_CANARY_KEY")]
-        r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600,
-                           env={**os.environ, "CALBENCH_CANARY_KEY": KEY})
+        url = (
+            srv.url
+            if where == "api-key-env"
+            else srv.url.replace("http://", f"http://canary-user:{PASSWORD}@")
+        )
+        cmd = [
+            sys.executable,
+            "-m",
+            "calbench.cli",
+            *eval_args(out, url, "--api-key-env", "CALBENCH_CANARY_KEY"),
+        ]
+        r = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=600,
+            env={**os.environ, "CALBENCH_CANARY_KEY": KEY},
+        )
         sent = {req["headers"].get("Authorization") for req in srv.requests}
     assert r.returncode == 1, r.stderr[-3000:]
     # the credential did go to the server (so its absence below means something) ...

@@ -22,8 +22,13 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
 CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
     "--window-size=1500,1000",
 ]
 
@@ -36,12 +41,11 @@ def _find(*names: str) -> str | None:
     return None
 
 
-
-
 @pytest.fixture(scope="module")
 def driver():
-    chromium = os.environ.get("CALBENCH_CHROMIUM") or _find("chromium", "chromium-browser",
-                                                             "google-chrome")
+    chromium = os.environ.get("CALBENCH_CHROMIUM") or _find(
+        "chromium", "chromium-browser", "google-chrome"
+    )
     chromedriver = os.environ.get("CALBENCH_CHROMEDRIVER") or _find("chromedriver")
     if not chromium:
         pytest.skip("no Chromium binary (apt-get install chromium chromium-driver)")
@@ -69,6 +73,7 @@ def driver():
 @pytest.fixture(scope="module")
 def page(tmp_path_factory) -> Path:
     from calbench.report.leaderboard import build
+
     root = tmp_path_factory.mktemp("browser")
     runs_make.make_results(root / "results")
     build(root / "results", root / "leaderboard")
@@ -86,8 +91,11 @@ def _column(driver, key: str) -> list[str]:
 
     headers = driver.find_elements(By.CSS_SELECTOR, "#board thead th")
     col = [h.get_attribute("data-key") for h in headers].index(key)
-    return [r.find_elements(By.TAG_NAME, "td")[col].get_attribute("data-v")
-            for r in _body_rows(driver) if r.is_displayed()]
+    return [
+        r.find_elements(By.TAG_NAME, "td")[col].get_attribute("data-v")
+        for r in _body_rows(driver)
+        if r.is_displayed()
+    ]
 
 
 def test_leaderboard_page_in_chromium(driver, page: Path) -> None:
@@ -108,6 +116,7 @@ def test_leaderboard_page_in_chromium(driver, page: Path) -> None:
 
     # Sorting: Brier ascending, then descending, reverses the order of distinct values.
     brier_th = driver.find_element(By.CSS_SELECTOR, 'th[data-key="brier"] button')
+
     def order() -> list[tuple[str, str]]:
         return list(zip(_column(driver, "task"), _column(driver, "model"), strict=True))
 
@@ -120,8 +129,10 @@ def test_leaderboard_page_in_chromium(driver, page: Path) -> None:
     assert desc == sorted(desc, reverse=True)
     # Initially the best row of the first task leads; now the worst row overall does.
     assert order() != before
-    assert driver.find_element(By.CSS_SELECTOR, 'th[data-key="brier"]').get_attribute(
-        "aria-sort") == "descending"
+    assert (
+        driver.find_element(By.CSS_SELECTOR, 'th[data-key="brier"]').get_attribute("aria-sort")
+        == "descending"
+    )
     # Text column: model names in order.
     driver.find_element(By.CSS_SELECTOR, 'th[data-key="model"] button').click()
     names = _column(driver, "model")
@@ -142,8 +153,8 @@ def test_leaderboard_page_in_chromium(driver, page: Path) -> None:
     WebDriverWait(driver, 10).until(lambda d: dialog.get_attribute("open") is not None)
     img = dialog.find_element(By.TAG_NAME, "img")
     WebDriverWait(driver, 10).until(
-        lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth",
-                                   img))
+        lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img)
+    )
     assert img.get_attribute("src").endswith(".svg")
     assert dialog.find_element(By.CLASS_NAME, "title").text == link.get_attribute("data-title")
 

@@ -33,8 +33,9 @@ PROBE = textwrap.dedent("""
 
 
 def _probe(args: list[str], cwd: Path) -> dict:
-    r = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True,
-                       cwd=cwd, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
     got["modules"] = set(got["modules"])
@@ -65,8 +66,9 @@ def test_help_imports_no_command_module(tmp_path):
     assert _model_stack(got) == set()
 
 
-@pytest.mark.parametrize("command, flag", [("score", "--n-bootstrap"),
-                                           ("leaderboard", "--no-diagrams")])
+@pytest.mark.parametrize(
+    "command, flag", [("score", "--n-bootstrap"), ("leaderboard", "--no-diagrams")]
+)
 def test_a_report_command_imports_no_other_clients_command(command, flag, tmp_path):
     got = _probe([command, "--help"], tmp_path)
     assert got["rc"] == 0 and flag in got["stdout"]
@@ -89,19 +91,26 @@ def test_report_commands_start_without_the_model_stack(command, tmp_path):
 
 def test_report_commands_run_without_the_model_stack(tmp_path):
     runs = make_results(tmp_path / "results")
-    got = _probe(["score", str(runs["good"]), "--n-bootstrap", "20",
-                  "--output", str(tmp_path / "scores")], tmp_path)
+    got = _probe(
+        ["score", str(runs["good"]), "--n-bootstrap", "20", "--output", str(tmp_path / "scores")],
+        tmp_path,
+    )
     assert got["rc"] == 0 and (tmp_path / "scores" / "scores.json").is_file()
     assert _model_stack(got) == set(), "calbench score"
     (sample,) = (REPO / "tests" / "fixtures" / "lmeval_output").rglob(
-        "samples_calbench_synth_*.jsonl")
-    got = _probe(["score", str(sample), "--n-bootstrap", "20",
-                  "--output", str(tmp_path / "scores-lmeval")], tmp_path)
+        "samples_calbench_synth_*.jsonl"
+    )
+    got = _probe(
+        ["score", str(sample), "--n-bootstrap", "20", "--output", str(tmp_path / "scores-lmeval")],
+        tmp_path,
+    )
     assert got["rc"] == 0 and _model_stack(got) == set(), "calbench score (lm-eval samples)"
     got = _probe(["plot", str(runs["good"]), "--out", str(tmp_path / "r.svg")], tmp_path)
     assert got["rc"] == 0 and (tmp_path / "r.svg").is_file()
     assert _model_stack(got) == set(), "calbench plot"
-    got = _probe(["leaderboard", str(tmp_path / "results"), "--out", str(tmp_path / "lb"),
-                  "--no-diagrams"], tmp_path)
+    got = _probe(
+        ["leaderboard", str(tmp_path / "results"), "--out", str(tmp_path / "lb"), "--no-diagrams"],
+        tmp_path,
+    )
     assert got["rc"] == 0 and (tmp_path / "lb" / "leaderboard.md").is_file()
     assert _model_stack(got) == set(), "calbench leaderboard"

@@ -76,11 +76,20 @@ def test_paired_interval_is_the_metrics_packages_paired_bootstrap() -> None:
     res = compare_records(ra, rb, n_bootstrap=200, seed=3, policy="fill=0.5")
     al = M.align_records(ra, rb)
     for name in COMPARED:
-        ref = M.paired_bootstrap(al["correct_b"], al["conf_b"], al["correct_a"], al["conf_a"],
-                                 metric=name, n_bootstrap=200, seed=3, policy="fill=0.5")
+        ref = M.paired_bootstrap(
+            al["correct_b"],
+            al["conf_b"],
+            al["correct_a"],
+            al["conf_a"],
+            metric=name,
+            n_bootstrap=200,
+            seed=3,
+            policy="fill=0.5",
+        )
         got = res["metrics"][name]
         assert (got["a"], got["b"], got["diff"], got["lo"], got["hi"]) == pytest.approx(
-            (ref["b"], ref["a"], ref["diff"], ref["lo"], ref["hi"])), name
+            (ref["b"], ref["a"], ref["diff"], ref["lo"], ref["hi"])
+        ), name
 
 
 def test_partial_overlap_pairs_shared_ids_and_reports_the_rest(tmp_path: Path, capsys) -> None:
@@ -131,10 +140,13 @@ def test_undefined_metric_says_why(tmp_path: Path) -> None:
     assert compare.verdict("auroc", auroc) == "no clear difference"
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--n-bootstrap", "0"], "--n-bootstrap must be >= 1"),
-    (["--seed", "-1"], "--seed must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--n-bootstrap", "0"], "--n-bootstrap must be >= 1"),
+        (["--seed", "-1"], "--seed must be >= 0"),
+    ],
+)
 def test_bad_parameters_exit_2(tmp_path: Path, capsys, extra: list[str], message: str) -> None:
     a = runs_make.write_run(tmp_path / "a", synth(20), model="a", metrics=False)
     assert main(["compare", str(a), str(a), "--output", str(tmp_path), *extra]) == 2
@@ -144,9 +156,14 @@ def test_bad_parameters_exit_2(tmp_path: Path, capsys, extra: list[str], message
 
 def test_input_with_several_runs_or_none_is_a_usage_error(tmp_path: Path, capsys) -> None:
     rlcr = tmp_path / "r.jsonl"
-    rlcr.write_text("".join(json.dumps({"dataset": "d", "model": m, "id": i, "correct": True,
-                                        "confidence": 0.9}) + "\n"
-                            for m in ("x", "y") for i in range(3)))
+    rlcr.write_text(
+        "".join(
+            json.dumps({"dataset": "d", "model": m, "id": i, "correct": True, "confidence": 0.9})
+            + "\n"
+            for m in ("x", "y")
+            for i in range(3)
+        )
+    )
     with pytest.raises(UsageError, match="holds 2 runs"):
         compare.load_run_records(rlcr)
     assert main(["compare", str(rlcr), str(tmp_path / "missing"), "-o", str(tmp_path)]) == 2

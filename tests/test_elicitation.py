@@ -62,20 +62,49 @@ def test_logprob_needs_a_backend_with_logprobs():
 
 
 def test_logprob_on_chat_backend_exits_2(tmp_path):
-    r = calbench("eval", "--model", "smollm2-135m", "--tasks", "gsm8k", "--backend",
-                 "openai-chat", "--base-url", "http://127.0.0.1:9/v1", "--elicitation",
-                 "logprob", "--output", str(tmp_path))
+    r = calbench(
+        "eval",
+        "--model",
+        "smollm2-135m",
+        "--tasks",
+        "gsm8k",
+        "--backend",
+        "openai-chat",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "--elicitation",
+        "logprob",
+        "--output",
+        str(tmp_path),
+    )
     assert r.returncode == 2 and "logprob" in r.stderr
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("elicitation", ["percent", "rlcr", "two-stage", "logprob",
-                                         "consistency"])
+@pytest.mark.parametrize("elicitation", ["percent", "rlcr", "two-stage", "logprob", "consistency"])
 def test_each_elicitation_end_to_end(smollm2_path, tmp_path, elicitation):
     out = tmp_path / "results"
-    args = ["eval", "--model", "smollm2-135m", "--tasks", "commonsenseqa", "--data-dir",
-            str(FIX), "--elicitation", elicitation, "--max-new-tokens", "12", "--batch-size",
-            "2", "--k", "3", "--output", str(out), "--bootstrap", "20"]
+    args = [
+        "eval",
+        "--model",
+        "smollm2-135m",
+        "--tasks",
+        "commonsenseqa",
+        "--data-dir",
+        str(FIX),
+        "--elicitation",
+        elicitation,
+        "--max-new-tokens",
+        "12",
+        "--batch-size",
+        "2",
+        "--k",
+        "3",
+        "--output",
+        str(out),
+        "--bootstrap",
+        "20",
+    ]
     r = calbench(*args)
     assert r.returncode == 0, r.stderr[-3000:]
     run = out / "smollm2-135m" / "commonsenseqa" / elicitation
@@ -102,18 +131,38 @@ def test_each_elicitation_end_to_end(smollm2_path, tmp_path, elicitation):
         r2 = calbench(*args)
         assert r2.returncode == 0
         assert [x["consistency"]["samples"] for x in read_jsonl(run / "samples.jsonl")] == [
-            x["consistency"]["samples"] for x in recs]
+            x["consistency"]["samples"] for x in recs
+        ]
 
 
 @pytest.mark.slow
 def test_plain_lm_eval_runs_the_task_plugins(smollm2_path, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args",
-           f"pretrained={smollm2_path},dtype=float32", "--include_path", str(REPO / "tasks"),
-           "--tasks", "calbench_truthfulqa_mc", "--apply_chat_template", "--limit", "2",
-           "--gen_kwargs", "max_gen_toks=12", "--metadata",
-           json.dumps({"data_dir": str(FIX), "elicitation": "prefill"}),
-           "--log_samples", "--output_path", str(tmp_path / "out"), "--batch_size", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lm_eval",
+        "--model",
+        "hf",
+        "--model_args",
+        f"pretrained={smollm2_path},dtype=float32",
+        "--include_path",
+        str(REPO / "tasks"),
+        "--tasks",
+        "calbench_truthfulqa_mc",
+        "--apply_chat_template",
+        "--limit",
+        "2",
+        "--gen_kwargs",
+        "max_gen_toks=12",
+        "--metadata",
+        json.dumps({"data_dir": str(FIX), "elicitation": "prefill"}),
+        "--log_samples",
+        "--output_path",
+        str(tmp_path / "out"),
+        "--batch_size",
+        "2",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "calbench_truthfulqa_mc" in r.stdout and "confidence_parsed" in r.stdout
@@ -138,13 +187,16 @@ def test_consistency_shared_prefix_sampler_matches_lm_eval(smollm2_path):
     contexts = []
     for q in questions:
         p = build_prompt(q, "consistency")
-        contexts.append(lm.tokenizer.apply_chat_template(
-            p.messages, tokenize=False, add_generation_prompt=True) + p.prefill)
+        contexts.append(
+            lm.tokenizer.apply_chat_template(p.messages, tokenize=False, add_generation_prompt=True)
+            + p.prefill
+        )
     kw = {"until": ["<|im_end|>"], "max_gen_toks": 10, "do_sample": False, "temperature": 0.0}
     want = lm.generate_until([Instance("generate_until", {}, (c, dict(kw)), 0) for c in contexts])
     got = dict(_sample_shared_prefix(lm, contexts, dict(kw), k=2, seed=0))
     assert [got[i] for i in range(3)] == [[w, w] for w in want]
-    sampled = dict(_sample_shared_prefix(lm, contexts, dict(kw, do_sample=True, temperature=1.0),
-                                         k=4, seed=0))
+    sampled = dict(
+        _sample_shared_prefix(lm, contexts, dict(kw, do_sample=True, temperature=1.0), k=4, seed=0)
+    )
     assert sorted(sampled) == [0, 1, 2] and all(len(v) == 4 for v in sampled.values())
     assert any(len(set(v)) > 1 for v in sampled.values())  # temperature 1: samples differ

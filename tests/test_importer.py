@@ -27,41 +27,82 @@ LMEVAL = Path(__file__).parent / "fixtures" / "lmeval_output"
 THINK = "<think> synthetic reasoning </think>\n"
 
 
-def rlcr_line(dataset: str, model: str, i: int, *, gold: str, answer: str, correct: int,
-              confidence: float, stated: str | None = None, **extra) -> dict:
+def rlcr_line(
+    dataset: str,
+    model: str,
+    i: int,
+    *,
+    gold: str,
+    answer: str,
+    correct: int,
+    confidence: float,
+    stated: str | None = None,
+    **extra,
+) -> dict:
     stated = str(confidence) if stated is None else stated
     question = f"synthetic question {i}"
     if dataset == "commonsenseqa":
         question += "\nA) alpha\nB) beta\nC) gamma\nD) delta\nE) epsilon\n"
-    return {"dataset": dataset, "family": "Synth-models", "model": model, "id": 1000 + i,
-            "question": question, "gold": gold,
-            "response": f"{THINK}<answer> {answer} </answer>\n<confidence> {stated} </confidence>",
-            "correct": correct, "confidence": confidence, **extra}
+    return {
+        "dataset": dataset,
+        "family": "Synth-models",
+        "model": model,
+        "id": 1000 + i,
+        "question": question,
+        "gold": gold,
+        "response": f"{THINK}<answer> {answer} </answer>\n<confidence> {stated} </confidence>",
+        "correct": correct,
+        "confidence": confidence,
+        **extra,
+    }
 
 
 def math_lines(model: str = "Base") -> list[dict]:
     return [
         # the RLCR evaluator marked a right fraction wrong: calbench's grader says right
-        rlcr_line("math-500", model, 0, gold="\\frac{3}{4}", answer="3/4", correct=0,
-                  confidence=0.8),
+        rlcr_line(
+            "math-500", model, 0, gold="\\frac{3}{4}", answer="3/4", correct=0, confidence=0.8
+        ),
         rlcr_line("math-500", model, 1, gold="12", answer="12", correct=1, confidence=0.9),
         # a sign the RLCR evaluator let through: calbench's grader says wrong
         rlcr_line("math-500", model, 2, gold="-1", answer="1", correct=1, confidence=0.6),
         rlcr_line("math-500", model, 3, gold="7", answer="8", correct=0, confidence=0.3),
         # stored confidence differs from what the response says (e.g. a classifier's)
-        rlcr_line("math-500", model, 4, gold="2", answer="2", correct=1, confidence=0.55,
-                  stated="0.95"),
+        rlcr_line(
+            "math-500", model, 4, gold="2", answer="2", correct=1, confidence=0.55, stated="0.95"
+        ),
     ]
 
 
 def csqa_lines(model: str = "Base") -> list[dict]:
     return [
-        rlcr_line("commonsenseqa", model, 0, gold="Option B which is : beta", answer="B) beta",
-                  correct=1, confidence=0.9),
-        rlcr_line("commonsenseqa", model, 1, gold="Option D which is : delta", answer="A",
-                  correct=1, confidence=0.7),
-        rlcr_line("commonsenseqa", model, 2, gold="Option C which is : gamma", answer="E",
-                  correct=0, confidence=0.4),
+        rlcr_line(
+            "commonsenseqa",
+            model,
+            0,
+            gold="Option B which is : beta",
+            answer="B) beta",
+            correct=1,
+            confidence=0.9,
+        ),
+        rlcr_line(
+            "commonsenseqa",
+            model,
+            1,
+            gold="Option D which is : delta",
+            answer="A",
+            correct=1,
+            confidence=0.7,
+        ),
+        rlcr_line(
+            "commonsenseqa",
+            model,
+            2,
+            gold="Option C which is : gamma",
+            answer="E",
+            correct=0,
+            confidence=0.4,
+        ),
     ]
 
 
@@ -80,16 +121,21 @@ def manifest(run_dir: Path) -> dict:
 
 @pytest.fixture
 def rlcr_file(tmp_path: Path) -> Path:
-    return write_lines(tmp_path / "Synth-models__mixed.jsonl",
-                       math_lines("Base") + math_lines("RLCR") + csqa_lines("Base"))
+    return write_lines(
+        tmp_path / "Synth-models__mixed.jsonl",
+        math_lines("Base") + math_lines("RLCR") + csqa_lines("Base"),
+    )
 
 
 def test_import_round_trip_and_provenance(tmp_path: Path, rlcr_file: Path) -> None:
     out = tmp_path / "out"
     assert main(["import", str(rlcr_file), "--output", str(out), "--n-bootstrap", "20"]) == 0
     run_dir = out / "rlcr-paper" / "Base" / "math500" / "rlcr"
-    assert sorted(p.name for p in run_dir.iterdir()) == ["manifest.json", "metrics.json",
-                                                          "samples.jsonl"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "manifest.json",
+        "metrics.json",
+        "samples.jsonl",
+    ]
     assert (out / "rlcr-paper" / "RLCR" / "math500" / "rlcr").is_dir()
     recs = records(run_dir)
     src = math_lines("Base")
@@ -130,8 +176,7 @@ def test_import_round_trip_and_provenance(tmp_path: Path, rlcr_file: Path) -> No
 
 def test_regrade_records_both_verdicts(tmp_path: Path, rlcr_file: Path) -> None:
     out = tmp_path / "out"
-    assert main(["import", str(rlcr_file), "-o", str(out), "--regrade",
-                 "--n-bootstrap", "0"]) == 0
+    assert main(["import", str(rlcr_file), "-o", str(out), "--regrade", "--n-bootstrap", "0"]) == 0
     math_dir = out / "rlcr-paper" / "Base" / "math500" / "rlcr"
     recs = records(math_dir)
     assert [r["correct_as_published"] for r in recs] == [False, True, True, False, True]
@@ -158,13 +203,15 @@ def test_score_regrade_adds_regrade_entry(rlcr_file: Path) -> None:
     assert entry["regrade"]["grader"] == "calbench:math"
     assert entry["regrade"]["right_to_wrong"] == 1 and entry["regrade"]["wrong_to_right"] == 1
     assert scores["commonsenseqa"]["Base"]["regrade"]["accuracy"] == pytest.approx(1 / 3)
-    assert scores["commonsenseqa"]["Base"]["regrade"]["accuracy_as_published"] == \
-        pytest.approx(2 / 3)
+    assert scores["commonsenseqa"]["Base"]["regrade"]["accuracy_as_published"] == pytest.approx(
+        2 / 3
+    )
     assert "regrade" not in score_files([rlcr_file], n_bootstrap=0)["math-500"]["Base"]
 
 
-def test_redacted_import_keeps_responses_not_benchmark_text(tmp_path: Path,
-                                                            rlcr_file: Path) -> None:
+def test_redacted_import_keeps_responses_not_benchmark_text(
+    tmp_path: Path, rlcr_file: Path
+) -> None:
     out = tmp_path / "out"
     assert main(["import", str(rlcr_file), "-o", str(out), "--redact", "--n-bootstrap", "0"]) == 0
     run_dir = out / "rlcr-paper" / "Base" / "commonsenseqa" / "rlcr"
@@ -176,17 +223,19 @@ def test_redacted_import_keeps_responses_not_benchmark_text(tmp_path: Path,
     assert rec["response"].startswith(THINK) and manifest(run_dir)["redacted"] is True
 
 
-@pytest.mark.parametrize("case, expect", [
-    ("missing", ":2: RLCR record lacks confidence"),
-    ("duplicate", ":3: 'id' 1001 repeats the id at"),
-    ("no_response", ":2: 'response' must be text"),
-    ("bad_correct", ":2: 'correct' must be true/false or 0/1"),
-    ("unknown", ":1: unknown format"),
-    ("calbench", ":1: unknown format"),
-    ("bad_gold_letter", ":1: 'gold' 'the first one' names no option letter"),
-])
-def test_bad_input_exit_2_naming_file_line(tmp_path: Path, capsys, case: str,
-                                           expect: str) -> None:
+@pytest.mark.parametrize(
+    "case, expect",
+    [
+        ("missing", ":2: RLCR record lacks confidence"),
+        ("duplicate", ":3: 'id' 1001 repeats the id at"),
+        ("no_response", ":2: 'response' must be text"),
+        ("bad_correct", ":2: 'correct' must be true/false or 0/1"),
+        ("unknown", ":1: unknown format"),
+        ("calbench", ":1: unknown format"),
+        ("bad_gold_letter", ":1: 'gold' 'the first one' names no option letter"),
+    ],
+)
+def test_bad_input_exit_2_naming_file_line(tmp_path: Path, capsys, case: str, expect: str) -> None:
     rows = math_lines()
     if case == "missing":
         del rows[1]["confidence"]
@@ -213,16 +262,27 @@ def test_bad_input_exit_2_naming_file_line(tmp_path: Path, capsys, case: str,
 
 
 def test_parse_cases_skipped_and_empty_import_is_an_error(tmp_path: Path, capsys) -> None:
-    cases = write_lines(tmp_path / "cases.jsonl", [{
-        "dataset": "math-500", "model": "Base", "id": 1, "response": "x",
-        "eval_parsed_confidence": 0.5, "stored_confidence_used_in_metrics": 0.5}])
+    cases = write_lines(
+        tmp_path / "cases.jsonl",
+        [
+            {
+                "dataset": "math-500",
+                "model": "Base",
+                "id": 1,
+                "response": "x",
+                "eval_parsed_confidence": 0.5,
+                "stored_confidence_used_in_metrics": 0.5,
+            }
+        ],
+    )
     assert main(["import", str(cases), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "skipping" in err and "nothing to import" in err
 
 
-def test_folders_replace_imports_but_not_other_runs(tmp_path: Path, rlcr_file: Path,
-                                                    capsys) -> None:
+def test_folders_replace_imports_but_not_other_runs(
+    tmp_path: Path, rlcr_file: Path, capsys
+) -> None:
     out = tmp_path / "out"
     args = ["import", str(rlcr_file), "-o", str(out), "--n-bootstrap", "0"]
     assert main(args) == 0
@@ -256,8 +316,22 @@ def test_lmeval_samples_import_and_regrade(tmp_path: Path, capsys) -> None:
     shutil.copytree(LMEVAL, src)
     calbench_task = next(src.rglob("samples_calbench_synth_*.jsonl"))
     out = tmp_path / "out"
-    assert main(["import", str(calbench_task), "-o", str(out), "--regrade", "--grader", "math",
-                 "--n-bootstrap", "0"]) == 0
+    assert (
+        main(
+            [
+                "import",
+                str(calbench_task),
+                "-o",
+                str(out),
+                "--regrade",
+                "--grader",
+                "math",
+                "--n-bootstrap",
+                "0",
+            ]
+        )
+        == 0
+    )
     run_dir = out / "synth-org" / "Synth-1B-Instruct" / "synth" / "prefill"
     m = manifest(run_dir)
     assert m["model"] == "synth-org/Synth-1B-Instruct" and m["source"]["format"] == "lm-eval"

@@ -52,8 +52,11 @@ def _submodule(name: str) -> bool:
 def _string_constants(tree: ast.Module) -> dict[str, str]:
     out = {}
     for node in tree.body:
-        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
-                and isinstance(node.value.value, str)):
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
             out.update({t.id: node.value.value for t in node.targets if isinstance(t, ast.Name)})
     return out
 
@@ -73,8 +76,11 @@ def imports_of(path: Path) -> list[tuple[int, str]]:
             target = _resolve(node, module, is_pkg)
             found.append((node.lineno, target))
             # `from calbench import metrics` imports calbench.metrics
-            found += [(node.lineno, f"{target}.{a.name}") for a in node.names
-                      if _submodule(f"{target}.{a.name}")]
+            found += [
+                (node.lineno, f"{target}.{a.name}")
+                for a in node.names
+                if _submodule(f"{target}.{a.name}")
+            ]
         elif isinstance(node, ast.Call) and node.args:
             fn = node.func
             name = fn.attr if isinstance(fn, ast.Attribute) else getattr(fn, "id", "")
@@ -129,7 +135,8 @@ def test_import_parser_sees_every_form(tmp_path, monkeypatch):
     (tmp_path / "calbench" / "train" / "__init__.py").write_text("")
     (tmp_path / "calbench" / "metrics.py").write_text("")
     mod = pkg / "x.py"
-    mod.write_text(textwrap.dedent("""
+    mod.write_text(
+        textwrap.dedent("""
         import json
         from calbench import metrics
         from . import y
@@ -140,21 +147,31 @@ def test_import_parser_sees_every_form(tmp_path, monkeypatch):
             import importlib
             importlib.import_module(MOD)
             return importlib.util.find_spec("calbench.regrade")
-    """))
+    """)
+    )
     monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
     got = [m for _, m in imports_of(mod)]
     assert got.count("calbench.metrics") == 1 and "calbench" in got
-    assert {"calbench.report", "calbench.train", "calbench.eval.harness",
-            "calbench.eval.evaluate", "calbench.regrade"} <= set(got)
-    assert [layer(m) for m in ("calbench", "calbench.cli", "calbench.core.grade",
-                               "calbench.train.common")] == ["root", "top", "core", "train"]
+    assert {
+        "calbench.report",
+        "calbench.train",
+        "calbench.eval.harness",
+        "calbench.eval.evaluate",
+        "calbench.regrade",
+    } <= set(got)
+    assert [
+        layer(m)
+        for m in ("calbench", "calbench.cli", "calbench.core.grade", "calbench.train.common")
+    ] == ["root", "top", "core", "train"]
     monkeypatch.setattr(sys.modules[__name__], "PKG", tmp_path / "calbench")
-    assert sorted(violations()) == sorted([
-        "calbench/report/x.py:5: calbench.report imports calbench.train",
-        "calbench/report/x.py:8: calbench.report imports calbench.eval.harness",
-        "calbench/report/x.py:10: calbench.report imports calbench.eval.evaluate",
-        "calbench/report/x.py:11: calbench.report imports calbench.regrade",
-    ])
+    assert sorted(violations()) == sorted(
+        [
+            "calbench/report/x.py:5: calbench.report imports calbench.train",
+            "calbench/report/x.py:8: calbench.report imports calbench.eval.harness",
+            "calbench/report/x.py:10: calbench.report imports calbench.eval.evaluate",
+            "calbench/report/x.py:11: calbench.report imports calbench.regrade",
+        ]
+    )
 
 
 def test_clients_never_import_each_other_and_core_imports_no_client():
@@ -163,7 +180,8 @@ def test_clients_never_import_each_other_and_core_imports_no_client():
 
 
 def test_source_files_stay_short():
-    lines = {str(p.relative_to(REPO)): len(p.read_text(encoding="utf-8").splitlines())
-             for p in sources()}
+    lines = {
+        str(p.relative_to(REPO)): len(p.read_text(encoding="utf-8").splitlines()) for p in sources()
+    }
     too_long = {f: n for f, n in lines.items() if n > MAX_LINES}
     assert too_long == {}, f"files over {MAX_LINES} lines: {too_long}"

@@ -19,21 +19,46 @@ from tests.fixtures import runs_make
 EVIL = '<img src=x onerror="alert(1)"> $x$ | evil'
 
 
-def _row(model: str, brier: tuple | None, task: str = "t", auroc: tuple | None = None, *,
-         metric: str = "brier", reasons: tuple = (), ids: frozenset | None = None,
-         status: str | None = None) -> dict:
+def _row(
+    model: str,
+    brier: tuple | None,
+    task: str = "t",
+    auroc: tuple | None = None,
+    *,
+    metric: str = "brier",
+    reasons: tuple = (),
+    ids: frozenset | None = None,
+    status: str | None = None,
+) -> dict:
     """A row as build_rows makes it; ``ranking`` holds ``metric`` (brier or auroc) given here."""
-    def m(t):
-        return {"value": None, "lo": None, "hi": None} if t is None else dict(
-            zip(("value", "lo", "hi"), t, strict=True))
 
-    row = {"task": task, "model": model, "elicitation": "tags", "n": 100, "run": model,
-           "rank": None, "rank_shared": False, "status": status, "_reasons": list(reasons),
-           "_ids": ids}
+    def m(t):
+        return (
+            {"value": None, "lo": None, "hi": None}
+            if t is None
+            else dict(zip(("value", "lo", "hi"), t, strict=True))
+        )
+
+    row = {
+        "task": task,
+        "model": model,
+        "elicitation": "tags",
+        "n": 100,
+        "run": model,
+        "rank": None,
+        "rank_shared": False,
+        "status": status,
+        "_reasons": list(reasons),
+        "_ids": ids,
+    }
     for k, _, _ in COLUMNS:
         row[k] = m(None)
-    row["ranking"] = {"metric": metric, "policy": "fill=0.5", "n": 100,
-                      **m(brier if metric == "brier" else auroc)}
+    row["ranking"] = {
+        "metric": metric,
+        "policy": "fill=0.5",
+        "n": 100,
+        **m(brier if metric == "brier" else auroc),
+    }
     return row
 
 
@@ -46,7 +71,7 @@ def test_rank_shares_only_with_overlapping_row_above() -> None:
         _row("a", (0.10, 0.08, 0.12)),
         _row("b", (0.13, 0.11, 0.15)),  # overlaps a
         _row("d", (0.30, 0.28, 0.32)),  # overlaps nothing
-        _row("e", None),                # undefined: unranked, last
+        _row("e", None),  # undefined: unranked, last
     ]
     out = rank_rows(rows)
     assert [r["model"] for r in out] == ["a", "b", "c", "d", "e"]
@@ -55,18 +80,27 @@ def test_rank_shares_only_with_overlapping_row_above() -> None:
 
 def test_rank_sharing_chains_down_the_table() -> None:
     # b overlaps a, c overlaps b but not a: the rule compares with the row above, so all share.
-    rows = [_row("a", (0.10, 0.08, 0.12)), _row("b", (0.12, 0.11, 0.14)),
-            _row("c", (0.15, 0.135, 0.17)), _row("d", (0.5, 0.45, 0.55))]
+    rows = [
+        _row("a", (0.10, 0.08, 0.12)),
+        _row("b", (0.12, 0.11, 0.14)),
+        _row("c", (0.15, 0.135, 0.17)),
+        _row("d", (0.5, 0.45, 0.55)),
+    ]
     assert [rank_label(r) for r in rank_rows(rows)] == ["=1", "=1", "=1", "4"]
 
 
 def test_rank_higher_is_better_and_per_task() -> None:
-    rows = [_row("a", None, auroc=(0.6, 0.55, 0.65), metric="auroc"),
-            _row("b", None, auroc=(0.8, 0.75, 0.85), metric="auroc"),
-            _row("c", None, task="u", auroc=(0.7, 0.6, 0.8), metric="auroc")]
+    rows = [
+        _row("a", None, auroc=(0.6, 0.55, 0.65), metric="auroc"),
+        _row("b", None, auroc=(0.8, 0.75, 0.85), metric="auroc"),
+        _row("c", None, task="u", auroc=(0.7, 0.6, 0.8), metric="auroc"),
+    ]
     out = rank_rows(rows, "auroc")
-    assert [(r["task"], r["model"], r["rank"]) for r in out] == [("t", "b", 1), ("t", "a", 2),
-                                                                 ("u", "c", 1)]
+    assert [(r["task"], r["model"], r["rank"]) for r in out] == [
+        ("t", "b", 1),
+        ("t", "a", 2),
+        ("u", "c", 1),
+    ]
 
 
 def test_row_without_ci_cannot_be_separated() -> None:
@@ -81,17 +115,28 @@ def test_unrankable_rows_listed_last_with_reason() -> None:
         _row("a", (0.20, 0.18, 0.22), ids=same),
         _row("b", (0.30, 0.28, 0.32), ids=same),
         _row("limit", (0.05, 0.04, 0.06), ids=other),  # best value, but other questions
-        _row("live", (0.10, 0.09, 0.11), ids=same, status="running",
-             reasons=("run status 'running', not complete",)),
+        _row(
+            "live",
+            (0.10, 0.09, 0.11),
+            ids=same,
+            status="running",
+            reasons=("run status 'running', not complete",),
+        ),
     ]
     out = rank_rows(rows)
     assert [(r["model"], rank_label(r)) for r in out] == [
-        ("a", "1"), ("b", "2"), ("floor", "—"), ("limit", "—"), ("live", "— (running)")]
+        ("a", "1"),
+        ("b", "2"),
+        ("floor", "—"),
+        ("limit", "—"),
+        ("live", "— (running)"),
+    ]
     by = {r["model"]: r for r in out}
     assert by["a"]["unranked_reason"] is None
     assert by["floor"]["unranked_reason"] == "accuracy at the floor"
-    assert by["limit"]["unranked_reason"].startswith("different questions: 2 ids, 2 of them "
-                                                     "among the 3")
+    assert by["limit"]["unranked_reason"].startswith(
+        "different questions: 2 ids, 2 of them among the 3"
+    )
     assert "running" in by["live"]["unranked_reason"]
     assert all(by[m]["rank"] is None for m in ("floor", "limit", "live"))
 
@@ -99,10 +144,12 @@ def test_unrankable_rows_listed_last_with_reason() -> None:
 def test_common_questions_are_the_most_common_set() -> None:
     # Two rows on 3 questions, one on 2: the odd one out is unranked, whichever comes first.
     big, small = frozenset("abc"), frozenset("ab")
-    rows = [_row("s", (0.1, 0.09, 0.11), ids=small), _row("b1", (0.2, 0.19, 0.21), ids=big),
-            _row("b2", (0.3, 0.29, 0.31), ids=big)]
-    assert [(r["model"], r["rank"]) for r in rank_rows(rows)] == [("b1", 1), ("b2", 2),
-                                                                   ("s", None)]
+    rows = [
+        _row("s", (0.1, 0.09, 0.11), ids=small),
+        _row("b1", (0.2, 0.19, 0.21), ids=big),
+        _row("b2", (0.3, 0.29, 0.31), ids=big),
+    ]
+    assert [(r["model"], r["rank"]) for r in rank_rows(rows)] == [("b1", 1), ("b2", 2), ("s", None)]
 
 
 def test_rank_rows_rejects_rows_of_another_metric() -> None:
@@ -156,8 +203,7 @@ def test_json_rows_match_metrics(board) -> None:
     by_model = {(r["model"], r["task"]): r for r in rows}
     good = by_model[("org/good-model", "synthmath")]
     saved = json.loads((runs["good"] / "metrics.json").read_text())["metrics"]
-    for k in ("accuracy", "ece", "smooth_ece", "brier", "brier_rel", "brier_res", "auroc",
-              "aurc"):
+    for k in ("accuracy", "ece", "smooth_ece", "brier", "brier_rel", "brier_res", "auroc", "aurc"):
         assert good[k] == saved[k], k
     assert good["n"] == 200
     # Ranks within each task follow the rule: the overconfident model is last and alone.
@@ -231,8 +277,12 @@ def test_cli_rank_by_and_no_diagrams(board, tmp_path: Path) -> None:
     _, runs, _ = board
     results = runs["good"].parent.parent
     out = tmp_path / "lb"
-    assert main(["leaderboard", str(results), "--out", str(out), "--rank-by", "auroc",
-                 "--no-diagrams"]) == 0
+    assert (
+        main(
+            ["leaderboard", str(results), "--out", str(out), "--rank-by", "auroc", "--no-diagrams"]
+        )
+        == 0
+    )
     rows = json.loads((out / "leaderboard.json").read_text())
     assert not (out / "diagrams").exists()
     assert all(r["diagram"] is None for r in rows)
@@ -317,8 +367,13 @@ def test_unranked_rows_say_why_in_every_format(mixed) -> None:
 def hostile_names(tmp_path: Path) -> list[str]:
     """Model/task/elicitation names that would escape ``--out`` if used in a path; the absolute
     one points into ``tmp_path`` so a regression writes nowhere else."""
-    return ["../../x", "<script>alert(1)</script>", str(tmp_path / "abs" / "evil"), "..",
-            "a/../../../b"]
+    return [
+        "../../x",
+        "<script>alert(1)</script>",
+        str(tmp_path / "abs" / "evil"),
+        "..",
+        "a/../../../b",
+    ]
 
 
 def _tree(root: Path) -> set[Path]:
@@ -344,8 +399,7 @@ def test_hostile_names_write_nothing_outside_out(tmp_path: Path) -> None:
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     rows = json.loads((out / "leaderboard.json").read_text())
     assert {r["model"] for r in rows} == set(HOSTILE)
-    assert all((out / r["diagram"]).resolve().parent == (out / "diagrams").resolve()
-               for r in rows)
+    assert all((out / r["diagram"]).resolve().parent == (out / "diagrams").resolve() for r in rows)
 
 
 def test_one_right_answer_in_a_hundred_is_at_the_floor(tmp_path) -> None:
@@ -357,8 +411,10 @@ def test_one_right_answer_in_a_hundred_is_at_the_floor(tmp_path) -> None:
 
     def run_with(right: int) -> list[str]:
         d = tmp_path / f"r{right}"
-        write_jsonl(d / "samples.jsonl", [
-            {"id": f"q{i}", "correct": i < right, "confidence": 0.3} for i in range(100)])
+        write_jsonl(
+            d / "samples.jsonl",
+            [{"id": f"q{i}", "correct": i < right, "confidence": 0.3} for i in range(100)],
+        )
         return run_reasons(load_run(d))
 
     assert any("only 1 right answers" in r for r in run_with(1))
@@ -375,10 +431,18 @@ def _paired_rows(tmp_path: Path, shift: float, *, records: bool = True) -> list[
     from calbench.core.runs import load_runs
     from calbench.report.leaderboard import build_rows
 
-    recs = runs_make.synthetic_records(200, task="synthmath", elicitation="tags",
-                                       overconfidence=0.0, seed=5, unparsed=0.0)
-    moved = [dict(r, confidence=min(1.0, r["confidence"] + shift) if r["correct"]
-                  else max(0.0, r["confidence"] - shift)) for r in recs]
+    recs = runs_make.synthetic_records(
+        200, task="synthmath", elicitation="tags", overconfidence=0.0, seed=5, unparsed=0.0
+    )
+    moved = [
+        dict(
+            r,
+            confidence=min(1.0, r["confidence"] + shift)
+            if r["correct"]
+            else max(0.0, r["confidence"] - shift),
+        )
+        for r in recs
+    ]
     runs_make.write_run(tmp_path, recs, model="a", metrics=False)
     runs_make.write_run(tmp_path, moved, model="b", metrics=False)
     rows = build_rows(load_runs([tmp_path]))
@@ -399,16 +463,26 @@ def test_paired_test_separates_rows_whose_cis_overlap(tmp_path: Path) -> None:
     assert [rank_label(r) for r in (b, a)] == ["1", "2"]
     vs = a["rank_vs_above"]
     assert vs["test"] == PAIRED and vs["shared"] is False and vs["n_paired"] == 200
-    assert (vs["n_bootstrap"], vs["seed"], vs["policy"]) == (PAIRED_N_BOOTSTRAP, PAIRED_SEED,
-                                                             "fill=0.5")
+    assert (vs["n_bootstrap"], vs["seed"], vs["policy"]) == (
+        PAIRED_N_BOOTSTRAP,
+        PAIRED_SEED,
+        "fill=0.5",
+    )
     assert vs["diff"] == pytest.approx(a["ranking"]["value"] - b["ranking"]["value"])
     assert 0 < vs["lo"] <= vs["diff"] <= vs["hi"]
     assert b["rank_vs_above"] is None and a["rank_test"] is None and b["rank_test"] is None
     # The same numbers from the metrics package directly.
     al = M.align_records(_samples_of(tmp_path, "a"), _samples_of(tmp_path, "b"))
-    ref = M.paired_bootstrap(al["correct_a"], al["conf_a"], al["correct_b"], al["conf_b"],
-                             "brier", n_bootstrap=PAIRED_N_BOOTSTRAP, seed=PAIRED_SEED,
-                             policy="fill=0.5")
+    ref = M.paired_bootstrap(
+        al["correct_a"],
+        al["conf_a"],
+        al["correct_b"],
+        al["conf_b"],
+        "brier",
+        n_bootstrap=PAIRED_N_BOOTSTRAP,
+        seed=PAIRED_SEED,
+        policy="fill=0.5",
+    )
     assert (vs["lo"], vs["hi"]) == pytest.approx((ref["lo"], ref["hi"]))
     # Without the records only the marginal CIs are left, and they cannot separate the rows.
     b2, a2 = _paired_rows(tmp_path / "again", 0.03, records=False)
@@ -437,10 +511,18 @@ def test_identical_runs_share_the_rank_by_the_paired_test(tmp_path: Path) -> Non
 def test_rows_without_records_use_ci_overlap() -> None:
     from calbench.report.ranking import CI_OVERLAP
 
-    out = rank_rows([_row("a", (0.10, 0.08, 0.12)), _row("b", (0.13, 0.11, 0.15)),
-                     _row("c", (0.30, 0.28, 0.32))])
+    out = rank_rows(
+        [
+            _row("a", (0.10, 0.08, 0.12)),
+            _row("b", (0.13, 0.11, 0.15)),
+            _row("c", (0.30, 0.28, 0.32)),
+        ]
+    )
     assert [(rank_label(r), r["rank_test"]) for r in out] == [
-        ("=1", CI_OVERLAP), ("=1", CI_OVERLAP), ("3", None)]
+        ("=1", CI_OVERLAP),
+        ("=1", CI_OVERLAP),
+        ("3", None),
+    ]
     assert out[2]["rank_vs_above"] == {"test": CI_OVERLAP, "shared": False}
 
 
@@ -449,6 +531,9 @@ def test_published_rows_and_page_say_which_test(board) -> None:
     rows = json.loads((out / "leaderboard.json").read_text())
     ranked = [r for r in rows if r["rank"] is not None]
     assert all("rank_test" in r and "rank_vs_above" in r for r in rows)
-    assert all(r["rank_vs_above"]["test"] == "paired bootstrap"
-               for r in ranked if r["rank_vs_above"] is not None)
+    assert all(
+        r["rank_vs_above"]["test"] == "paired bootstrap"
+        for r in ranked
+        if r["rank_vs_above"] is not None
+    )
     assert "by a paired test" in (out / "index.html").read_text()

@@ -36,8 +36,9 @@ def test_installed_lm_eval_lies_in_the_declared_range():
     req = _declared_lmeval()
     installed = Version(importlib.metadata.version("lm_eval"))
     assert req.specifier, "lm-eval must be pinned to a range: calbench uses its internals"
-    assert any(s.operator in ("<", "<=", "==", "~=") for s in req.specifier), \
+    assert any(s.operator in ("<", "<=", "==", "~=") for s in req.specifier), (
         f"lm-eval has no upper bound: {req}"
+    )
     assert installed in req.specifier, f"lm-eval {installed} is outside calbench's {req}"
     assert "api" in req.extras  # the OpenAI-compatible backends need lm-eval's API client
 
@@ -53,7 +54,8 @@ def test_installed_metadata_matches_pyproject():
     installed = _declared_lmeval()
     assert (declared.specifier, declared.extras) == (installed.specifier, installed.extras), (
         f"pyproject.toml says {declared}, the installed calbench metadata says {installed}: "
-        f"reinstall (make setup)")
+        f"reinstall (make setup)"
+    )
 
 
 class FakeLM(LM):
@@ -79,8 +81,9 @@ class FakeLM(LM):
             out.append(f"<answer>{gold}</answer> <confidence>0.8</confidence>")
         return out
 
-    def apply_chat_template(self, chat_history: list[dict], add_generation_prompt: bool = True
-                            ) -> str:
+    def apply_chat_template(
+        self, chat_history: list[dict], add_generation_prompt: bool = True
+    ) -> str:
         return "".join(f"<{m['role']}>{m['content']}</{m['role']}>" for m in chat_history)
 
     @property
@@ -111,9 +114,15 @@ def cache_log():
 
 
 def _requests(n: int) -> list[Instance]:
-    return [Instance(request_type="generate_until", doc={"gold": str(i)},
-                     arguments=(f"question {i}", {"until": ["\n"], "do_sample": False}), idx=0)
-            for i in range(n)]
+    return [
+        Instance(
+            request_type="generate_until",
+            doc={"gold": str(i)},
+            arguments=(f"question {i}", {"until": ["\n"], "do_sample": False}),
+            idx=0,
+        )
+        for i in range(n)
+    ]
 
 
 def test_caching_lm_logs_cached_requests_and_skips_the_model(tmp_path, cache_log, capsys):
@@ -131,15 +140,18 @@ def test_caching_lm_logs_cached_requests_and_skips_the_model(tmp_path, cache_log
     out2 = CachingLM(second, db).generate_until(_requests(3))
     assert out2[:2] == out1 and second.generated == ["question 2"]  # only the new one ran
     counts = [m for m in cache_log if m.startswith("Cached requests:")]
-    assert counts == ["Cached requests: 0, Requests remaining: 2",
-                      "Cached requests: 2, Requests remaining: 1"]
+    assert counts == [
+        "Cached requests: 0, Requests remaining: 2",
+        "Cached requests: 2, Requests remaining: 1",
+    ]
     # calbench eval's resume note picks exactly these out of lm-eval's log
     capsys.readouterr()
     note = _ResumeNote()
     for m in cache_log:
         note.emit(logging.makeLogRecord({"msg": m}))
     assert capsys.readouterr().err.splitlines() == [
-        f"calbench eval: resume check: {m}" for m in counts]
+        f"calbench eval: resume check: {m}" for m in counts
+    ]
 
 
 def test_hflm_and_api_model_interfaces_calbench_uses():
@@ -151,8 +163,17 @@ def test_hflm_and_api_model_interfaces_calbench_uses():
     from calbench.eval.backends import openai as calbench_openai
 
     # elicit.py's shared-prefix sampler reads these off an HFLM
-    for name in ("tok_batch_encode", "tok_decode", "eot_token_id", "max_length", "max_gen_toks",
-                 "batch_size", "device", "model", "tokenizer"):
+    for name in (
+        "tok_batch_encode",
+        "tok_decode",
+        "eot_token_id",
+        "max_length",
+        "max_gen_toks",
+        "batch_size",
+        "device",
+        "model",
+        "tokenizer",
+    ):
         assert hasattr(HFLM, name), f"HFLM.{name}"
     assert "self.backend" in inspect.getsource(HFLM)  # elicit._is_hf reads lm.backend
     assert get_model("hf") is HFLM
@@ -165,14 +186,31 @@ def test_hflm_and_api_model_interfaces_calbench_uses():
     for cls in (LocalChatCompletion, LocalCompletionsAPI):
         assert issubclass(cls, TemplateAPI)
     init = inspect.getsource(TemplateAPI.__init__)
-    for field in ("self._concurrent", "self._batch_size", "self._seed", "self.verify_certificate",
-                  "self.timeout", "self.max_retries"):
+    for field in (
+        "self._concurrent",
+        "self._batch_size",
+        "self._seed",
+        "self.verify_certificate",
+        "self.timeout",
+        "self.max_retries",
+    ):
         assert field in init, f"TemplateAPI.__init__ no longer sets {field}"
-    for method in ("_create_payload", "create_message", "get_batched_requests", "model_call",
-                   "header", "api_key"):
+    for method in (
+        "_create_payload",
+        "create_message",
+        "get_batched_requests",
+        "model_call",
+        "header",
+        "api_key",
+    ):
         assert hasattr(TemplateAPI, method), f"TemplateAPI.{method}"
-    chat = LocalChatCompletion(base_url="http://127.0.0.1:9/v1/chat/completions", model="m",
-                               tokenizer_backend=None, num_concurrent=3, seed=7)
+    chat = LocalChatCompletion(
+        base_url="http://127.0.0.1:9/v1/chat/completions",
+        model="m",
+        tokenizer_backend=None,
+        num_concurrent=3,
+        seed=7,
+    )
     assert (chat._concurrent, chat._seed, chat._batch_size) == (3, 7, 1)
 
 
@@ -181,8 +219,12 @@ def test_generation_helpers_behave():
 
     assert handle_stop_sequences(["\n\n"], eos="<eos>") == ["\n\n", "<eos>"]
     assert handle_stop_sequences(None, eos="<eos>") == ["<eos>"]
-    assert postprocess_generated_text(generation="<answer>4</answer>\n\nmore", stop=["\n\n"],
-                                      think_end_token=None) == "<answer>4</answer>"
+    assert (
+        postprocess_generated_text(
+            generation="<answer>4</answer>\n\nmore", stop=["\n\n"], think_end_token=None
+        )
+        == "<answer>4</answer>"
+    )
     assert list(chunks([1, 2, 3], n=2)) == [[1, 2], [3]]
 
 
@@ -195,8 +237,9 @@ def test_tasks_path_prints_the_shipped_plugins():
     shipped = {t.yaml_path.resolve() for t in tasks.values() if t.origin == "calbench"}
     assert shipped and shipped <= {p.resolve() for p in folder.glob("*.yaml")}
     # a flag it does not combine with is a usage error
-    r = subprocess.run([*CLI, "tasks", "show", "gsm8k", "--path"], capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run(
+        [*CLI, "tasks", "show", "gsm8k", "--path"], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 2 and "--path" in r.stderr
 
 
@@ -208,18 +251,32 @@ def test_lm_eval_runs_the_plugins_from_tasks_path_with_its_cache(tmp_path, cache
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    folder = subprocess.run([*CLI, "tasks", "--path"], capture_output=True, text=True,
-                            timeout=120, check=True).stdout.strip()
-    tm = TaskManager(include_path=[folder], include_defaults=False,
-                     metadata={"elicitation": "tags", "seed": 0, "size": 100})
+    folder = subprocess.run(
+        [*CLI, "tasks", "--path"], capture_output=True, text=True, timeout=120, check=True
+    ).stdout.strip()
+    tm = TaskManager(
+        include_path=[folder],
+        include_defaults=False,
+        metadata={"elicitation": "tags", "seed": 0, "size": 100},
+    )
     names = {t.lmeval_task for t in available_tasks().values() if t.origin == "calbench"}
     assert names <= set(tm.all_tasks)
 
     def run(lm: FakeLM):
-        return simple_evaluate(model=lm, tasks=["calbench_chain_sum"], task_manager=tm, limit=2,
-                               apply_chat_template=True, log_samples=True, bootstrap_iters=0,
-                               use_cache=str(tmp_path / "requests"), random_seed=0,
-                               numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0)
+        return simple_evaluate(
+            model=lm,
+            tasks=["calbench_chain_sum"],
+            task_manager=tm,
+            limit=2,
+            apply_chat_template=True,
+            log_samples=True,
+            bootstrap_iters=0,
+            use_cache=str(tmp_path / "requests"),
+            random_seed=0,
+            numpy_random_seed=0,
+            torch_random_seed=0,
+            fewshot_random_seed=0,
+        )
 
     lm = FakeLM()
     out = run(lm)

@@ -23,8 +23,6 @@ DATE = "2025-01-01T00-00-00.000000"
 MODEL = "synth-org/Synth-1B-Instruct"
 
 
-
-
 def _samples(task: str) -> Path:
     return MODEL_DIR / f"samples_{task}_{DATE}.jsonl"
 
@@ -79,8 +77,11 @@ def test_generic_task_parses_confidence_one_dataset_per_filter() -> None:
 
 def test_folder_skips_what_cannot_be_scored(capsys) -> None:
     data = read_lmeval_samples(FIXTURE)
-    assert set(data) == {("synth", MODEL), ("synth_gen:strict-match", MODEL),
-                         ("synth_gen:flexible-extract", MODEL)}
+    assert set(data) == {
+        ("synth", MODEL),
+        ("synth_gen:strict-match", MODEL),
+        ("synth_gen:flexible-extract", MODEL),
+    }
     assert "samples_synth_mc" in capsys.readouterr().err
     with pytest.raises(RecordError, match="generate_until"):
         read_lmeval_samples(_samples("synth_mc"))
@@ -107,7 +108,9 @@ def test_rerun_of_same_task_is_not_merged(tmp_path: Path) -> None:
     d = tmp_path / "org__m"
     d.mkdir()
     shutil.copy(_samples("calbench_synth"), d)
-    shutil.copy(_samples("calbench_synth"), d / "samples_calbench_synth_2025-02-02T00-00-00.0.jsonl")
+    shutil.copy(
+        _samples("calbench_synth"), d / "samples_calbench_synth_2025-02-02T00-00-00.0.jsonl"
+    )
     data = read_lmeval_samples(d)
     assert len(data) == 2 and all(len(v) == 12 for v in data.values())
     assert ("calbench_synth", "org/m") in data
@@ -149,8 +152,7 @@ def test_records_can_be_scored() -> None:
     from calbench.metrics import summarize
 
     for recs in read_lmeval_samples(FIXTURE).values():
-        s = summarize([r["correct"] for r in recs], [r["confidence"] for r in recs],
-                      n_bootstrap=10)
+        s = summarize([r["correct"] for r in recs], [r["confidence"] for r in recs], n_bootstrap=10)
         assert s["n"] == len(recs)
 
 

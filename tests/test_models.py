@@ -14,14 +14,16 @@ def test_converted_alias_has_the_gguf_models_logits(smollm2_path, tmp_path):
 
     gguf = find_package_file(ALIASES["smollm2-135m"]["package"], ALIASES["smollm2-135m"]["gguf"])
     tok = AutoTokenizer.from_pretrained(smollm2_path)
-    ids = tok("Calibration means your confidence matches how often you are right.",
-              return_tensors="pt").input_ids
+    ids = tok(
+        "Calibration means your confidence matches how often you are right.", return_tensors="pt"
+    ).input_ids
     with torch.no_grad():
         converted = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32)
         a = converted(ids).logits
         del converted
-        original = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                        dtype=torch.float32)
+        original = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
         b = original(ids).logits
     assert a.shape == b.shape
     assert torch.equal(a, b), f"max abs diff {(a - b).abs().max().item()}"
@@ -41,7 +43,8 @@ def test_local_folder_and_adapter(smollm2_path, tmp_path):
     adapter = tmp_path / "my-adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(
-        json.dumps({"base_model_name_or_path": "smollm2-135m", "peft_type": "LORA"}))
+        json.dumps({"base_model_name_or_path": "smollm2-135m", "peft_type": "LORA"})
+    )
     m = resolve_model(str(adapter), hash_weights=False)
     assert m.kind == "adapter" and m.path == smollm2_path and m.adapter == str(adapter)
     assert m.name == "smollm2-135m+my-adapter"

@@ -124,8 +124,11 @@ def test_no_confidence_anywhere():
 
 
 def test_results_are_never_nan():
-    for text in ["<confidence>nan</confidence>", "<confidence>NaN%</confidence>",
-                 "<confidence>1e400</confidence>"]:
+    for text in [
+        "<confidence>nan</confidence>",
+        "<confidence>NaN%</confidence>",
+        "<confidence>1e400</confidence>",
+    ]:
         v = parse_confidence(text)
         assert v is None or math.isfinite(v)
 

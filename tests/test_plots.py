@@ -36,8 +36,12 @@ def test_find_and_load_runs(results: dict[str, Path]) -> None:
     dirs = find_run_dirs([root])
     assert sorted(map(Path.resolve, dirs)) == sorted(p.resolve() for p in results.values())
     run = load_run(results["good"])
-    assert (run.model, run.task, run.elicitation, run.n) == ("org/good-model", "synthmath",
-                                                             "tags", 200)
+    assert (run.model, run.task, run.elicitation, run.n) == (
+        "org/good-model",
+        "synthmath",
+        "tags",
+        200,
+    )
     saved = json.loads((results["good"] / "metrics.json").read_text())
     assert run.metric("ece") == saved["metrics"]["ece"]
     assert not run.recomputed
@@ -66,7 +70,8 @@ def test_reliability_diagram_content(results: dict[str, Path]) -> None:
     assert len(main_ax.patches) == 3 * len(bins)
     outlines = [p for p in main_ax.patches if not p.get_fill()]
     assert sorted(round(p.get_height(), 9) for p in outlines) == sorted(
-        round(b["accuracy"], 9) for b in bins)
+        round(b["accuracy"], 9) for b in bins
+    )
     # Each gap spans accuracy..mean confidence of its bin.
     gaps = main_ax.patches[1::3]
     for g, b in zip(gaps, bins, strict=True):
@@ -120,10 +125,23 @@ def test_risk_coverage(results: dict[str, Path], tmp_path: Path) -> None:
     drawn = [ln for ln in ax.lines if len(ln.get_xdata()) > 2]
     rc = runs[0].summary["risk_coverage"]
     assert list(drawn[0].get_ydata()) == pytest.approx(
-        [r for _, r in sorted(zip(rc["coverage"], rc["risk"], strict=True))])
+        [r for _, r in sorted(zip(rc["coverage"], rc["risk"], strict=True))]
+    )
     out = tmp_path / "rc.png"
-    assert main(["plot", "--kind", "risk-coverage", str(results["good"]), str(results["bad"]),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                "--kind",
+                "risk-coverage",
+                str(results["good"]),
+                str(results["bad"]),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert out.stat().st_size > 10_000
 
 
@@ -163,8 +181,10 @@ def test_histogram_without_samples_uses_bins(results: dict[str, Path], tmp_path:
 )
 def test_plot_usage_errors(argv: list[str], results: dict[str, Path], tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    argv = [a.replace("RUN", str(results["good"])).replace("EMPTY", str(tmp_path / "empty"))
-            for a in argv]
+    argv = [
+        a.replace("RUN", str(results["good"])).replace("EMPTY", str(tmp_path / "empty"))
+        for a in argv
+    ]
     argv = [str(tmp_path / a) if a.startswith("x.") else a for a in argv]
     assert main(argv) == 2
 
@@ -181,22 +201,27 @@ def test_hostile_names_plot_writes_only_out(tmp_path: Path) -> None:
     names = ["../../x", "<script>alert(1)</script>", str(tmp_path / "abs" / "evil")]
     for i, name in enumerate(names):
         d = runs_make.make_run(res, model=f"m{i}", seed=30 + i)
-        (d / "manifest.json").write_text(json.dumps({"model": name, "task": name,
-                                                     "elicitation": name, "n": 200}))
+        (d / "manifest.json").write_text(
+            json.dumps({"model": name, "task": name, "elicitation": name, "n": 200})
+        )
     before = set(tmp_path.rglob("*"))
     for kind, name in (("reliability", "r.svg"), ("risk-coverage", "rc.png")):
         out = tmp_path / "plots" / name
         assert main(["plot", str(res), "--kind", kind, "--out", str(out)]) == 0
-    assert set(tmp_path.rglob("*")) - before == {tmp_path / "plots", tmp_path / "plots" / "r.svg",
-                                                  tmp_path / "plots" / "rc.png"}
+    assert set(tmp_path.rglob("*")) - before == {
+        tmp_path / "plots",
+        tmp_path / "plots" / "r.svg",
+        tmp_path / "plots" / "rc.png",
+    }
     svg = (tmp_path / "plots" / "r.svg").read_text()
     assert "<script>" not in svg and "&lt;script&gt;" in svg
 
 
 def _grouped_run(root: Path, sizes: dict[int, int]) -> Path:
     """A run whose records carry meta.num_terms; ``sizes``: num_terms -> how many records."""
-    recs = runs_make.synthetic_records(sum(sizes.values()), task="chain_sum", elicitation="tags",
-                                       overconfidence=0.1, seed=21)
+    recs = runs_make.synthetic_records(
+        sum(sizes.values()), task="chain_sum", elicitation="tags", overconfidence=0.1, seed=21
+    )
     terms = [t for t, k in sizes.items() for _ in range(k)]
     for r, t in zip(recs, terms, strict=True):
         r["meta"] = {"num_terms": t, "num_digits": 1}
@@ -238,8 +263,9 @@ def test_by_more_than_max_panels_is_a_clear_usage_error(tmp_path: Path, capsys) 
     assert not out.exists()
 
 
-@pytest.mark.parametrize("extra", [["--layout", "overlay"], ["--kind", "risk-coverage"],
-                                   ["--by", ","]])
+@pytest.mark.parametrize(
+    "extra", [["--layout", "overlay"], ["--kind", "risk-coverage"], ["--by", ","]]
+)
 def test_by_usage_errors(tmp_path: Path, extra: list[str]) -> None:
     d = _grouped_run(tmp_path / "res", {2: 20, 3: 20})
     by = [] if "--by" in extra else ["--by", "num_terms"]

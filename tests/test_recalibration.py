@@ -64,8 +64,11 @@ def _platt_reference(y, c):
     n_pos, n_neg = y.sum(), y.size - y.sum()
     t = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
     lr = LogisticRegression(C=1e12, tol=1e-12, max_iter=10_000)
-    lr.fit(np.concatenate([z, z])[:, None], np.r_[np.ones(y.size), np.zeros(y.size)],
-           sample_weight=np.r_[t, 1 - t])
+    lr.fit(
+        np.concatenate([z, z])[:, None],
+        np.r_[np.ones(y.size), np.zeros(y.size)],
+        sample_weight=np.r_[t, 1 - t],
+    )
     return float(lr.coef_[0, 0]), float(lr.intercept_[0])
 
 
@@ -76,8 +79,7 @@ def test_platt_matches_sklearn_logistic_regression(seed):
     a, b = _platt_reference(y, c)
     assert m["a"] == pytest.approx(a, rel=1e-5, abs=1e-6)
     assert m["b"] == pytest.approx(b, rel=1e-5, abs=1e-6)
-    np.testing.assert_allclose(R.apply(m, c), scipy.special.expit(a * R.logit(c) + b),
-                               atol=1e-7)
+    np.testing.assert_allclose(R.apply(m, c), scipy.special.expit(a * R.logit(c) + b), atol=1e-7)
 
 
 def test_platt_finite_where_plain_likelihood_diverges():
@@ -102,8 +104,9 @@ def test_temperature_matches_direct_scipy_optimisation():
         s = z / np.exp(log_t)
         return float(np.sum(np.logaddexp(0, s) - y * s))
 
-    ref = scipy.optimize.minimize_scalar(nll, bounds=(-4, 6), method="bounded",
-                                         options={"xatol": 1e-12})
+    ref = scipy.optimize.minimize_scalar(
+        nll, bounds=(-4, 6), method="bounded", options={"xatol": 1e-12}
+    )
     assert m["T"] == pytest.approx(math.exp(ref.x), rel=1e-6)
     assert m["T"] > 1 and not m["at_bound"]  # overconfident data: softened
     np.testing.assert_allclose(R.apply(m, c), scipy.special.expit(z / m["T"]), atol=1e-12)
@@ -123,8 +126,9 @@ def test_confidences_of_0_and_1_are_clipped_before_the_logit():
     m = R.fit([1, 0, 1, 0], [1.0, 0.0, 0.9, 0.2], "platt")
     out = R.apply(m, [0.0, 1.0])
     assert np.all(np.isfinite(out))
-    np.testing.assert_allclose(R.logit([0.0, 1.0]), [math.log(R.EPS / (1 - R.EPS)),
-                                                     -math.log(R.EPS / (1 - R.EPS))])
+    np.testing.assert_allclose(
+        R.logit([0.0, 1.0]), [math.log(R.EPS / (1 - R.EPS)), -math.log(R.EPS / (1 - R.EPS))]
+    )
 
 
 # --- map properties -------------------------------------------------------------------------
@@ -195,7 +199,7 @@ def test_folds_are_stratified_seeded_and_keep_groups_together():
     assert not np.array_equal(f, R.crossfit_folds(y, c, k=5, seed=4))
     groups = [i // 3 for i in range(503)]  # three samples of each question
     g = R.crossfit_folds(y, c, k=5, seed=0, groups=groups)
-    assert all(len(set(g[i:i + 3])) == 1 for i in range(0, 503, 3))
+    assert all(len(set(g[i : i + 3])) == 1 for i in range(0, 503, 3))
 
 
 @pytest.mark.parametrize("method", R.METHODS)
@@ -213,8 +217,14 @@ def test_leave_one_out_isotonic_matches_sklearn_and_not_the_in_sample_fit():
     # one record per fold: each record is predicted by sklearn fitted on all the others
     y, c = data(40, 9, rounded=False, power=1.0)
     out = R.crossfit(y, c, "isotonic", k=y.size)
-    ref = np.array([IsotonicRegression(out_of_bounds="clip").fit(np.delete(c, i), np.delete(y, i))
-                    .predict(c[i:i + 1])[0] for i in range(y.size)])
+    ref = np.array(
+        [
+            IsotonicRegression(out_of_bounds="clip")
+            .fit(np.delete(c, i), np.delete(y, i))
+            .predict(c[i : i + 1])[0]
+            for i in range(y.size)
+        ]
+    )
     np.testing.assert_allclose(out, ref, atol=1e-12)
     in_sample = R.apply(R.fit(y, c, "isotonic"), c)
     assert np.abs(out - in_sample).max() > 0.2  # in-sample fitting would be visibly different
@@ -285,9 +295,21 @@ def two_runs(tmp_path_factory) -> tuple[Path, Path]:
 
 def test_score_recalibrate_writes_every_method_with_cis_and_settings(two_runs, tmp_path):
     a, _ = two_runs
-    rc = score_cli([str(a), "--recalibrate", "temperature,platt,isotonic,histogram",
-                    "--recal-folds", "4", "--recal-seed", "2", "--n-bootstrap", "50",
-                    "-o", str(tmp_path)])
+    rc = score_cli(
+        [
+            str(a),
+            "--recalibrate",
+            "temperature,platt,isotonic,histogram",
+            "--recal-folds",
+            "4",
+            "--recal-seed",
+            "2",
+            "--n-bootstrap",
+            "50",
+            "-o",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     entry = json.loads((tmp_path / "scores.json").read_text())["synthmath"]["over"]
     assert list(entry["recalibrated"]) == list(R.METHODS)
@@ -315,8 +337,19 @@ def test_score_recalibrate_writes_every_method_with_cis_and_settings(two_runs, t
 
 def test_score_calibration_run_applies_maps_fitted_on_it(two_runs, tmp_path, capsys):
     a, b = two_runs
-    rc = score_cli([str(a), "--recalibrate", "platt,isotonic", "--calibration-run", str(b),
-                    "--n-bootstrap", "0", "-o", str(tmp_path)])
+    rc = score_cli(
+        [
+            str(a),
+            "--recalibrate",
+            "platt,isotonic",
+            "--calibration-run",
+            str(b),
+            "--n-bootstrap",
+            "0",
+            "-o",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     r = json.loads((tmp_path / "scores.json").read_text())["synthmath"]["over"]["recalibrated"]
     cal = score.load_records(b)[("synthmath", "other")]
@@ -329,16 +362,19 @@ def test_score_calibration_run_applies_maps_fitted_on_it(two_runs, tmp_path, cap
     assert "in-sample" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [
-    ["--recalibrate", "beta"],
-    ["--recalibrate", ","],
-    ["--recalibrate", "isotonic", "--recal-folds", "1"],
-    ["--recalibrate", "isotonic", "--recal-folds", "1000"],  # k > n
-    ["--recalibrate", "isotonic", "--recal-seed", "-1"],
-    ["--recal-folds", "3"],
-    ["--calibration-run", "somewhere"],
-    ["--recalibrate", "platt", "--calibration-run", "does-not-exist"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--recalibrate", "beta"],
+        ["--recalibrate", ","],
+        ["--recalibrate", "isotonic", "--recal-folds", "1"],
+        ["--recalibrate", "isotonic", "--recal-folds", "1000"],  # k > n
+        ["--recalibrate", "isotonic", "--recal-seed", "-1"],
+        ["--recal-folds", "3"],
+        ["--calibration-run", "somewhere"],
+        ["--recalibrate", "platt", "--calibration-run", "does-not-exist"],
+    ],
+)
 def test_score_recalibrate_usage_errors_exit_2(two_runs, tmp_path, argv, capsys):
     a, b = two_runs
     if "--calibration-run" in argv and argv[-1] == "somewhere":
@@ -349,8 +385,9 @@ def test_score_recalibrate_usage_errors_exit_2(two_runs, tmp_path, argv, capsys)
 
 
 def test_score_recalibrate_without_parsed_confidences_exits_2(tmp_path, capsys):
-    recs = runs_make.synthetic_records(30, task="t", elicitation="tags", overconfidence=0,
-                                       seed=0, unparsed=1.0)
+    recs = runs_make.synthetic_records(
+        30, task="t", elicitation="tags", overconfidence=0, seed=0, unparsed=1.0
+    )
     run = runs_make.write_run(tmp_path / "r", recs, model="m", task="t", metrics=False)
     assert score_cli([str(run), "--recalibrate", "platt", "-o", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -385,8 +422,11 @@ def test_leaderboard_recalibrate_usage_errors(two_runs, tmp_path):
     leaderboard.add_arguments(parser)
     from calbench.core.errors import UsageError
 
-    for argv in (["--recalibrate", "beta"], ["--recal-seed", "1"],
-                 ["--recalibrate", "platt", "--recal-folds", "0"]):
+    for argv in (
+        ["--recalibrate", "beta"],
+        ["--recal-seed", "1"],
+        ["--recalibrate", "platt", "--recal-folds", "0"],
+    ):
         args = parser.parse_args([str(results), "--out", str(tmp_path / "x"), *argv])
         with pytest.raises(UsageError):
             leaderboard.run(args)

@@ -88,13 +88,17 @@ def test_ids_compare_as_text_and_bools_are_not_ids() -> None:
 
 def test_read_samples_names_the_real_line(tmp_path: Path) -> None:
     path = tmp_path / "samples.jsonl"
-    path.write_text(json.dumps(GOOD) + "\n\n" + json.dumps({**GOOD, "id": "t/2",
-                                                             "confidence": 2}) + "\n")
+    path.write_text(
+        json.dumps(GOOD) + "\n\n" + json.dumps({**GOOD, "id": "t/2", "confidence": 2}) + "\n"
+    )
     with pytest.raises(RecordError, match=r"samples\.jsonl:3: 'confidence' must lie"):
         read_samples(path)
     path.write_text(json.dumps(GOOD) + "\n" + json.dumps({**GOOD, "correct": 0}) + "\n")
-    with pytest.raises(RecordError, match=r"samples\.jsonl:2: 'id' 't/1' repeats the id at "
-                                          r".*samples\.jsonl:1"):
+    with pytest.raises(
+        RecordError,
+        match=r"samples\.jsonl:2: 'id' 't/1' repeats the id at "
+        r".*samples\.jsonl:1",
+    ):
         read_samples(path)
     path.write_text(json.dumps({**GOOD, "confidence": None}) + "\n")
     [rec] = read_samples(path)
@@ -142,8 +146,16 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("command", ["score", "leaderboard", "plot", "plot-risk-coverage"])
 @pytest.mark.parametrize(("name", "field", "raw", "message"), BAD, ids=[b[0] for b in BAD])
-def test_cli_rejects_bad_record(template: Path, tmp_path: Path, capsys, command: str,
-                                name: str, field: str, raw: str, message: str) -> None:
+def test_cli_rejects_bad_record(
+    template: Path,
+    tmp_path: Path,
+    capsys,
+    command: str,
+    name: str,
+    field: str,
+    raw: str,
+    message: str,
+) -> None:
     root = tmp_path / "w"
     shutil.copytree(template, root)
     res = root / "results"
@@ -152,13 +164,25 @@ def test_cli_rejects_bad_record(template: Path, tmp_path: Path, capsys, command:
     before = _snapshot(root / "lb") | {"plot.png": (root / "plot.png").read_bytes()}
     capsys.readouterr()
     argv = {
-        "score": ["score", str(samples.parent), "--output", str(root / "scores"),
-                  "--n-bootstrap", "10"],
+        "score": [
+            "score",
+            str(samples.parent),
+            "--output",
+            str(root / "scores"),
+            "--n-bootstrap",
+            "10",
+        ],
         "leaderboard": ["leaderboard", str(res), "--out", str(root / "lb")],
         "plot": ["plot", str(res), "--out", str(root / "plot.png")],
         # Drawn from metrics.json alone: the records are still checked.
-        "plot-risk-coverage": ["plot", str(res), "--kind", "risk-coverage", "--out",
-                               str(root / "plot.png")],
+        "plot-risk-coverage": [
+            "plot",
+            str(res),
+            "--kind",
+            "risk-coverage",
+            "--out",
+            str(root / "plot.png"),
+        ],
     }[command]
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -169,8 +193,13 @@ def test_cli_rejects_bad_record(template: Path, tmp_path: Path, capsys, command:
     assert not (root / "scores").exists()
 
 
-LMEVAL = (Path(__file__).parent / "fixtures" / "lmeval_output" / "synth-org__Synth-1B-Instruct"
-          / "samples_calbench_synth_2025-01-01T00-00-00.000000.jsonl")
+LMEVAL = (
+    Path(__file__).parent
+    / "fixtures"
+    / "lmeval_output"
+    / "synth-org__Synth-1B-Instruct"
+    / "samples_calbench_synth_2025-01-01T00-00-00.000000.jsonl"
+)
 
 
 @pytest.mark.parametrize(
@@ -194,5 +223,6 @@ def test_lmeval_import_uses_the_same_check(tmp_path: Path, capsys, edit, message
     assert re.search(f"{re.escape(path.name)}:{BAD_LINE}: {message}", err), err
     assert not (tmp_path / "out").exists()
     # The file as shipped reads, its NaN confidences as unparsed (None).
-    assert main(["score", str(LMEVAL), "--output", str(tmp_path / "ok"), "--n-bootstrap",
-                 "10"]) == 0
+    assert (
+        main(["score", str(LMEVAL), "--output", str(tmp_path / "ok"), "--n-bootstrap", "10"]) == 0
+    )

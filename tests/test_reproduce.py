@@ -13,8 +13,23 @@ from calbench.reproduce import RL_ARGS, publish
 
 
 def test_dry_run_prints_the_recipe_and_both_arms_share_it(capsys, tmp_path):
-    assert main(["reproduce", "--dry-run", "--out", str(tmp_path / "ref"), "--stages",
-                 "rl,eval", "--tasks", "chain_sum", "--results", str(tmp_path / "res")]) == 0
+    assert (
+        main(
+            [
+                "reproduce",
+                "--dry-run",
+                "--out",
+                str(tmp_path / "ref"),
+                "--stages",
+                "rl,eval",
+                "--tasks",
+                "chain_sum",
+                "--results",
+                str(tmp_path / "res"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     lines = [x for x in out.splitlines() if "calbench train" in x]
     assert len(lines) == 2  # rlvr and rlcr
@@ -39,9 +54,18 @@ def _fake_run(folder, sub, steps, configured):
     shutil.copy(REFERENCE_DIR / "rlcr" / "adapter_config.json", d)
     (d / "adapter_model.safetensors").write_bytes(b"\0" * 16)
     (d / "trainer_state.pt").write_bytes(b"x")
-    (d / "calbench_train.json").write_text(json.dumps(
-        {"config": {"steps": configured, "seed": 0}, "method": "rlcr", "algo": "grpo",
-         "steps": steps, "wall_time_s": 60.0, "git_commit": "abc"}))
+    (d / "calbench_train.json").write_text(
+        json.dumps(
+            {
+                "config": {"steps": configured, "seed": 0},
+                "method": "rlcr",
+                "algo": "grpo",
+                "steps": steps,
+                "wall_time_s": 60.0,
+                "git_commit": "abc",
+            }
+        )
+    )
     (folder / "log.jsonl").write_text('{"step": 1}\n')
     (folder / "config.json").write_text("{}")
 
@@ -54,8 +78,13 @@ def test_publish_copies_adapters_and_flags_a_run_stopped_early(tmp_path):
     publish(out, dest)
     for short in ("warmup", "rlvr", "rlcr"):
         files = {p.name for p in (dest / short).iterdir()}
-        assert {"adapter_config.json", "adapter_model.safetensors", "README.md",
-                "train_log.jsonl", "train_config.json"} <= files
+        assert {
+            "adapter_config.json",
+            "adapter_model.safetensors",
+            "README.md",
+            "train_log.jsonl",
+            "train_config.json",
+        } <= files
         assert "trainer_state.pt" not in files
     assert "stopped early" in (dest / "rlcr" / "README.md").read_text()
     assert "stopped early" not in (dest / "rlvr" / "README.md").read_text()
@@ -100,9 +129,25 @@ def test_rl_stage_refuses_a_warmup_at_the_accuracy_floor(tmp_path, capsys):
 
 
 def test_leaderboard_stage_also_draws_the_side_by_side_diagrams(capsys, tmp_path):
-    assert main(["reproduce", "--dry-run", "--stages", "leaderboard", "--tasks", "chain_sum",
-                 "--results", str(tmp_path / "res"), "--leaderboard", str(tmp_path / "lb")]) == 0
+    assert (
+        main(
+            [
+                "reproduce",
+                "--dry-run",
+                "--stages",
+                "leaderboard",
+                "--tasks",
+                "chain_sum",
+                "--results",
+                str(tmp_path / "res"),
+                "--leaderboard",
+                str(tmp_path / "lb"),
+            ]
+        )
+        == 0
+    )
     plot = [x for x in capsys.readouterr().out.splitlines() if "calbench plot" in x]
-    assert len(plot) == 1 and all(f"smollm2-135m-{m}/chain_sum" in plot[0]
-                                  for m in ("warmup", "rlvr", "rlcr"))
+    assert len(plot) == 1 and all(
+        f"smollm2-135m-{m}/chain_sum" in plot[0] for m in ("warmup", "rlvr", "rlcr")
+    )
     assert plot[0].endswith(str(tmp_path / "lb" / "figures" / "reference_chain_sum.png"))

@@ -65,7 +65,9 @@ UNPARSEABLE = [
 
 @pytest.mark.parametrize("method", sorted(REWARDS))
 @pytest.mark.parametrize("text", UNPARSEABLE)
-def test_unparseable_confidence_is_finite_and_never_beats_a_stated_one(method: str, text: str) -> None:
+def test_unparseable_confidence_is_finite_and_never_beats_a_stated_one(
+    method: str, text: str
+) -> None:
     for gold in ("7", "8"):  # the same text graded right and wrong
         (r,) = REWARDS[method]([text], [gold])
         assert math.isfinite(r)
@@ -96,14 +98,20 @@ def test_prefill_restored() -> None:
     assert with_kw == auto == full == pytest.approx(0.96)
     assert completion_text(resp(RIGHT, "0.8"), "<answer>").count("<answer>") == 1
     # a per-row prefill column, as TRL passes it
-    assert REWARDS["rlvr"]([sampled, sampled], [GOLD, "9"], prefill=["<answer>", "<answer>"]) == [1.0, 0.0]
+    assert REWARDS["rlvr"]([sampled, sampled], [GOLD, "9"], prefill=["<answer>", "<answer>"]) == [
+        1.0,
+        0.0,
+    ]
 
 
 def test_graders_selectable() -> None:
     text = resp("The answer is 7.", "0.5")
     assert REWARDS["rlvr"]([text], [GOLD]) == [1.0]  # math_equal: final number
     assert REWARDS["rlvr"]([text], [GOLD], grader="exact") == [0.0]
-    assert REWARDS["rlvr"]([resp("7", "0.5"), text], [GOLD, GOLD], grader=["exact", "math"]) == [1.0, 1.0]
+    assert REWARDS["rlvr"]([resp("7", "0.5"), text], [GOLD, GOLD], grader=["exact", "math"]) == [
+        1.0,
+        1.0,
+    ]
     with pytest.raises(ValueError):
         REWARDS["rlvr"]([text], [GOLD], grader="nope")
 
@@ -118,8 +126,14 @@ def test_format_term() -> None:
 
 
 def test_trl_extra_columns_are_accepted() -> None:
-    out = REWARDS["rlcr"](prompts=["p"], completions=[resp(RIGHT, "1")], gold=["7"],
-                          completion_ids=[[1, 2]], trainer_state=None, id=["x"])
+    out = REWARDS["rlcr"](
+        prompts=["p"],
+        completions=[resp(RIGHT, "1")],
+        gold=["7"],
+        completion_ids=[[1, 2]],
+        trainer_state=None,
+        id=["x"],
+    )
     assert out == [1.0]
 
 
@@ -130,8 +144,9 @@ def test_score_completions_grades_each_answer_once() -> None:
         calls.append(pred)
         return pred == gold
 
-    scored = score_completions([resp("7", "0.1"), resp("7", "0.9"), resp("3", "0.5")], "7",
-                               grader=grader)
+    scored = score_completions(
+        [resp("7", "0.1"), resp("7", "0.9"), resp("3", "0.5")], "7", grader=grader
+    )
     assert [s.correct for s in scored] == [True, True, False]
     assert sorted(calls) == ["3", "7"]
 
@@ -162,8 +177,9 @@ def test_proper_rewards_are_maximised_by_the_true_probability(method: str, p: fl
     assert optimal_confidence(method, p) == pytest.approx(p, abs=1e-3)
 
 
-@pytest.mark.parametrize(("p", "q_star"), [(0.1, 0.1255), (0.3, 0.3086), (0.5, 0.5429),
-                                           (0.7, 0.9549), (0.9, 1.0)])
+@pytest.mark.parametrize(
+    ("p", "q_star"), [(0.1, 0.1255), (0.3, 0.3086), (0.5, 0.5429), (0.7, 0.9549), (0.9, 1.0)]
+)
 def test_asymmetric_reward_rewards_overconfidence(p: float, q_star: float) -> None:
     assert asymmetric_optimum(p) == pytest.approx(q_star, abs=1e-3)
     assert empirical_optimum("asymmetric", p) == pytest.approx(asymmetric_optimum(p), abs=2e-3)
@@ -197,13 +213,18 @@ def test_log_score_unbounded_rule_prefers_a_surely_wrong_answer() -> None:
 
 def test_verl_compute_score_matches_trl_reward() -> None:
     for method, f in REWARDS.items():
-        for text, gold in [(resp(RIGHT, "0.7"), "7"), (resp(WRONG, "0.7"), "7"),
-                           ("<answer>7</answer>", "7"), ("garbage", "7")]:
+        for text, gold in [
+            (resp(RIGHT, "0.7"), "7"),
+            (resp(WRONG, "0.7"), "7"),
+            ("<answer>7</answer>", "7"),
+            ("garbage", "7"),
+        ]:
             out = compute_score("calbench/chain_sum", text, gold, None, method=method)
             assert out["score"] == pytest.approx(f([text], [gold])[0])
             assert all(isinstance(v, float) and math.isfinite(v) for v in out.values())
-    out = compute_score("x", "7</answer> <confidence>0.8</confidence>", "7", None,
-                        method="rlcr", prefill="<answer>")
+    out = compute_score(
+        "x", "7</answer> <confidence>0.8</confidence>", "7", None, method="rlcr", prefill="<answer>"
+    )
     assert out["score"] == pytest.approx(0.96) and out["acc"] == 1.0
     with pytest.raises(ValueError):
         compute_score("x", "y", "7", {"method": "nope"})
@@ -219,8 +240,13 @@ def test_verl_rows_shape() -> None:
 
 def _verl_call(row: dict, response: str, **reward_kwargs: object) -> dict[str, float]:
     """compute_score called as verl's reward manager calls it for one row of the dataset."""
-    return compute_score(row["data_source"], response, row["reward_model"]["ground_truth"],
-                         row["extra_info"], **reward_kwargs)
+    return compute_score(
+        row["data_source"],
+        response,
+        row["reward_model"]["ground_truth"],
+        row["extra_info"],
+        **reward_kwargs,
+    )
 
 
 def test_verl_configured_method_is_the_one_trained() -> None:

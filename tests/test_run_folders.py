@@ -29,8 +29,20 @@ from calbench.eval.evaluate import _model_info
 from tests.conftest import REPO
 
 CLI = [sys.executable, "-m", "calbench.cli"]
-HOSTILE = ["..", "../../x", "<script>", "/abs/path", "", ".", ".hidden", "a/b", "x" * 300,
-           "..\\..\\w", "mod\x00el", "名前"]
+HOSTILE = [
+    "..",
+    "../../x",
+    "<script>",
+    "/abs/path",
+    "",
+    ".",
+    ".hidden",
+    "a/b",
+    "x" * 300,
+    "..\\..\\w",
+    "mod\x00el",
+    "名前",
+]
 
 
 class _Chat(BaseHTTPRequestHandler):
@@ -41,9 +53,20 @@ class _Chat(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.requests += 1  # type: ignore[attr-defined]
         text = f"<answer>{body['model']}</answer> <confidence>0.6</confidence>"
-        data = json.dumps({"id": "c", "object": "chat.completion", "model": body["model"],
-                           "choices": [{"index": 0, "finish_reason": "stop",
-                                        "message": {"role": "assistant", "content": text}}]})
+        data = json.dumps(
+            {
+                "id": "c",
+                "object": "chat.completion",
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": text},
+                    }
+                ],
+            }
+        )
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -77,18 +100,39 @@ def url(srv) -> str:
 
 
 def eval_args(model: str, srv, out: Path, *extra: str) -> list[str]:
-    return ["eval", "--model", model, "--backend", "openai-chat", "--base-url", url(srv),
-            "--tasks", "gsm_symbolic", "--limit", "2", "--max-retries", "1", "--output",
-            str(out), "--bootstrap", "10", *extra]
+    return [
+        "eval",
+        "--model",
+        model,
+        "--backend",
+        "openai-chat",
+        "--base-url",
+        url(srv),
+        "--tasks",
+        "gsm_symbolic",
+        "--limit",
+        "2",
+        "--max-retries",
+        "1",
+        "--output",
+        str(out),
+        "--bootstrap",
+        "10",
+        *extra,
+    ]
 
 
 def snapshot(root: Path, skip: Path) -> dict[str, bytes]:
     """Every file under ``root`` outside ``skip``, with its bytes."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and skip not in p.parents}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and skip not in p.parents
+    }
 
 
 # --- names ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", HOSTILE)
 def test_safe_component_is_one_visible_folder_name(name):
@@ -100,8 +144,14 @@ def test_safe_component_is_one_visible_folder_name(name):
 
 
 def test_safe_component_keeps_safe_names_and_never_merges_two():
-    for name in ("smollm2-135m", "smollm2-135m-rlcr", "HuggingFaceTB__SmolLM2-135M",
-                 "base+adapter", "gsm_symbolic", "tags"):
+    for name in (
+        "smollm2-135m",
+        "smollm2-135m-rlcr",
+        "HuggingFaceTB__SmolLM2-135M",
+        "base+adapter",
+        "gsm_symbolic",
+        "tags",
+    ):
         assert runfolder.safe_component(name) == name
     names = HOSTILE + ["a_b", "__", "_", "_script_", "x" * 80]
     assert len({runfolder.safe_component(n) for n in names}) == len(names)
@@ -125,15 +175,29 @@ def test_run_dir_through_a_symlink_out_of_output_is_refused(tmp_path):
 
 # --- identity: which model made the answers ------------------------------------------------
 
+
 def _adapter(folder: Path, base: Path, seed: int) -> Path:
     """A PEFT adapter folder in the real layout (config + safetensors weights)."""
     folder.mkdir(parents=True)
-    (folder / "adapter_config.json").write_text(json.dumps(
-        {"base_model_name_or_path": str(base), "peft_type": "LORA", "r": 2,
-         "target_modules": ["q_proj"]}))
+    (folder / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "base_model_name_or_path": str(base),
+                "peft_type": "LORA",
+                "r": 2,
+                "target_modules": ["q_proj"],
+            }
+        )
+    )
     rng = np.random.default_rng(seed)
-    save_file({"base_model.model.layers.0.q_proj.lora_A.weight": rng.standard_normal(
-        (2, 8)).astype(np.float32)}, str(folder / "adapter_model.safetensors"))
+    save_file(
+        {
+            "base_model.model.layers.0.q_proj.lora_A.weight": rng.standard_normal((2, 8)).astype(
+                np.float32
+            )
+        },
+        str(folder / "adapter_model.safetensors"),
+    )
     return folder
 
 
@@ -143,18 +207,32 @@ def two_adapters(tmp_path):
     base.mkdir()
     (base / "config.json").write_text(json.dumps({"model_type": "llama"}))
     save_file({"w": np.ones((4, 4), np.float32)}, str(base / "model.safetensors"))
-    return (_adapter(tmp_path / "runs" / "a" / "adapter", base, 1),
-            _adapter(tmp_path / "runs" / "b" / "adapter", base, 2))
+    return (
+        _adapter(tmp_path / "runs" / "a" / "adapter", base, 1),
+        _adapter(tmp_path / "runs" / "b" / "adapter", base, 2),
+    )
 
 
 def _manifest(spec: str, backend: str = "hf", **decoding) -> dict:
     """The manifest fields calbench eval writes before a run, for ``spec``."""
     model = resolve_model(spec)
-    return {"model_info": _model_info(SimpleNamespace(model=spec), model), "backend": backend,
-            "endpoint": None, "elicitation": "tags", "prompt_template_sha256": "t" * 64,
-            "decoding": {"backend": backend, "max_new_tokens": 24, "temperature": 0.0,
-                         "do_sample": False, "seed": 0, "dtype": "float32", "extra": {},
-                         **decoding}}
+    return {
+        "model_info": _model_info(SimpleNamespace(model=spec), model),
+        "backend": backend,
+        "endpoint": None,
+        "elicitation": "tags",
+        "prompt_template_sha256": "t" * 64,
+        "decoding": {
+            "backend": backend,
+            "max_new_tokens": 24,
+            "temperature": 0.0,
+            "do_sample": False,
+            "seed": 0,
+            "dtype": "float32",
+            "extra": {},
+            **decoding,
+        },
+    }
 
 
 def test_adapters_with_one_basename_get_their_own_folders_and_caches(tmp_path, two_adapters):
@@ -221,6 +299,7 @@ def test_other_endpoint_is_refused_then_overwrite_regenerates(tmp_path, servers,
 
 # --- hostile names end to end ----------------------------------------------------------------
 
+
 def test_hostile_model_names_write_and_delete_nothing_outside_output(tmp_path, server):
     root = tmp_path / "root"
     out = root / "deep" / "out"
@@ -237,8 +316,9 @@ def test_hostile_model_names_write_and_delete_nothing_outside_output(tmp_path, s
     assert snapshot(tmp_path, out) == before
     runs = find_run_dirs([out])  # every run is visible to the leaderboard (none hidden)
     assert len(runs) == len(names)
-    assert {json.loads((r / "manifest.json").read_text())["model_info"]["spec"]
-            for r in runs} == set(names)
+    assert {
+        json.loads((r / "manifest.json").read_text())["model_info"]["spec"] for r in runs
+    } == set(names)
 
 
 # --- one process per run folder ----------------------------------------------------------------
@@ -254,8 +334,13 @@ with exclusive(Path(sys.argv[1])):
 
 
 def _holder(run: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(run)],
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     line = proc.stdout.readline()
     assert line.strip() == "locked", proc.stderr.read()
     return proc
@@ -270,8 +355,9 @@ def test_second_process_on_a_run_folder_exits_2_naming_the_holder(tmp_path, serv
         held = f"in use by another calbench eval \\(pid {holder.pid} on "
         with pytest.raises(UsageError, match=held), runfolder.exclusive(run):
             pass
-        r = subprocess.run(CLI + eval_args("m", server, out), cwd=REPO, capture_output=True,
-                           text=True, timeout=300)
+        r = subprocess.run(
+            CLI + eval_args("m", server, out), cwd=REPO, capture_output=True, text=True, timeout=300
+        )
         assert r.returncode == 2, r.stderr[-2000:]
         assert f"pid {holder.pid}" in r.stderr and "Traceback" not in r.stderr
         assert not (run / "manifest.json").exists()  # the refused run wrote nothing
@@ -298,8 +384,12 @@ def test_temp_files_of_killed_writes_are_removed_when_a_run_starts(tmp_path, ser
     out = tmp_path / "out"
     run = out / "m" / "gsm_symbolic" / "tags"
     run.mkdir(parents=True)
-    r = subprocess.run([sys.executable, "-c", KILLED_WRITE, str(run / "samples.jsonl")],
-                       cwd=REPO, capture_output=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", KILLED_WRITE, str(run / "samples.jsonl")],
+        cwd=REPO,
+        capture_output=True,
+        timeout=120,
+    )
     assert r.returncode == -signal.SIGKILL
     stale = [p.name for p in run.iterdir()]
     assert len(stale) == 1 and stale[0].startswith(".samples.jsonl.")

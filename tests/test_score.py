@@ -194,15 +194,24 @@ def test_by_meta_breaks_accuracy_and_confidence_down_per_group(tmp_path, capsys)
     rows = []
     for i in range(30):
         terms = 2 if i < 20 else 3
-        rows.append({"id": f"chain_sum/test/{i}", "task": "chain_sum",
-                     "correct": i < 12 if terms == 2 else i == 29,
-                     "confidence": None if i == 0 else (0.7 if terms == 2 else 0.2),
-                     "meta": {"num_terms": terms, "num_digits": 1}})
+        rows.append(
+            {
+                "id": f"chain_sum/test/{i}",
+                "task": "chain_sum",
+                "correct": i < 12 if terms == 2 else i == 29,
+                "confidence": None if i == 0 else (0.7 if terms == 2 else 0.2),
+                "meta": {"num_terms": terms, "num_digits": 1},
+            }
+        )
     run = tmp_path / "m"
     write_jsonl(run / "samples.jsonl", rows)
     out = tmp_path / "out"
-    assert score_cli([str(run), "--output", str(out), "--n-bootstrap", "20",
-                      "--by", "num_terms,num_digits"]) == 0
+    assert (
+        score_cli(
+            [str(run), "--output", str(out), "--n-bootstrap", "20", "--by", "num_terms,num_digits"]
+        )
+        == 0
+    )
     by = json.loads((out / "scores.json").read_text())["chain_sum"]["m"]["by"]
     assert by["keys"] == ["num_terms", "num_digits"]
     g2, g3 = by["groups"]
@@ -215,8 +224,11 @@ def test_by_meta_breaks_accuracy_and_confidence_down_per_group(tmp_path, capsys)
 
 
 def test_rlcr_ids_unique_per_dataset_and_model(tmp_path, capsys):
-    rows = [{"dataset": "a", "model": m, "id": i, "correct": 1, "confidence": 0.7}
-            for m in ("x", "y") for i in range(3)]  # the same ids under two models: fine
+    rows = [
+        {"dataset": "a", "model": m, "id": i, "correct": 1, "confidence": 0.7}
+        for m in ("x", "y")
+        for i in range(3)
+    ]  # the same ids under two models: fine
     path = write_jsonl(tmp_path / "r.jsonl", rows)
     assert sorted(load_records(path)) == [("a", "x"), ("a", "y")]
     out = tmp_path / "out"
@@ -235,7 +247,8 @@ def test_string_correct_is_not_counted_right(tmp_path, capsys):
     path = write_jsonl(tmp_path / "m" / "samples.jsonl", rows)
     assert main(["score", str(path), "--output", str(tmp_path)]) == 2
     assert "samples.jsonl:3: 'correct' must be true/false or 0/1, got 'false'" in (
-        capsys.readouterr().err)
+        capsys.readouterr().err
+    )
     assert not (tmp_path / "scores.json").exists()
 
 
@@ -247,8 +260,15 @@ def _chain_rows(n: int = 120, seed: int = 3) -> list[dict]:
         terms = (2, 9, 10)[i % 3]
         conf = None if i % 17 == 0 else float(rng.choice([0.3, 0.5, 0.8, 1.0]))
         correct = True if terms == 10 else bool(rng.random() < (0.8 if terms == 2 else 0.3))
-        rows.append({"id": f"chain_sum/test/{i}", "task": "chain_sum", "correct": correct,
-                     "confidence": conf, "meta": {"num_terms": terms}})
+        rows.append(
+            {
+                "id": f"chain_sum/test/{i}",
+                "task": "chain_sum",
+                "correct": correct,
+                "confidence": conf,
+                "meta": {"num_terms": terms},
+            }
+        )
     return rows
 
 
@@ -257,8 +277,22 @@ def test_by_reports_ece_brier_auroc_per_group(tmp_path, capsys, policy):
     rows = _chain_rows()
     write_jsonl(tmp_path / "m" / "samples.jsonl", rows)
     out = tmp_path / "out"
-    assert score_cli([str(tmp_path / "m"), "-o", str(out), "--n-bootstrap", "50",
-                      "--by", "num_terms", "--policy", policy]) == 0
+    assert (
+        score_cli(
+            [
+                str(tmp_path / "m"),
+                "-o",
+                str(out),
+                "--n-bootstrap",
+                "50",
+                "--by",
+                "num_terms",
+                "--policy",
+                policy,
+            ]
+        )
+        == 0
+    )
     by = json.loads((out / "scores.json").read_text())["chain_sum"]["m"]["by"]
     assert by["metrics"] == ["ece", "brier", "auroc"]
     # numeric order: 10 after 9

@@ -26,8 +26,14 @@ CLI = [sys.executable, "-m", "calbench.cli"]
 
 @pytest.mark.parametrize(
     "task, n, first_gold",
-    [("gsm8k", 3, "7"), ("commonsenseqa", 2, "B"), ("triviaqa", 2, "Mars|The Red Planet|Planet Mars"),
-     ("hotpotqa", 2, "the Seine"), ("math500", 3, "1"), ("simpleqa", 2, "8")],
+    [
+        ("gsm8k", 3, "7"),
+        ("commonsenseqa", 2, "B"),
+        ("triviaqa", 2, "Mars|The Red Planet|Planet Mars"),
+        ("hotpotqa", 2, "the Seine"),
+        ("math500", 3, "1"),
+        ("simpleqa", 2, "8"),
+    ],
 )
 def test_loaders_read_the_real_schemas(task, n, first_gold):
     items = LOADERS[task](data_dir=str(FIX), task=task)
@@ -54,8 +60,9 @@ def test_truthfulqa_mc_is_a_seeded_recorded_shuffle():
     for item in a:
         order = item["meta"]["order"]
         assert sorted(order) == list(range(item["meta"]["n_options"]))
-        gold_line = next(line for line in item["question"].splitlines()
-                         if line.startswith(item["gold"] + ") "))
+        gold_line = next(
+            line for line in item["question"].splitlines() if line.startswith(item["gold"] + ") ")
+        )
         # option at the gold letter is the Best Answer (original index 0)
         assert order["ABCDEFGH".index(item["gold"])] == 0
         assert gold_line
@@ -100,8 +107,10 @@ def test_wrong_schema_is_a_clear_error(tmp_path):
 
 
 TQA_HEADER = "Type,Category,Question,Best Answer,Correct Answers,Incorrect Answers,Source\n"
-TQA_ROW = ("Adversarial,Misconceptions,Can pigs fly?,No,No; Pigs cannot fly,"
-           "Yes; Pigs fly at night,fixture\n")
+TQA_ROW = (
+    "Adversarial,Misconceptions,Can pigs fly?,No,No; Pigs cannot fly,"
+    "Yes; Pigs fly at night,fixture\n"
+)
 
 
 def _tqa_csv(root, text):
@@ -114,8 +123,10 @@ def _tqa_csv(root, text):
 @pytest.mark.parametrize("loader", ["truthfulqa_mc", "truthfulqa_gen"])
 def test_truthfulqa_csv_with_a_wrong_header_names_the_missing_columns(tmp_path, loader):
     # the hub's column names written as a CSV header, with a valid-looking data row
-    path = _tqa_csv(tmp_path, "type,category,question,best_answer,correct_answers,"
-                              "incorrect_answers,source\n" + TQA_ROW)
+    path = _tqa_csv(
+        tmp_path,
+        "type,category,question,best_answer,correct_answers,incorrect_answers,source\n" + TQA_ROW,
+    )
     with pytest.raises(UsageError) as e:
         LOADERS[loader](data_dir=str(tmp_path))
     msg = str(e.value)
@@ -130,12 +141,14 @@ def test_truthfulqa_csv_problems_name_the_file(tmp_path):
     with pytest.raises(UsageError, match=f"{path}: no TruthfulQA questions"):
         LOADERS["truthfulqa_mc"](data_dir=str(tmp_path))
     path.write_text(TQA_HEADER + TQA_ROW + "Adversarial,Misconceptions,Is it?\n")  # cut short
-    with pytest.raises(UsageError, match=f"{path}:3: TruthfulQA row 1 has no Best Answer, "
-                                         "Incorrect Answers"):
+    with pytest.raises(
+        UsageError, match=f"{path}:3: TruthfulQA row 1 has no Best Answer, Incorrect Answers"
+    ):
         LOADERS["truthfulqa_mc"](data_dir=str(tmp_path))
     # Excel's BOM before the first column, here Question (only the needed columns)
-    path.write_bytes("\ufeffQuestion,Best Answer,Incorrect Answers\nCan pigs fly?,No,Yes\n"
-                     .encode())
+    path.write_bytes(
+        "\ufeffQuestion,Best Answer,Incorrect Answers\nCan pigs fly?,No,Yes\n".encode()
+    )
     assert LOADERS["truthfulqa_mc"](data_dir=str(tmp_path))[0]["meta"]["n_options"] == 2
 
 
@@ -149,19 +162,31 @@ def test_hub_unreachable_names_data_dir(monkeypatch):
 
 def test_registry_lists_every_task_once():
     names = set(available_tasks())
-    assert {"gsm8k", "gsm_symbolic", "truthfulqa_mc", "truthfulqa_gen", "commonsenseqa",
-            "triviaqa", "hotpotqa", "math500", "simpleqa", "chain_sum"} <= names
+    assert {
+        "gsm8k",
+        "gsm_symbolic",
+        "truthfulqa_mc",
+        "truthfulqa_gen",
+        "commonsenseqa",
+        "triviaqa",
+        "hotpotqa",
+        "math500",
+        "simpleqa",
+        "chain_sum",
+    } <= names
     with pytest.raises(UsageError, match="available: "):
         get_tasks(["nope"])
 
 
 def test_docs_carry_the_rendered_prompt():
-    docs = load_docs(calbench_name="commonsenseqa", data_dir=str(FIX), elicitation="percent",
-                     grader="letter")["test"]
+    docs = load_docs(
+        calbench_name="commonsenseqa", data_dir=str(FIX), elicitation="percent", grader="letter"
+    )["test"]
     d = docs[0]
     assert "0% to 100%" in d["user"] and d["prefill"] == "" and d["grader"] == "letter"
-    docs = load_docs(calbench_name="commonsenseqa", data_dir=str(FIX), elicitation="logprob",
-                     grader="letter")["test"]
+    docs = load_docs(
+        calbench_name="commonsenseqa", data_dir=str(FIX), elicitation="logprob", grader="letter"
+    )["test"]
     assert docs[0]["prefill"] == "<answer>" and "confidence" not in docs[0]["user"].lower()
 
 
@@ -183,8 +208,10 @@ metadata:
 def _write_plugin(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / "capitals.jsonl"
-    data.write_text('{"qid": "fr", "q": "What is the capital of France?", "a": "Paris"}\n'
-                    '{"qid": "it", "q": "What is the capital of Italy?", "a": "Rome"}\n')
+    data.write_text(
+        '{"qid": "fr", "q": "What is the capital of France?", "a": "Paris"}\n'
+        '{"qid": "it", "q": "What is the capital of Italy?", "a": "Rome"}\n'
+    )
     base = REPO / "tasks" / "_calbench" / "base.yaml"
     (folder / "capitals.yaml").write_text(ONE_YAML_TASK.format(base=base, data=data))
 
@@ -192,13 +219,13 @@ def _write_plugin(folder: Path) -> None:
 def test_one_yaml_task_via_tasks_path(tmp_path):
     _write_plugin(tmp_path / "plugin")
     env = {**os.environ, "CALBENCH_TASKS_PATH": str(tmp_path / "plugin")}
-    r = subprocess.run(CLI + ["tasks", "--json"], capture_output=True, text=True, env=env,
-                       cwd=REPO)
+    r = subprocess.run(CLI + ["tasks", "--json"], capture_output=True, text=True, env=env, cwd=REPO)
     assert r.returncode == 0, r.stderr
     tasks = {t["name"]: t for t in json.loads(r.stdout)}
     assert tasks["capitals"]["grader"] == "exact" and tasks["capitals"]["n_items"] == 2
-    r = subprocess.run(CLI + ["tasks", "show", "capitals"], capture_output=True, text=True,
-                       env=env, cwd=REPO)
+    r = subprocess.run(
+        CLI + ["tasks", "show", "capitals"], capture_output=True, text=True, env=env, cwd=REPO
+    )
     assert r.returncode == 0, r.stderr
     assert "What is the capital of France?" in r.stdout and "gold: Paris" in r.stdout
 
@@ -210,31 +237,46 @@ def test_entry_point_plugin(tmp_path):
     dist = tmp_path / "site" / "mypkg-0.1.dist-info"
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mypkg\nVersion: 0.1\n")
-    (tmp_path / "site" / "mypkg.py").write_text(
-        f"TASKS = {str(tmp_path / 'mypkg_tasks')!r}\n")
+    (tmp_path / "site" / "mypkg.py").write_text(f"TASKS = {str(tmp_path / 'mypkg_tasks')!r}\n")
     (dist / "entry_points.txt").write_text("[calbench.eval.task_catalog]\nmypkg = mypkg:TASKS\n")
     env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{REPO}"}
-    r = subprocess.run(CLI + ["tasks", "--json"], capture_output=True, text=True, env=env,
-                       cwd=REPO)
+    r = subprocess.run(CLI + ["tasks", "--json"], capture_output=True, text=True, env=env, cwd=REPO)
     assert r.returncode == 0, r.stderr
     tasks = {t["name"]: t for t in json.loads(r.stdout)}
     assert tasks["capitals"]["origin"] == "mypkg"
 
 
 def test_tasks_show_renders_the_chat_template(smollm2_path):
-    r = subprocess.run(CLI + ["tasks", "show", "gsm8k", "--data-dir", str(FIX), "--model",
-                              "smollm2-135m", "--elicitation", "prefill"],
-                       capture_output=True, text=True, cwd=REPO)
+    r = subprocess.run(
+        CLI
+        + [
+            "tasks",
+            "show",
+            "gsm8k",
+            "--data-dir",
+            str(FIX),
+            "--model",
+            "smollm2-135m",
+            "--elicitation",
+            "prefill",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert r.returncode == 0, r.stderr
     assert "<|im_start|>user\nA baker makes 12 rolls" in r.stdout
     assert r.stdout.rstrip().endswith("<|im_start|>assistant\n<answer>")
 
 
-@pytest.mark.parametrize("task, index, valid", [
-    ("chain_sum", 99999, "0..499"),  # generated: checked before any question is built
-    ("chain_sum", -1, "0..499"),
-    ("gsm8k", 3, "0..2"),  # the local fixture holds 3 of GSM8K's 1319
-])
+@pytest.mark.parametrize(
+    "task, index, valid",
+    [
+        ("chain_sum", 99999, "0..499"),  # generated: checked before any question is built
+        ("chain_sum", -1, "0..499"),
+        ("gsm8k", 3, "0..2"),  # the local fixture holds 3 of GSM8K's 1319
+    ],
+)
 def test_tasks_show_index_out_of_range_is_exit_2(capsys, task, index, valid):
     from calbench.cli import main
 
@@ -245,17 +287,21 @@ def test_tasks_show_index_out_of_range_is_exit_2(capsys, task, index, valid):
 
 
 def test_tasks_show_unknown_is_exit_2():
-    r = subprocess.run(CLI + ["tasks", "show", "nope"], capture_output=True, text=True,
-                       cwd=REPO)
+    r = subprocess.run(CLI + ["tasks", "show", "nope"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 2 and "available" in r.stderr
 
 
 # ----------------------------------------------------------------------------- graders
 
+
 @pytest.mark.model  # the all-MiniLM-L6-v2 encoder
 def test_similarity_grader():
-    gold = json.dumps({"correct": ["It passes through your digestive system"],
-                       "incorrect": ["It stays in your stomach for seven years"]})
+    gold = json.dumps(
+        {
+            "correct": ["It passes through your digestive system"],
+            "incorrect": ["It stays in your stomach for seven years"],
+        }
+    )
     ok, d = grade("similarity", "It just goes through your digestive tract", gold)
     assert ok and d["best_correct"] > d["best_incorrect"]
     ok, d = grade("similarity", "It stays in your stomach for 7 years", gold)
@@ -274,8 +320,9 @@ class _Judge(BaseHTTPRequestHandler):
         _Judge.seen.append((body, self.headers.get("Authorization")))
         prompt = body["messages"][0]["content"]
         verdict = "CORRECT" if "Answer to grade: Paris" in prompt else "INCORRECT"
-        out = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant",
-                                                                 "content": verdict}}]}).encode()
+        out = json.dumps(
+            {"choices": [{"index": 0, "message": {"role": "assistant", "content": verdict}}]}
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))
@@ -293,8 +340,7 @@ def test_judge_grader_stores_prompt_verdict_and_model(monkeypatch):
     try:
         url = f"http://127.0.0.1:{server.server_port}/v1"
         cfg = {"model": "judge-1", "base_url": url, "api_key_env": "MY_JUDGE_KEY"}
-        ok, d = grade("judge_or_exact", "Paris", "Paris", question="Capital of France?",
-                      judge=cfg)
+        ok, d = grade("judge_or_exact", "Paris", "Paris", question="Capital of France?", judge=cfg)
         assert ok and d["verdict"] == "CORRECT" and d["judge_model"] == "judge-1"
         assert "Capital of France?" in d["judge_prompt"]
         ok, d = judge_grade("Lyon", "Paris", question="Capital of France?", **cfg)
@@ -308,8 +354,9 @@ def test_judge_down_is_a_runtime_failure():
     from calbench.core.errors import RuntimeFailure
 
     with pytest.raises(RuntimeFailure, match="127.0.0.1:9"):
-        judge_grade("x", "y", question="q", model="m", base_url="http://127.0.0.1:9/v1",
-                    max_retries=1)
+        judge_grade(
+            "x", "y", question="q", model="m", base_url="http://127.0.0.1:9/v1", max_retries=1
+        )
 
 
 def test_offline_fallbacks_without_a_judge():
@@ -322,12 +369,35 @@ def test_offline_fallbacks_without_a_judge():
 def test_one_yaml_task_runs_in_calbench_eval(smollm2_path, tmp_path):
     _write_plugin(tmp_path / "plugin")
     env = {**os.environ, "CALBENCH_TASKS_PATH": str(tmp_path / "plugin")}
-    r = subprocess.run(CLI + ["eval", "--model", "smollm2-135m", "--tasks", "capitals",
-                              "--elicitation", "prefill", "--max-new-tokens", "8",
-                              "--output", str(tmp_path / "res"), "--bootstrap", "20"],
-                       capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
+    r = subprocess.run(
+        CLI
+        + [
+            "eval",
+            "--model",
+            "smollm2-135m",
+            "--tasks",
+            "capitals",
+            "--elicitation",
+            "prefill",
+            "--max-new-tokens",
+            "8",
+            "--output",
+            str(tmp_path / "res"),
+            "--bootstrap",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
-    recs = [json.loads(x) for x in (tmp_path / "res" / "smollm2-135m" / "capitals" / "prefill"
-                                    / "samples.jsonl").read_text().splitlines()]
+    recs = [
+        json.loads(x)
+        for x in (tmp_path / "res" / "smollm2-135m" / "capitals" / "prefill" / "samples.jsonl")
+        .read_text()
+        .splitlines()
+    ]
     assert [x["id"] for x in recs] == ["capitals/fr", "capitals/it"]
     assert [x["gold"] for x in recs] == ["Paris", "Rome"]

@@ -70,20 +70,29 @@ def batch(policy: Policy) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tor
     tok = policy.tokenizer
     ids, mask = encode_prompts(tok, PROMPTS, policy.device)
     g = torch.Generator().manual_seed(1)
-    r_ids, r_mask = sample(policy.model.eval(), ids, mask, group=2, max_new_tokens=5,
-                           eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, generator=g)
+    r_ids, r_mask = sample(
+        policy.model.eval(),
+        ids,
+        mask,
+        group=2,
+        max_new_tokens=5,
+        eos_id=tok.eos_token_id,
+        pad_id=tok.pad_token_id,
+        generator=g,
+    )
     return ids, mask, r_ids, r_mask
 
 
-def full_forward_logprobs(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor,
-                          r_ids: torch.Tensor, group: int) -> torch.Tensor:
+def full_forward_logprobs(
+    model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, r_ids: torch.Tensor, group: int
+) -> torch.Tensor:
     """The plain way: pad every (prompt + response) row and run it whole."""
     P = ids.shape[1]
     full = torch.cat([ids.repeat_interleave(group, 0), r_ids], 1)
     m = torch.cat([mask.repeat_interleave(group, 0), torch.ones_like(r_ids)], 1)
     with torch.no_grad():
         logits = model(input_ids=full, attention_mask=m, position_ids=positions(m)).logits
-    lp = logits[:, P - 1:-1].float().log_softmax(-1)
+    lp = logits[:, P - 1 : -1].float().log_softmax(-1)
     return lp.gather(-1, r_ids.unsqueeze(-1)).squeeze(-1)
 
 
@@ -140,8 +149,13 @@ def test_merged_rollout_copy_matches_policy(policy: Policy, batch: tuple) -> Non
 def test_greedy_sampling_is_batch_invariant(policy: Policy) -> None:
     tok = policy.tokenizer
     texts = PROMPTS
-    kw = {"group": 1, "max_new_tokens": 5, "eos_id": tok.eos_token_id,
-          "pad_id": tok.pad_token_id, "temperature": 0.0}
+    kw = {
+        "group": 1,
+        "max_new_tokens": 5,
+        "eos_id": tok.eos_token_id,
+        "pad_id": tok.pad_token_id,
+        "temperature": 0.0,
+    }
     ids1, m1 = encode_prompts(tok, texts[1:], policy.device)
     ids2, m2 = encode_prompts(tok, texts, policy.device)  # texts[1] padded on the left
     alone, a_mask = sample(policy.model.eval(), ids1, m1, **kw)
@@ -201,20 +215,23 @@ def test_fresh_adapter_reference_is_base_model(policy: Policy, batch: tuple) -> 
 
 def test_confidence_start_finds_the_tag(policy: Policy) -> None:
     tok = policy.tokenizer
-    for text in ["<answer>-103</answer> <confidence>0.9</confidence>",
-                 "Let me think: 4-1=3.<answer>3</answer><confidence>0.4</confidence>",
-                 "<answer>7</answer>\n<confidence>0.2</confidence> <confidence>0.3</confidence>"]:
+    for text in [
+        "<answer>-103</answer> <confidence>0.9</confidence>",
+        "Let me think: 4-1=3.<answer>3</answer><confidence>0.4</confidence>",
+        "<answer>7</answer>\n<confidence>0.2</confidence> <confidence>0.3</confidence>",
+    ]:
         ids = tok(text, add_special_tokens=False).input_ids
         k = confidence_start(tok, ids, text)
         assert k is not None
         at = text.lower().rfind("<confidence>")  # the LAST tag
         # token k is the one holding the tag's "<" (it may also hold the end of "</answer>")
-        assert len(tok.decode(ids[:k])) <= at < len(tok.decode(ids[:k + 1]))
+        assert len(tok.decode(ids[:k])) <= at < len(tok.decode(ids[: k + 1]))
     assert confidence_start(tok, tok("<answer>3</answer>").input_ids, "<answer>3</answer>") is None
 
 
-def test_saved_adapter_resolves_offline_and_reloads(policy: Policy, batch: tuple,
-                                                    tmp_path: object) -> None:
+def test_saved_adapter_resolves_offline_and_reloads(
+    policy: Policy, batch: tuple, tmp_path: object
+) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -308,8 +325,11 @@ def _graded_eval_answers(seed: int) -> tuple[list[dict], list]:
         answer = it["gold"] if right else str(int(it["gold"]) + 1)
         conf = float(np.clip(rng.normal(0.35 if hard else 0.75, 0.15), 0, 1))
         tail = rng.choice(["tag", "none", "words"], p=[0.85, 0.1, 0.05])
-        confidence = {"tag": f"<confidence>{conf:.4f}</confidence>", "none": "",
-                      "words": "<confidence>fairly sure</confidence>"}[tail]
+        confidence = {
+            "tag": f"<confidence>{conf:.4f}</confidence>",
+            "none": "",
+            "words": "<confidence>fairly sure</confidence>",
+        }[tail]
         texts.append(f"<answer>{answer}</answer> {confidence}")
     return items, score_completions(texts, [it["gold"] for it in items])
 
@@ -333,20 +353,38 @@ def test_trainer_eval_metrics_are_calbench_metrics() -> None:
     assert res.auroc == M.auroc(yc, c)
     assert res.conf_mean == M.mean_confidence(yc, c)
     suite = M.summarize(y.astype(bool), conf, n_bootstrap=0)["metrics"]
-    for field_name, metric in (("accuracy", "accuracy"), ("smece", "smooth_ece"),
-                               ("brier", "brier"), ("auroc", "auroc"),
-                               ("conf_mean", "mean_confidence")):
+    for field_name, metric in (
+        ("accuracy", "accuracy"),
+        ("smece", "smooth_ece"),
+        ("brier", "brier"),
+        ("auroc", "auroc"),
+        ("conf_mean", "mean_confidence"),
+    ):
         assert getattr(res, field_name) == pytest.approx(suite[metric]["value"], abs=1e-12)
     keys = np.array([difficulty_bin(it["meta"]) for it in items])
     assert len(res.by_bin) == 4
     for key, acc in res.by_bin.items():
         assert acc == M.accuracy(y[keys == key])
-        assert res.conf_by_bin[key] == M.mean_confidence(yc[keys[parsed] == key],
-                                                         c[keys[parsed] == key])
+        assert res.conf_by_bin[key] == M.mean_confidence(
+            yc[keys[parsed] == key], c[keys[parsed] == key]
+        )
     # the log field names every consumer reads (grpo/ppo eval lines, calbench_train.json)
-    assert set(res.to_log()) == {f"eval_{k}" for k in (
-        "n", "accuracy", "format_rate", "conf_parse_rate", "conf_mean", "conf_std", "brier",
-        "smece", "by_bin", "auroc", "conf_by_bin")}
+    assert set(res.to_log()) == {
+        f"eval_{k}"
+        for k in (
+            "n",
+            "accuracy",
+            "format_rate",
+            "conf_parse_rate",
+            "conf_mean",
+            "conf_std",
+            "brier",
+            "smece",
+            "by_bin",
+            "auroc",
+            "conf_by_bin",
+        )
+    }
 
 
 def test_trainer_eval_metrics_when_undefined() -> None:
@@ -379,23 +417,46 @@ def test_cli_builds_configs() -> None:
 
     p = argparse.ArgumentParser()
     cli.add_arguments(p)
-    cfg = cli.build_config(p.parse_args(["--method", "brier", "--algo", "ppo", "--steps", "3",
-                                         "--set", "vf_coef=0.5", "--no-split-credit"]))
+    cfg = cli.build_config(
+        p.parse_args(
+            [
+                "--method",
+                "brier",
+                "--algo",
+                "ppo",
+                "--steps",
+                "3",
+                "--set",
+                "vf_coef=0.5",
+                "--no-split-credit",
+            ]
+        )
+    )
     assert type(cfg).__name__ == "PPOConfig"
     assert (cfg.method, cfg.steps, cfg.vf_coef, cfg.split_credit) == ("brier", 3, 0.5, False)
     assert cfg.out_dir == "runs/train/brier-ppo"
-    g = cli.build_config(p.parse_args(["--method", "rlcr", "--conf-grad", "expected",
-                                       "--conf-weight", "20"]))
+    g = cli.build_config(
+        p.parse_args(["--method", "rlcr", "--conf-grad", "expected", "--conf-weight", "20"])
+    )
     assert (g.conf_grad, g.conf_weight) == ("expected", 20.0)
-    v = cli.build_config(p.parse_args(["--method", "rlcr", "--eval-split", "val",
-                                       "--eval-size", "800"]))  # val is not capped at 500
+    v = cli.build_config(
+        p.parse_args(["--method", "rlcr", "--eval-split", "val", "--eval-size", "800"])
+    )  # val is not capped at 500
     assert (v.eval_split, v.eval_size) == ("val", 800)
     w = cli.build_config(p.parse_args(["--method", "warmup", "--examples", "8"]))
     assert type(w).__name__ == "WarmupConfig" and w.examples == 8
-    for bad in (["--set", "nope=1"], ["--adv-norm", "rank"], ["--group-size", "1"],
-                ["--set", "split_credit=maybe"], ["--conf-grad", "mode"],
-                ["--conf-weight", "-1"], ["--conf-entropy", "-0.1"],
-                ["--conf-entropy", "0.02"], ["--eval-split", "dev"], ["--eval-size", "501"]):
+    for bad in (
+        ["--set", "nope=1"],
+        ["--adv-norm", "rank"],
+        ["--group-size", "1"],
+        ["--set", "split_credit=maybe"],
+        ["--conf-grad", "mode"],
+        ["--conf-weight", "-1"],
+        ["--conf-entropy", "-0.1"],
+        ["--conf-entropy", "0.02"],
+        ["--eval-split", "dev"],
+        ["--eval-size", "501"],
+    ):
         with pytest.raises(UsageError):
             cli.build_config(p.parse_args(["--method", "rlcr", *bad]))
 
@@ -427,18 +488,20 @@ def _one_response(policy: Policy, text: str) -> tuple:
 
 def test_confidence_digit_is_the_tenths_of_a_0_d_confidence(policy: Policy) -> None:
     tok = policy.tokenizer
-    for text, digit in [(_RESPONSE, "5"), ("<answer>3</answer> <confidence>0.9</confidence>", "9"),
-                        ("<answer>3</answer> <confidence>1.0</confidence>", None),
-                        ("<answer>3</answer> <confidence>0.55</confidence>", None),
-                        ("<answer>3</answer> <confidence>high</confidence>", None),
-                        ("<answer>0.7</answer>", None)]:
+    for text, digit in [
+        (_RESPONSE, "5"),
+        ("<answer>3</answer> <confidence>0.9</confidence>", "9"),
+        ("<answer>3</answer> <confidence>1.0</confidence>", None),
+        ("<answer>3</answer> <confidence>0.55</confidence>", None),
+        ("<answer>3</answer> <confidence>high</confidence>", None),
+        ("<answer>0.7</answer>", None),
+    ]:
         ids = tok(text, add_special_tokens=False).input_ids
         k = confidence_digit(tok, ids, confidence_start(tok, ids, text))
         assert (tok.decode([ids[k]]) if k is not None else None) == digit, text
 
 
-def _after_ascent(policy: Policy, params: list, gain: torch.Tensor, measure, step: float
-                  ) -> float:
+def _after_ascent(policy: Policy, params: list, gain: torch.Tensor, measure, step: float) -> float:
     """``measure()`` after one short step of ``step`` (global gradient norm) up ``gain``; the
     weights are restored afterwards. Short, so the first-order change decides the sign."""
     saved = [p.detach().clone() for p in params]
@@ -462,17 +525,21 @@ def _after_ascent(policy: Policy, params: list, gain: torch.Tensor, measure, ste
 
 @pytest.mark.parametrize("gold, rises", [("8", True), ("9", False)])
 def test_expected_digit_gradient_moves_confidence_towards_the_outcome(
-        policy: Policy, gold: str, rises: bool) -> None:
+    policy: Policy, gold: str, rises: bool
+) -> None:
     """One gradient step on the exact term raises the expected stated confidence after a right
     answer and lowers it after a wrong one; rlvr (no confidence rule) gets no term at all."""
     ro, session = _one_response(policy, _RESPONSE)
     scored = score_completions([_RESPONSE], [gold])
-    assert expected_digit_targets(GRPOConfig(method="rlvr", conf_grad="expected"), session, ro,
-                                  scored)[0].tolist() == [-1]
-    assert expected_digit_targets(GRPOConfig(method="rlcr"), session, ro,
-                                  scored)[0].tolist() == [-1]  # "sampled" is the default
-    pos, rewards = expected_digit_targets(GRPOConfig(method="rlcr", conf_grad="expected"),
-                                          session, ro, scored)
+    assert expected_digit_targets(
+        GRPOConfig(method="rlvr", conf_grad="expected"), session, ro, scored
+    )[0].tolist() == [-1]
+    assert expected_digit_targets(GRPOConfig(method="rlcr"), session, ro, scored)[0].tolist() == [
+        -1
+    ]  # "sampled" is the default
+    pos, rewards = expected_digit_targets(
+        GRPOConfig(method="rlcr", conf_grad="expected"), session, ro, scored
+    )
     assert session.tok.decode([int(ro.response_ids[0, pos[0]])]) == "5"
     c = 1.0 if rises else 0.0
     assert rewards[0].tolist() == pytest.approx([-((d / 10 - c) ** 2) for d in range(10)])
@@ -481,14 +548,16 @@ def test_expected_digit_gradient_moves_confidence_towards_the_outcome(
 
     def mean_q() -> float:
         with torch.no_grad():
-            _, h = response_forward(policy, ro.prompt_ids, ro.prompt_mask, ro.response_ids, 1,
-                                    want_hidden=True)
+            _, h = response_forward(
+                policy, ro.prompt_ids, ro.prompt_mask, ro.response_ids, 1, want_hidden=True
+            )
             p = policy.causal_lm.get_output_embeddings()(h[0, pos[0]]).float().softmax(-1)[digits]
         return float((p / p.sum() * torch.arange(10) / 10).sum())
 
     before = mean_q()
-    _, hidden = response_forward(policy, ro.prompt_ids, ro.prompt_mask, ro.response_ids, 1,
-                                 want_hidden=True)
+    _, hidden = response_forward(
+        policy, ro.prompt_ids, ro.prompt_mask, ro.response_ids, 1, want_hidden=True
+    )
     gain, eq, _ = expected_digit_objective(session, hidden, pos, rewards)
     assert float(eq[0]) == pytest.approx(before, abs=1e-5)  # the logged expected confidence
     after = _after_ascent(policy, params, gain.sum(), mean_q, step=0.05)
@@ -501,20 +570,23 @@ def test_confidence_entropy_bonus_spreads_the_digit_for_every_reward(policy: Pol
     ro, session = _one_response(policy, _RESPONSE)
     scored = score_completions([_RESPONSE], ["8"])
     pos, rewards = expected_digit_targets(
-        GRPOConfig(method="rlvr", conf_grad="expected", conf_entropy=0.02), session, ro, scored)
+        GRPOConfig(method="rlvr", conf_grad="expected", conf_entropy=0.02), session, ro, scored
+    )
     assert session.tok.decode([int(ro.response_ids[0, pos[0]])]) == "5"
     assert rewards.abs().sum() == 0
     params = [p for p in policy.model.parameters() if p.requires_grad]
 
     def entropy() -> float:
         with torch.no_grad():
-            _, h = response_forward(policy, ro.prompt_ids, ro.prompt_mask, ro.response_ids, 1,
-                                    want_hidden=True)
+            _, h = response_forward(
+                policy, ro.prompt_ids, ro.prompt_mask, ro.response_ids, 1, want_hidden=True
+            )
             return float(expected_digit_objective(session, h, pos, rewards)[2][0])
 
     before = entropy()
-    _, hidden = response_forward(policy, ro.prompt_ids, ro.prompt_mask, ro.response_ids, 1,
-                                 want_hidden=True)
+    _, hidden = response_forward(
+        policy, ro.prompt_ids, ro.prompt_mask, ro.response_ids, 1, want_hidden=True
+    )
     gain, _, h = expected_digit_objective(session, hidden, pos, rewards, entropy=0.02)
     assert float(gain[0].detach()) == pytest.approx(0.02 * float(h[0]), abs=1e-6)  # no reward
     after = _after_ascent(policy, params, gain.sum(), entropy, step=0.01)
@@ -530,17 +602,25 @@ def test_unknown_conf_grad_is_a_usage_error_before_any_model_loads(tmp_path: obj
 
 
 def test_confprobe_reads_the_digit_distribution_behind_each_greedy_confidence(
-        tmp_path: object, smollm2_path: str) -> None:
+    tmp_path: object, smollm2_path: str
+) -> None:
     from calbench.core.chain_sum import chain_sum_items
     from calbench.train.confprobe import digit_distributions, main, summary
 
     items = chain_sum_items("test", 3)
     run = tmp_path / "run"
     run.mkdir()
-    recs = [{"id": it["id"], "task": "chain_sum", "elicitation": "tags",
-             "response": f"<answer>{it['gold']}</answer> <confidence>{q}</confidence>",
-             "correct": k != 1, "confidence": None if q == "high" else float(q)}
-            for k, (it, q) in enumerate(zip(items, ["0.7", "0.2", "high"], strict=True))]
+    recs = [
+        {
+            "id": it["id"],
+            "task": "chain_sum",
+            "elicitation": "tags",
+            "response": f"<answer>{it['gold']}</answer> <confidence>{q}</confidence>",
+            "correct": k != 1,
+            "confidence": None if q == "high" else float(q),
+        }
+        for k, (it, q) in enumerate(zip(items, ["0.7", "0.2", "high"], strict=True))
+    ]
     (run / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
 
     rows = digit_distributions("smollm2-135m", recs)
@@ -560,8 +640,14 @@ def test_confprobe_reads_the_digit_distribution_behind_each_greedy_confidence(
 
 def _draws() -> list:
     """One draw from every RNG a resumed run continues, including the cached Gaussians."""
-    return [random.random(), random.gauss(0.0, 1.0), np.random.standard_normal(3).tolist(),
-            np.random.rand(), torch.rand(4).tolist(), torch.randint(0, 1000, (3,)).tolist()]
+    return [
+        random.random(),
+        random.gauss(0.0, 1.0),
+        np.random.standard_normal(3).tolist(),
+        np.random.rand(),
+        torch.rand(4).tolist(),
+        torch.randint(0, 1000, (3,)).tolist(),
+    ]
 
 
 def test_checkpoint_round_trips_rng_and_optimizer_state_exactly(tmp_path: Path) -> None:
@@ -572,8 +658,14 @@ def test_checkpoint_round_trips_rng_and_optimizer_state_exactly(tmp_path: Path) 
     opt = torch.optim.AdamW(head.parameters(), lr=1e-2)
     head(torch.ones(3)).sum().backward()
     opt.step()
-    state = {"step": 3, "optimizer": opt.state_dict(), "extra": {"head": head.state_dict()},
-             "reference_lora": None, "rng": rng_state(), "wall_s": 1.5}
+    state = {
+        "step": 3,
+        "optimizer": opt.state_dict(),
+        "extra": {"head": head.state_dict()},
+        "reference_lora": None,
+        "rng": rng_state(),
+        "wall_s": 1.5,
+    }
     json.dumps({k: state["rng"][k] for k in ("python", "numpy")})  # plain values, no objects
     path = tmp_path / "trainer_state.pt"
     save_trainer_state(path, state)
@@ -605,8 +697,9 @@ class _RunsOnUnpickle:
 def test_checkpoint_with_a_pickled_object_is_refused(tmp_path: Path) -> None:
     marker = tmp_path / "executed"
     path = tmp_path / "trainer_state.pt"
-    torch.save({"step": 1, "optimizer": None, "rng": rng_state(),
-                "payload": _RunsOnUnpickle(marker)}, path)
+    torch.save(
+        {"step": 1, "optimizer": None, "rng": rng_state(), "payload": _RunsOnUnpickle(marker)}, path
+    )
     with pytest.raises(UsageError, match=r"trainer_state\.pt: refusing to load.*open"):
         load_trainer_state(path)
     assert not marker.exists()
@@ -624,12 +717,12 @@ def test_checkpoint_with_a_pickled_object_is_refused(tmp_path: Path) -> None:
         load_trainer_state(tmp_path / "absent.pt")
 
 
-def test_checkpoint_folder_swaps_in_with_its_trainer_state(policy: Policy,
-                                                           tmp_path: Path) -> None:
+def test_checkpoint_folder_swaps_in_with_its_trainer_state(policy: Policy, tmp_path: Path) -> None:
     ckpt = tmp_path / "checkpoint"
     state = {"step": 1, "optimizer": None, "rng": rng_state()}
-    save_model(policy, ckpt, {"steps": 1},
-               also=lambda d: save_trainer_state(d / "trainer_state.pt", state))
+    save_model(
+        policy, ckpt, {"steps": 1}, also=lambda d: save_trainer_state(d / "trainer_state.pt", state)
+    )
     assert load_trainer_state(ckpt / "trainer_state.pt")["step"] == 1
 
     def killed(_: Path) -> None:

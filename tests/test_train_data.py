@@ -119,7 +119,7 @@ def test_stratified_order_cycles_the_bins_and_stays_out_of_test() -> None:
     bins = [difficulty_bin(x["meta"]) for x in items]
     assert len(items) == 40 and len({x["id"] for x in items}) == 40
     for k in range(0, 40, 4):  # every step of 4 questions holds one question of each bin
-        assert sorted(bins[k:k + 4]) == ["2t1d", "2t2d", "3t1d", "3t2d"]
+        assert sorted(bins[k : k + 4]) == ["2t1d", "2t2d", "3t1d", "3t2d"]
     test = {x["question"] for x in chain_sum_items("test", 500, 0)}
     assert not any(x["question"] in test for x in items)
     assert stratified_train_items(40, seed=0) == items  # deterministic

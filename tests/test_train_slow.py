@@ -30,8 +30,9 @@ def warm_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     torch.set_num_threads(2)
     out = tmp_path_factory.mktemp("warmup")
-    cfg = WarmupConfig(out_dir=str(out), examples=48, batch_size=8, epochs=2, lr=1e-3,
-                       eval_size=0, **COMMON)
+    cfg = WarmupConfig(
+        out_dir=str(out), examples=48, batch_size=8, epochs=2, lr=1e-3, eval_size=0, **COMMON
+    )
     try:
         res = train(cfg)
     except UsageError as e:
@@ -45,9 +46,20 @@ def test_grpo_rlcr_moves_reward_up(warm_adapter: Path, tmp_path: Path) -> None:
     from calbench.core.models import resolve_model
     from calbench.train.grpo import GRPOConfig, train
 
-    cfg = GRPOConfig(model=str(warm_adapter), out_dir=str(tmp_path), steps=20,
-                     prompts_per_step=2, group_size=4, max_new_tokens=20, lr=5e-4,
-                     eval_size=8, eval_every=0, save_every=10, seed=0, **COMMON)
+    cfg = GRPOConfig(
+        model=str(warm_adapter),
+        out_dir=str(tmp_path),
+        steps=20,
+        prompts_per_step=2,
+        group_size=4,
+        max_new_tokens=20,
+        lr=5e-4,
+        eval_size=8,
+        eval_every=0,
+        save_every=10,
+        seed=0,
+        **COMMON,
+    )
     res = train(cfg)
     steps = [r for r in _log(tmp_path) if "event" not in r]
     assert [r["step"] for r in steps] == list(range(1, 21))
@@ -69,22 +81,37 @@ def test_grpo_rlcr_moves_reward_up(warm_adapter: Path, tmp_path: Path) -> None:
     # the adapter is what `calbench eval --model <dir>` loads
     r = resolve_model(str(res.model_dir), hash_weights=False)
     assert r.kind == "adapter"
-    assert json.loads((res.model_dir / "adapter_config.json").read_text())[
-        "base_model_name_or_path"] == "smollm2-135m"
+    assert (
+        json.loads((res.model_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+        == "smollm2-135m"
+    )
     info = json.loads((res.model_dir / "calbench_train.json").read_text())
     assert (info["method"], info["algo"], info["steps"]) == ("rlcr", "grpo", 20)
 
 
-def test_grpo_exact_digit_credit_with_entropy_logs_the_digit(warm_adapter: Path,
-                                                             tmp_path: Path) -> None:
+def test_grpo_exact_digit_credit_with_entropy_logs_the_digit(
+    warm_adapter: Path, tmp_path: Path
+) -> None:
     """--conf-grad expected --conf-entropy, two updates per batch: the step log carries the
     digit distribution's mean, entropy and in-batch AUROC, each in its range."""
     from calbench.train.grpo import GRPOConfig, train
 
-    cfg = GRPOConfig(model=str(warm_adapter), out_dir=str(tmp_path), steps=2,
-                     prompts_per_step=2, group_size=4, max_new_tokens=20, lr=5e-4,
-                     conf_grad="expected", conf_entropy=0.02, updates_per_batch=2,
-                     eval_size=0, save_every=0, seed=0, **COMMON)
+    cfg = GRPOConfig(
+        model=str(warm_adapter),
+        out_dir=str(tmp_path),
+        steps=2,
+        prompts_per_step=2,
+        group_size=4,
+        max_new_tokens=20,
+        lr=5e-4,
+        conf_grad="expected",
+        conf_entropy=0.02,
+        updates_per_batch=2,
+        eval_size=0,
+        save_every=0,
+        seed=0,
+        **COMMON,
+    )
     train(cfg)
     steps = [r for r in _log(tmp_path) if "event" not in r]
     assert len(steps) == 2
@@ -102,11 +129,38 @@ def test_resume_after_kill_matches_uninterrupted_run(warm_adapter: Path, tmp_pat
     from calbench.cli import main
 
     def cli(out: Path, steps: int) -> int:
-        return main(["train", "--method", "rlcr", "--algo", "grpo", "--model", str(warm_adapter),
-                     "--out", str(out), "--steps", str(steps), "--prompts-per-step", "1",
-                     "--group-size", "2", "--max-new-tokens", "20", "--lr", "5e-4",
-                     "--eval-size", "0", "--save-every", "1", "--threads", "2",
-                     "--elicitation", "prefill", "--no-progress"])
+        return main(
+            [
+                "train",
+                "--method",
+                "rlcr",
+                "--algo",
+                "grpo",
+                "--model",
+                str(warm_adapter),
+                "--out",
+                str(out),
+                "--steps",
+                str(steps),
+                "--prompts-per-step",
+                "1",
+                "--group-size",
+                "2",
+                "--max-new-tokens",
+                "20",
+                "--lr",
+                "5e-4",
+                "--eval-size",
+                "0",
+                "--save-every",
+                "1",
+                "--threads",
+                "2",
+                "--elicitation",
+                "prefill",
+                "--no-progress",
+            ]
+        )
 
     a, b = tmp_path / "a", tmp_path / "b"
     assert cli(a, 3) == 0
@@ -129,17 +183,43 @@ def test_resume_after_kill_matches_uninterrupted_run(warm_adapter: Path, tmp_pat
     assert any(not torch.allclose(wa[k], w0[k]) for k in wa)  # training moved the weights...
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)  # ...identically
     # a different run into the same folder is refused, not silently mixed
-    assert main(["train", "--method", "brier", "--model", str(warm_adapter), "--out", str(b),
-                 "--steps", "4", "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "brier",
+                "--model",
+                str(warm_adapter),
+                "--out",
+                str(b),
+                "--steps",
+                "4",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
 
 
 def test_ppo_runs_learns_values_and_logs_kl(warm_adapter: Path, tmp_path: Path) -> None:
     from calbench.train.ppo import PPOConfig, train
 
-    cfg = PPOConfig(model=str(warm_adapter), out_dir=str(tmp_path), steps=2,
-                    prompts_per_step=2, group_size=2, max_new_tokens=20, lr=5e-4,
-                    ppo_epochs=1, minibatches=2, eval_size=2, eval_every=0, save_every=0,
-                    **COMMON)
+    cfg = PPOConfig(
+        model=str(warm_adapter),
+        out_dir=str(tmp_path),
+        steps=2,
+        prompts_per_step=2,
+        group_size=2,
+        max_new_tokens=20,
+        lr=5e-4,
+        ppo_epochs=1,
+        minibatches=2,
+        eval_size=2,
+        eval_every=0,
+        save_every=0,
+        **COMMON,
+    )
     res = train(cfg)
     steps = [r for r in _log(tmp_path) if "event" not in r]
     assert len(steps) == 2
@@ -162,9 +242,18 @@ def test_full_finetune_step_saves_a_loadable_model(tmp_path: Path) -> None:
     from calbench.core.models import resolve_model
     from calbench.train.grpo import GRPOConfig, train
 
-    cfg = GRPOConfig(out_dir=str(tmp_path), full_finetune=True, steps=1, prompts_per_step=1,
-                     group_size=2, max_new_tokens=4, lr=1e-5, beta=0.01, eval_size=0,
-                     **{k: v for k, v in COMMON.items() if k != "lora_last_layers"})
+    cfg = GRPOConfig(
+        out_dir=str(tmp_path),
+        full_finetune=True,
+        steps=1,
+        prompts_per_step=1,
+        group_size=2,
+        max_new_tokens=4,
+        lr=1e-5,
+        beta=0.01,
+        eval_size=0,
+        **{k: v for k, v in COMMON.items() if k != "lora_last_layers"},
+    )
     try:
         res = train(cfg)
     except UsageError as e:

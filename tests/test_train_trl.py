@@ -60,14 +60,29 @@ def test_trl_grpo_trainer_runs_with_calbench_rewards(tmp_path: object) -> None:
     path = resolve_model("smollm2-135m", hash_weights=False).path
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     trainer = grpo_trainer(
-        model, method="rlcr", n_train=8, elicitation="prefill", format_weight=0.1,
+        model,
+        method="rlcr",
+        n_train=8,
+        elicitation="prefill",
+        format_weight=0.1,
         processing_class=tok,
-        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                               task_type="CAUSAL_LM"),
-        output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4,
-        max_completion_length=8, max_steps=1, learning_rate=1e-4, beta=0.0, logging_steps=1,
-        use_cpu=True, bf16=False, gradient_checkpointing=False, save_strategy="no",
-        temperature=1.0, dataloader_num_workers=0,
+        peft_config=LoraConfig(
+            r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"
+        ),
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=8,
+        max_steps=1,
+        learning_rate=1e-4,
+        beta=0.0,
+        logging_steps=1,
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        save_strategy="no",
+        temperature=1.0,
+        dataloader_num_workers=0,
     )
     trainer.train()
     logs = [h for h in trainer.state.log_history if "rewards/rlcr_reward/mean" in h]

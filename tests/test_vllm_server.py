@@ -20,16 +20,37 @@ URL = os.environ.get("CALBENCH_VLLM_URL")
 @pytest.mark.skipif(not URL, reason="CALBENCH_VLLM_URL not set (.ci/run starts a vLLM server)")
 # openai-completions goes through the same server; it is not in CI's list because it was not
 # run against a live server before this landed (see the README's Backends section).
-@pytest.mark.parametrize("backend, elicitation", [("openai-chat", "prefill"),
-                                                  ("openai-chat", "tags")])
+@pytest.mark.parametrize(
+    "backend, elicitation", [("openai-chat", "prefill"), ("openai-chat", "tags")]
+)
 def test_openai_server_against_vllm(tmp_path, backend, elicitation):
     n = 10
     out = tmp_path / "results"
-    r = calbench("eval", "--model", "smollm2-135m", "--tasks", "gsm_symbolic", "--limit", str(n),
-                 "--backend", backend, "--base-url", URL, "--elicitation", elicitation,
-                 "--max-new-tokens", "48", "--output", str(out), "--bootstrap", "100",
-                 "--api-key-env", "CALBENCH_TEST_KEY", timeout=1200,
-                 env={"CALBENCH_TEST_KEY": "sk-calbench-secret-123"})
+    r = calbench(
+        "eval",
+        "--model",
+        "smollm2-135m",
+        "--tasks",
+        "gsm_symbolic",
+        "--limit",
+        str(n),
+        "--backend",
+        backend,
+        "--base-url",
+        URL,
+        "--elicitation",
+        elicitation,
+        "--max-new-tokens",
+        "48",
+        "--output",
+        str(out),
+        "--bootstrap",
+        "100",
+        "--api-key-env",
+        "CALBENCH_TEST_KEY",
+        timeout=1200,
+        env={"CALBENCH_TEST_KEY": "sk-calbench-secret-123"},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     run = out / "smollm2-135m" / "gsm_symbolic" / elicitation
     recs = read_jsonl(run / "samples.jsonl")

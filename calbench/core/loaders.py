@@ -64,8 +64,9 @@ def read_rows(path: Path) -> list[dict]:
     raise UsageError(f"{path}: unsupported data file type {suffix!r} (jsonl, json, csv, parquet)")
 
 
-def _rows(task: str, data_dir_: str | None, local: list[str], hub: tuple, split: str) -> tuple[
-        list[dict], str]:
+def _rows(
+    task: str, data_dir_: str | None, local: list[str], hub: tuple, split: str
+) -> tuple[list[dict], str]:
     """Rows from the first existing local candidate under the data dir, else from the hub.
 
     ``hub`` is ``(path, config_name_or_None)``; ``local`` lists paths relative to the data dir,
@@ -117,15 +118,23 @@ def multiple_choice(question: str, options: list[str]) -> str:
 
 # --------------------------------------------------------------------------- math
 
+
 def load_gsm8k(data_dir: str | None = None, split: str = "test", **_: object) -> list[dict]:
     """GSM8K (``openai/gsm8k``, config ``main``) or local ``gsm8k/{split}.jsonl``."""
-    rows, source = _rows("gsm8k", data_dir, ["gsm8k/{split}.jsonl", "{split}.jsonl"],
-                         ("openai/gsm8k", "main"), split)
+    rows, source = _rows(
+        "gsm8k", data_dir, ["gsm8k/{split}.jsonl", "{split}.jsonl"], ("openai/gsm8k", "main"), split
+    )
     items = []
     for i, r in enumerate(rows):
         _need(r, ("question", "answer"), f"gsm8k row {i} ({source})")
-        items.append({"id": f"gsm8k/{split}/{i}", "question": r["question"],
-                      "gold": gsm8k_gold(r["answer"]), "meta": {"source": source}})
+        items.append(
+            {
+                "id": f"gsm8k/{split}/{i}",
+                "question": r["question"],
+                "gold": gsm8k_gold(r["answer"]),
+                "meta": {"source": source},
+            }
+        )
     return items
 
 
@@ -139,49 +148,77 @@ def load_gsm_symbolic(size: int = 500, seed: int = 0, **_: object) -> list[dict]
     for i, x in enumerate(ds):
         # reasoning-gym appends "Give the result as your final answer. Do not include units.";
         # kept: it is part of the generated problem.
-        items.append({"id": f"gsm_symbolic/s{seed}/{i}", "question": x["question"],
-                      "gold": str(x["answer"]).strip(),
-                      "meta": {"difficulty": x["metadata"].get("difficulty"),
-                               "source_index": x["metadata"].get("source_index")}})
+        items.append(
+            {
+                "id": f"gsm_symbolic/s{seed}/{i}",
+                "question": x["question"],
+                "gold": str(x["answer"]).strip(),
+                "meta": {
+                    "difficulty": x["metadata"].get("difficulty"),
+                    "source_index": x["metadata"].get("source_index"),
+                },
+            }
+        )
     return items
 
 
 def load_math500(data_dir: str | None = None, split: str = "test", **_: object) -> list[dict]:
     """MATH-500 (``HuggingFaceH4/MATH-500``) or local ``math500/test.jsonl``
     (fields ``problem, answer, subject, level, unique_id``)."""
-    rows, source = _rows("math500", data_dir, ["math500/{split}.jsonl", "math500/{split}.json"],
-                         ("HuggingFaceH4/MATH-500", None), split)
+    rows, source = _rows(
+        "math500",
+        data_dir,
+        ["math500/{split}.jsonl", "math500/{split}.json"],
+        ("HuggingFaceH4/MATH-500", None),
+        split,
+    )
     items = []
     for i, r in enumerate(rows):
         _need(r, ("problem", "answer"), f"math500 row {i} ({source})")
-        items.append({"id": f"math500/{r.get('unique_id', i)}", "question": r["problem"],
-                      "gold": str(r["answer"]),
-                      "meta": {"subject": r.get("subject"), "level": r.get("level")}})
+        items.append(
+            {
+                "id": f"math500/{r.get('unique_id', i)}",
+                "question": r["problem"],
+                "gold": str(r["answer"]),
+                "meta": {"subject": r.get("subject"), "level": r.get("level")},
+            }
+        )
     return items
 
 
 # --------------------------------------------------------------------------- multiple choice
 
-def load_commonsenseqa(data_dir: str | None = None, split: str = "validation",
-                       **_: object) -> list[dict]:
+
+def load_commonsenseqa(
+    data_dir: str | None = None, split: str = "validation", **_: object
+) -> list[dict]:
     """CommonsenseQA (``tau/commonsense_qa``; validation, as the RLCR paper: its test split has
     no labels) or local ``commonsenseqa/validation.jsonl`` in the hub schema
     (``id, question, choices: {label, text}, answerKey``)."""
-    rows, source = _rows("commonsenseqa", data_dir,
-                         ["commonsenseqa/{split}.jsonl", "commonsenseqa/{split}.json"],
-                         ("tau/commonsense_qa", None), split)
+    rows, source = _rows(
+        "commonsenseqa",
+        data_dir,
+        ["commonsenseqa/{split}.jsonl", "commonsenseqa/{split}.json"],
+        ("tau/commonsense_qa", None),
+        split,
+    )
     items = []
     for i, r in enumerate(rows):
         _need(r, ("question", "choices", "answerKey"), f"commonsenseqa row {i} ({source})")
         labels, texts = r["choices"]["label"], r["choices"]["text"]
         if r["answerKey"] not in labels:
-            raise UsageError(f"commonsenseqa row {i}: answerKey {r['answerKey']!r} not in "
-                             f"{labels} ({source})")
+            raise UsageError(
+                f"commonsenseqa row {i}: answerKey {r['answerKey']!r} not in {labels} ({source})"
+            )
         # Options are shown as A..E in the dataset's own order; the gold is its own label.
-        items.append({"id": f"commonsenseqa/{r.get('id', i)}",
-                      "question": multiple_choice(r["question"], list(texts)),
-                      "gold": LETTERS[labels.index(r["answerKey"])],
-                      "meta": {"n_options": len(labels)}})
+        items.append(
+            {
+                "id": f"commonsenseqa/{r.get('id', i)}",
+                "question": multiple_choice(r["question"], list(texts)),
+                "gold": LETTERS[labels.index(r["answerKey"])],
+                "meta": {"n_options": len(labels)},
+            }
+        )
     return items
 
 
@@ -210,9 +247,13 @@ def _truthfulqa_rows(data_dir: str | None) -> tuple[list[dict], str]:
     ``generation``) or the original ``TruthfulQA.csv``. A local CSV must have the
     :data:`TRUTHFULQA_COLUMNS` in its header, at least one row, and in every row a question,
     a best answer and at least one incorrect answer; errors name the file (and line)."""
-    rows, source = _rows("truthfulqa", data_dir, ["truthfulqa/TruthfulQA.csv",
-                                                  "TruthfulQA.csv"],
-                         ("truthfulqa/truthful_qa", "generation"), "validation")
+    rows, source = _rows(
+        "truthfulqa",
+        data_dir,
+        ["truthfulqa/TruthfulQA.csv", "TruthfulQA.csv"],
+        ("truthfulqa/truthful_qa", "generation"),
+        "validation",
+    )
     local = Path(source.removeprefix("local:")) if source.startswith("local:") else None
     if local is not None:
         header = _csv_header(local)
@@ -222,17 +263,22 @@ def _truthfulqa_rows(data_dir: str | None) -> tuple[list[dict], str]:
                 f"{local}: the header lacks the TruthfulQA column(s) {', '.join(missing)} "
                 f"(found {', '.join(header) or 'no header'}); expected the original "
                 f"TruthfulQA.csv: comma-separated, with columns Type, Category, Question, "
-                f"Best Answer, Correct Answers, Incorrect Answers, Source")
+                f"Best Answer, Correct Answers, Incorrect Answers, Source"
+            )
     if not rows:
         raise UsageError(f"{local or source}: no TruthfulQA questions (the original has 817)")
     out = []
     for i, r in enumerate(rows):
         if local is None:  # hub schema -> CSV names
             _need(r, ("question", "best_answer", "incorrect_answers"), f"{source} row {i}")
-            r = {"Question": r["question"], "Best Answer": r["best_answer"],
-                 "Correct Answers": r.get("correct_answers", []),
-                 "Incorrect Answers": r["incorrect_answers"], "Category": r.get("category"),
-                 "Type": r.get("type")}
+            r = {
+                "Question": r["question"],
+                "Best Answer": r["best_answer"],
+                "Correct Answers": r.get("correct_answers", []),
+                "Incorrect Answers": r["incorrect_answers"],
+                "Category": r.get("category"),
+                "Type": r.get("type"),
+            }
         # a short CSV row leaves its last fields None; an empty one would show "None" or no
         # wrong option
         empty = [c for c in ("Question", "Best Answer") if not str(r.get(c) or "").strip()]
@@ -256,11 +302,20 @@ def load_truthfulqa_mc(data_dir: str | None = None, seed: int = 0, **_: object) 
         order = list(range(len(options)))
         random.Random(int(seed) * 100003 + i).shuffle(order)
         shown = [options[k] for k in order]
-        items.append({"id": f"truthfulqa/{i}",
-                      "question": multiple_choice(str(r["Question"]), shown),
-                      "gold": LETTERS[order.index(0)],
-                      "meta": {"order": order, "n_options": len(options), "seed": int(seed),
-                               "category": r.get("Category"), "source": source}})
+        items.append(
+            {
+                "id": f"truthfulqa/{i}",
+                "question": multiple_choice(str(r["Question"]), shown),
+                "gold": LETTERS[order.index(0)],
+                "meta": {
+                    "order": order,
+                    "n_options": len(options),
+                    "seed": int(seed),
+                    "category": r.get("Category"),
+                    "source": source,
+                },
+            }
+        )
     return items
 
 
@@ -271,72 +326,118 @@ def load_truthfulqa_gen(data_dir: str | None = None, **_: object) -> list[dict]:
     items = []
     for i, r in enumerate(rows):
         correct = [str(r["Best Answer"]).strip()] + [
-            a for a in _split_list(r.get("Correct Answers", [])) if a != r["Best Answer"]]
-        items.append({"id": f"truthfulqa/{i}", "question": str(r["Question"]).strip(),
-                      "gold": json.dumps({"correct": correct,
-                                          "incorrect": _split_list(r["Incorrect Answers"])}),
-                      "meta": {"category": r.get("Category"), "source": source}})
+            a for a in _split_list(r.get("Correct Answers", [])) if a != r["Best Answer"]
+        ]
+        items.append(
+            {
+                "id": f"truthfulqa/{i}",
+                "question": str(r["Question"]).strip(),
+                "gold": json.dumps(
+                    {"correct": correct, "incorrect": _split_list(r["Incorrect Answers"])}
+                ),
+                "meta": {"category": r.get("Category"), "source": source},
+            }
+        )
     return items
 
 
 # --------------------------------------------------------------------------- short answer
 
-def load_triviaqa(data_dir: str | None = None, split: str = "validation",
-                  **_: object) -> list[dict]:
+
+def load_triviaqa(
+    data_dir: str | None = None, split: str = "validation", **_: object
+) -> list[dict]:
     """TriviaQA closed-book (``mandarjoshi/trivia_qa``, ``rc.nocontext``) or local
     ``triviaqa/validation.jsonl`` (``question, question_id, answer: {value, aliases}``).
     Gold = ``|``-joined value and aliases."""
-    rows, source = _rows("triviaqa", data_dir,
-                         ["triviaqa/{split}.jsonl", "triviaqa/{split}.json"],
-                         ("mandarjoshi/trivia_qa", "rc.nocontext"), split)
+    rows, source = _rows(
+        "triviaqa",
+        data_dir,
+        ["triviaqa/{split}.jsonl", "triviaqa/{split}.json"],
+        ("mandarjoshi/trivia_qa", "rc.nocontext"),
+        split,
+    )
     items = []
     for i, r in enumerate(rows):
         _need(r, ("question", "answer"), f"triviaqa row {i} ({source})")
         ans = r["answer"]
         aliases = [ans["value"], *ans.get("aliases", [])]
         seen: dict[str, None] = dict.fromkeys(a.replace("|", " ") for a in aliases if a)
-        items.append({"id": f"triviaqa/{r.get('question_id', i)}", "question": r["question"],
-                      "gold": "|".join(seen), "meta": {}})
+        items.append(
+            {
+                "id": f"triviaqa/{r.get('question_id', i)}",
+                "question": r["question"],
+                "gold": "|".join(seen),
+                "meta": {},
+            }
+        )
     return items
 
 
-def load_hotpotqa(data_dir: str | None = None, split: str = "validation",
-                  **_: object) -> list[dict]:
+def load_hotpotqa(
+    data_dir: str | None = None, split: str = "validation", **_: object
+) -> list[dict]:
     """HotpotQA closed-book (``hotpotqa/hotpot_qa``, ``distractor``; the question only, no
     paragraphs) or local ``hotpotqa/validation.jsonl`` or the original
     ``hotpot_dev_distractor_v1.json`` (``_id``/``id, question, answer, type, level``)."""
-    rows, source = _rows("hotpotqa", data_dir,
-                         ["hotpotqa/{split}.jsonl", "hotpotqa/hotpot_dev_distractor_v1.json"],
-                         ("hotpotqa/hotpot_qa", "distractor"), split)
+    rows, source = _rows(
+        "hotpotqa",
+        data_dir,
+        ["hotpotqa/{split}.jsonl", "hotpotqa/hotpot_dev_distractor_v1.json"],
+        ("hotpotqa/hotpot_qa", "distractor"),
+        split,
+    )
     items = []
     for i, r in enumerate(rows):
         _need(r, ("question", "answer"), f"hotpotqa row {i} ({source})")
-        items.append({"id": f"hotpotqa/{r.get('id', r.get('_id', i))}",
-                      "question": r["question"], "gold": str(r["answer"]).replace("|", " "),
-                      "meta": {"type": r.get("type"), "level": r.get("level")}})
+        items.append(
+            {
+                "id": f"hotpotqa/{r.get('id', r.get('_id', i))}",
+                "question": r["question"],
+                "gold": str(r["answer"]).replace("|", " "),
+                "meta": {"type": r.get("type"), "level": r.get("level")},
+            }
+        )
     return items
 
 
 def load_simpleqa(data_dir: str | None = None, split: str = "test", **_: object) -> list[dict]:
     """SimpleQA (``basicv8vc/SimpleQA``) or the original ``simple_qa_test_set.csv``
     (``metadata, problem, answer``)."""
-    rows, source = _rows("simpleqa", data_dir,
-                         ["simpleqa/simple_qa_test_set.csv", "simpleqa/{split}.jsonl"],
-                         ("basicv8vc/SimpleQA", None), split)
+    rows, source = _rows(
+        "simpleqa",
+        data_dir,
+        ["simpleqa/simple_qa_test_set.csv", "simpleqa/{split}.jsonl"],
+        ("basicv8vc/SimpleQA", None),
+        split,
+    )
     items = []
     for i, r in enumerate(rows):
         _need(r, ("problem", "answer"), f"simpleqa row {i} ({source})")
-        items.append({"id": f"simpleqa/{i}", "question": r["problem"],
-                      "gold": str(r["answer"]).replace("|", " "), "meta": {}})
+        items.append(
+            {
+                "id": f"simpleqa/{i}",
+                "question": r["problem"],
+                "gold": str(r["answer"]).replace("|", " "),
+                "meta": {},
+            }
+        )
     return items
 
 
 # --------------------------------------------------------------------------- generic
 
-def load_file(data_dir: str | None = None, file: str | None = None, hub: str | None = None,
-              hub_name: str | None = None, split: str = "test",
-              fields: dict[str, str] | None = None, task: str = "task",
-              **_: object) -> list[dict]:
+
+def load_file(
+    data_dir: str | None = None,
+    file: str | None = None,
+    hub: str | None = None,
+    hub_name: str | None = None,
+    split: str = "test",
+    fields: dict[str, str] | None = None,
+    task: str = "task",
+    **_: object,
+) -> list[dict]:
     """The loader for one-YAML tasks: rows from ``file`` (relative to the data dir, or
     absolute) or the hub dataset ``hub``/``hub_name``/``split``, with ``fields`` naming the
     question, gold and (optional) id columns: ``{"question": "q", "gold": "a", "id": "qid"}``.
@@ -347,24 +448,30 @@ def load_file(data_dir: str | None = None, file: str | None = None, hub: str | N
     elif file and resolve_data_dir(data_dir) is not None:
         rows, source = _rows(task, data_dir, [file], (hub, hub_name), split)
     elif hub:
-        rows, source = _rows(task, None, [file or f"{task}/{split}.jsonl"], (hub, hub_name),
-                             split)
+        rows, source = _rows(task, None, [file or f"{task}/{split}.jsonl"], (hub, hub_name), split)
     else:
-        raise UsageError(f"{task}: no data: the task names no hub dataset and no --data-dir "
-                         f"was given for its file {file!r}")
+        raise UsageError(
+            f"{task}: no data: the task names no hub dataset and no --data-dir "
+            f"was given for its file {file!r}"
+        )
     items = []
     for i, r in enumerate(rows):
         _need(r, (fields["question"], fields["gold"]), f"{task} row {i} ({source})")
         gold = r[fields["gold"]]
         gold = "|".join(map(str, gold)) if isinstance(gold, list) else str(gold)
         rid = r.get(fields.get("id", "id"), i)
-        items.append({"id": f"{task}/{rid}", "question": str(r[fields["question"]]),
-                      "gold": gold, "meta": {}})
+        items.append(
+            {
+                "id": f"{task}/{rid}",
+                "question": str(r[fields["question"]]),
+                "gold": gold,
+                "meta": {},
+            }
+        )
     return items
 
 
-def load_chain_sum(split: str = "test", size: int = 500, seed: int = 0,
-                   **_: object) -> list[dict]:
+def load_chain_sum(split: str = "test", size: int = 500, seed: int = 0, **_: object) -> list[dict]:
     """The trainer's in-domain task: reasoning-gym ``chain_sum`` sums (see
     :mod:`calbench.core.chain_sum`), held-out ``test`` split by default."""
     return chain_sum_items(split, int(size), seed=int(seed))

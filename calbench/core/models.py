@@ -168,13 +168,16 @@ def resolve_model(spec: str, *, hash_weights: bool = True) -> ResolvedModel:
     """Turn a ``--model`` value into a :class:`ResolvedModel`; UsageError for unknown names."""
     if spec in ALIASES:
         folder = alias_folder(spec)
-        return ResolvedModel(spec, "alias", str(folder), None, spec,
-                             weights_hash(folder) if hash_weights else None)
+        return ResolvedModel(
+            spec, "alias", str(folder), None, spec, weights_hash(folder) if hash_weights else None
+        )
     if spec in REFERENCE_MODELS:
         folder = REFERENCE_DIR / REFERENCE_MODELS[spec]
         if not (folder / "adapter_config.json").is_file():
-            raise UsageError(f"reference model {spec!r} is not in this checkout ({folder}); "
-                             "`calbench reproduce` trains it")
+            raise UsageError(
+                f"reference model {spec!r} is not in this checkout ({folder}); "
+                "`calbench reproduce` trains it"
+            )
         ref = resolve_model(str(folder), hash_weights=hash_weights)
         return ResolvedModel(spec, "adapter", ref.path, ref.adapter, spec, ref.weights_sha256)
     p = Path(spec).expanduser()
@@ -189,11 +192,18 @@ def resolve_model(spec: str, *, hash_weights: bool = True) -> ResolvedModel:
                 base_spec = str((p / base_spec).resolve())
             base = resolve_model(base_spec, hash_weights=hash_weights)
             h = weights_hash(p) if hash_weights else None
-            return ResolvedModel(spec, "adapter", base.path, str(p.resolve()),
-                                 f"{base.name}+{p.resolve().name}", h)
+            return ResolvedModel(
+                spec, "adapter", base.path, str(p.resolve()), f"{base.name}+{p.resolve().name}", h
+            )
         if (p / "config.json").is_file():
-            return ResolvedModel(spec, "local", str(p.resolve()), None, p.resolve().name,
-                                 weights_hash(p) if hash_weights else None)
+            return ResolvedModel(
+                spec,
+                "local",
+                str(p.resolve()),
+                None,
+                p.resolve().name,
+                weights_hash(p) if hash_weights else None,
+            )
         raise UsageError(f"{p} is a folder but holds neither config.json nor adapter_config.json")
     if _HUB_ID.match(spec) and not p.exists():
         return ResolvedModel(spec, "hub", spec, None, spec.replace("/", "__"), None)

@@ -113,8 +113,9 @@ def extract_answer(text: str | None) -> str | None:
     return parse_answer_details(text).answer
 
 
-def _number_to_confidence(number: str, percent: bool, raw: str, source: str | None
-                          ) -> ConfidenceParse:
+def _number_to_confidence(
+    number: str, percent: bool, raw: str, source: str | None
+) -> ConfidenceParse:
     x = float(number)  # the regex only admits floats
     if not math.isfinite(x):
         return ConfidenceParse(None, source, raw, False, "not finite")
@@ -129,8 +130,9 @@ def _number_to_confidence(number: str, percent: bool, raw: str, source: str | No
     return ConfidenceParse(None, source, raw, False, "out of range")
 
 
-def confidence_from_content(raw: str, source: str | None = None, *,
-                            whole_only: bool = False) -> ConfidenceParse:
+def confidence_from_content(
+    raw: str, source: str | None = None, *, whole_only: bool = False
+) -> ConfidenceParse:
     """Read a confidence from the content of a tag or line (the rules of the module docstring).
     ``whole_only``: the content must be a number (no number inside text)."""
     content = raw.strip()  # str.strip() strips Unicode whitespace too (NBSP, thin space)

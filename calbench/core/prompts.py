@@ -50,8 +50,7 @@ _INSTRUCTIONS = {
         "<confidence></confidence> tags."
     ),
     "answer": (
-        "Think briefly if you need to. Then give your final answer inside <answer></answer> "
-        "tags."
+        "Think briefly if you need to. Then give your final answer inside <answer></answer> tags."
     ),
 }
 _STAGE_TWO = (
@@ -91,8 +90,9 @@ class Prompt:
 
 def check_elicitation(elicitation: str) -> None:
     if elicitation not in ELICITATIONS:
-        raise ValueError(f"unknown elicitation {elicitation!r}; choose from "
-                         f"{', '.join(ELICITATIONS)}")
+        raise ValueError(
+            f"unknown elicitation {elicitation!r}; choose from {', '.join(ELICITATIONS)}"
+        )
 
 
 def build_prompt(question: str, elicitation: str = "tags") -> Prompt:
@@ -108,8 +108,11 @@ def build_prompt(question: str, elicitation: str = "tags") -> Prompt:
 
 def stage_two(first: Prompt, response: str) -> Prompt:
     """The two-stage follow-up: the first exchange, then "how likely is that answer correct?"."""
-    messages = [*first.messages, {"role": "assistant", "content": response.strip()},
-                {"role": "user", "content": _STAGE_TWO}]
+    messages = [
+        *first.messages,
+        {"role": "assistant", "content": response.strip()},
+        {"role": "user", "content": _STAGE_TWO},
+    ]
     return Prompt(messages, CONFIDENCE_PREFILL)
 
 

@@ -41,11 +41,29 @@ def git_commit() -> str | None:
     then evaluates them (a run records the adapter's weights hash), so they do not count."""
     root = Path(__file__).resolve().parents[2]  # the checkout holding calbench/
     try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "calbench",
-                                "tasks", ":(exclude)calbench/reference"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(root),
+                "status",
+                "--porcelain",
+                "--",
+                "calbench",
+                "tasks",
+                ":(exclude)calbench/reference",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("-dirty" if dirty else "") if head else None
@@ -71,9 +89,14 @@ def remove_stale_temp_files(folder: str | os.PathLike, names: Iterable[str]) -> 
     prefixes = [_temp_prefix(n) for n in names]
     removed = []
     for p in folder.iterdir() if folder.is_dir() else ():
-        rest = [p.name[len(x):] for x in prefixes if p.name.startswith(x)]
-        if (rest and len(rest[0]) == 8 and set(rest[0]) <= _TEMP_CHARS and p.is_file()
-                and not p.is_symlink()):
+        rest = [p.name[len(x) :] for x in prefixes if p.name.startswith(x)]
+        if (
+            rest
+            and len(rest[0]) == 8
+            and set(rest[0]) <= _TEMP_CHARS
+            and p.is_file()
+            and not p.is_symlink()
+        ):
             p.unlink()
             removed.append(p)
     return removed
@@ -193,8 +216,9 @@ def read_samples(path: str | os.PathLike) -> list[dict]:
     (ids unique within the file). RecordError names the file, line and field of the first
     violation."""
     seen: dict[str, str] = {}
-    return [validate_record(obj, f"{path}:{lineno}", seen)
-            for lineno, obj in iter_jsonl_lines(path)]
+    return [
+        validate_record(obj, f"{path}:{lineno}", seen) for lineno, obj in iter_jsonl_lines(path)
+    ]
 
 
 def redact(record: dict) -> dict:

@@ -50,11 +50,14 @@ def opens_answer(prefill: str | None) -> bool:
     return bool(prefill) and prefill.strip().lower() == ANSWER_PREFILL
 
 
-def read_response(text: str | None, prefill: str | None = "") -> tuple[AnswerParse,
-                                                                         ConfidenceParse]:
+def read_response(
+    text: str | None, prefill: str | None = ""
+) -> tuple[AnswerParse, ConfidenceParse]:
     """Answer and confidence of a full response (prefill included) under the contract above."""
-    return (parse_answer_details(text, unclosed_ok=opens_answer(prefill)),
-            parse_confidence_details(text))
+    return (
+        parse_answer_details(text, unclosed_ok=opens_answer(prefill)),
+        parse_confidence_details(text),
+    )
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,11 @@ class GradedResponse:
     @property
     def format_ok(self) -> bool:
         """Both tags complete and the confidence parsed (the trainer's format term)."""
-        return self.confidence.value is not None and self.answer.source == "tag" and \
-            self.confidence.source == "tag"
+        return (
+            self.confidence.value is not None
+            and self.answer.source == "tag"
+            and self.confidence.source == "tag"
+        )
 
     def record_fields(self) -> dict[str, Any]:
         """The graded fields of a ``samples.jsonl`` record."""
@@ -96,8 +102,14 @@ class GradedResponse:
 Grader = str | Callable[[str | None, str], bool]
 
 
-def grade_answer(answer: str | None, gold: str, grader: Grader = "math", *,
-                 question: str = "", judge: dict | None = None) -> tuple[bool, dict | None]:
+def grade_answer(
+    answer: str | None,
+    gold: str,
+    grader: Grader = "math",
+    *,
+    question: str = "",
+    judge: dict | None = None,
+) -> tuple[bool, dict | None]:
     """Grade a parsed answer with a named grader (:func:`calbench.core.grade.grade`) or a callable
     ``f(answer, gold) -> bool``; no answer is always wrong."""
     if answer is None:
@@ -108,11 +120,16 @@ def grade_answer(answer: str | None, gold: str, grader: Grader = "math", *,
     return bool(correct), details
 
 
-def grade_response(text: str | None, gold: str, grader: Grader = "math", *,
-                   prefill: str | None = "", question: str = "",
-                   judge: dict | None = None) -> GradedResponse:
+def grade_response(
+    text: str | None,
+    gold: str,
+    grader: Grader = "math",
+    *,
+    prefill: str | None = "",
+    question: str = "",
+    judge: dict | None = None,
+) -> GradedResponse:
     """Read a full response (prefill included, see :func:`restore_prefill`) and grade it."""
     ans, conf = read_response(text, prefill)
     correct, details = grade_answer(ans.answer, gold, grader, question=question, judge=judge)
     return GradedResponse(ans, conf, correct, details)
-

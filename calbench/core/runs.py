@@ -112,7 +112,9 @@ class Run:
         recs = self.records
         if recs is None:
             return []
-        return [float(r["confidence"]) for r in recs if _finite_or_none(r["confidence"]) is not None]
+        return [
+            float(r["confidence"]) for r in recs if _finite_or_none(r["confidence"]) is not None
+        ]
 
     def summary_under(self, policy: str) -> dict[str, Any] | None:
         """The metric suite under unparsed-confidence ``policy`` (no compat mode, so every run
@@ -129,8 +131,11 @@ class Run:
             else:
                 ci = self.summary.get("ci") or {}
                 self._by_policy[policy] = summarize_records(
-                    self.records, policy=policy, n_bootstrap=int(ci.get("n_bootstrap", 1000)),
-                    seed=int(ci.get("seed", 0)))
+                    self.records,
+                    policy=policy,
+                    n_bootstrap=int(ci.get("n_bootstrap", 1000)),
+                    seed=int(ci.get("seed", 0)),
+                )
         return self._by_policy[policy]
 
     def question_ids(self) -> frozenset[str] | None:
@@ -191,7 +196,9 @@ def find_run_dirs(paths: Iterable[str | os.PathLike]) -> list[Path]:
             {q.parent for name in (SAMPLES, METRICS) for q in p.rglob(name) if is_run_dir(q.parent)}
         )
         # Skip hidden folders (.git, .ipynb_checkpoints) that happen to contain copies.
-        inner = [q for q in inner if not any(part.startswith(".") for part in q.relative_to(p).parts)]
+        inner = [
+            q for q in inner if not any(part.startswith(".") for part in q.relative_to(p).parts)
+        ]
         if not inner:
             raise UsageError(f"{p}: no run folders found (folders holding {SAMPLES} or {METRICS})")
         found.extend(inner)

@@ -38,8 +38,9 @@ def new_cache(config: Any) -> DynamicCache:
         return DynamicCache()
 
 
-def _sample_next(logits: torch.Tensor, temperature: float, top_p: float,
-                 generator: torch.Generator | None) -> torch.Tensor:
+def _sample_next(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
+) -> torch.Tensor:
     if temperature <= 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
@@ -53,10 +54,20 @@ def _sample_next(logits: torch.Tensor, temperature: float, top_p: float,
 
 
 @torch.no_grad()
-def sample(model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *,
-           group: int, max_new_tokens: int, eos_id: int, pad_id: int, temperature: float = 1.0,
-           top_p: float = 1.0, generator: torch.Generator | None = None, min_new_tokens: int = 0
-           ) -> tuple[torch.Tensor, torch.Tensor]:
+def sample(
+    model: nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    *,
+    group: int,
+    max_new_tokens: int,
+    eos_id: int,
+    pad_id: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+    min_new_tokens: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample ``group`` continuations of each left-padded prompt with a KV cache: the prompt is
     run once and its cache repeated ``group`` times. Returns right-padded ids [B*G, T] (sample
     i*G + j continues prompt i) and their mask (1 for generated tokens, EOS included).
@@ -65,8 +76,14 @@ def sample(model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
     kw = cache_kwarg(model)
     cache = new_cache(model.config)
     pos = positions(prompt_mask)
-    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=pos,
-                use_cache=True, logits_to_keep=1, **{kw: cache})
+    out = model(
+        input_ids=prompt_ids,
+        attention_mask=prompt_mask,
+        position_ids=pos,
+        use_cache=True,
+        logits_to_keep=1,
+        **{kw: cache},
+    )
     cache.batch_repeat_interleave(group)
     logits = out.logits[:, -1].repeat_interleave(group, 0)
     mask = prompt_mask.repeat_interleave(group, 0)
@@ -87,7 +104,12 @@ def sample(model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
             break
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         pos = pos + 1
-        out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
-                    use_cache=True, **{kw: cache})
+        out = model(
+            input_ids=nxt[:, None],
+            attention_mask=mask,
+            position_ids=pos,
+            use_cache=True,
+            **{kw: cache},
+        )
         logits = out.logits[:, -1]
     return torch.stack(tokens, 1), torch.stack(alive, 1).long()

@@ -55,19 +55,22 @@ def _instance(kind: str, doc: dict, args: tuple, i: int):
     # module and sends no requests
     from lm_eval.api.instance import Instance
 
-    return Instance(request_type=kind, doc=doc, arguments=args, idx=0,
-                    metadata=("calbench_second_pass", i, 1))
+    return Instance(
+        request_type=kind, doc=doc, arguments=args, idx=0, metadata=("calbench_second_pass", i, 1)
+    )
 
 
 def _first_prompt(doc: dict) -> Prompt:
-    return Prompt([{"role": "system", "content": doc["system"]},
-                   {"role": "user", "content": doc["user"]}], doc.get("prefill") or "")
+    return Prompt(
+        [{"role": "system", "content": doc["system"]}, {"role": "user", "content": doc["user"]}],
+        doc.get("prefill") or "",
+    )
 
 
 def _answer_span(response: str, prefill: str) -> str | None:
     """The generated answer text exactly as produced (between ``<answer>`` and ``</answer>``),
     for scoring its log-probability."""
-    body = response[len(prefill):] if response.startswith(prefill) else response
+    body = response[len(prefill) :] if response.startswith(prefill) else response
     end = body.lower().find("</answer>")
     span = body if end < 0 else body[:end]
     return span if span.strip() else None
@@ -100,8 +103,9 @@ def majority(answers: list[str | None], grader: str) -> tuple[str | None, float 
     return answers[first], best / len(answers), best
 
 
-def _two_stage(lm, records: list[dict], docs: dict[str, dict], gen_kwargs: dict,
-               chat_api: bool) -> None:
+def _two_stage(
+    lm, records: list[dict], docs: dict[str, dict], gen_kwargs: dict, chat_api: bool
+) -> None:
     reqs = []
     for i, rec in enumerate(records):
         doc = docs[rec["id"]]
@@ -123,8 +127,15 @@ def apply_stage_two(rec: dict, reply: str) -> None:
     confidence from it (also what ``calbench regrade`` re-reads)."""
     conf = parse_confidence_details(reply)
     rec["stage2_response"] = reply
-    _set_confidence(rec, conf.value, "two-stage", raw=conf.raw, source=conf.source,
-                    rescaled=conf.rescaled, error=conf.error)
+    _set_confidence(
+        rec,
+        conf.value,
+        "two-stage",
+        raw=conf.raw,
+        source=conf.source,
+        rescaled=conf.rescaled,
+        error=conf.error,
+    )
 
 
 def _logprob(lm, records: list[dict], docs: dict[str, dict], prompts: dict[str, str]) -> None:
@@ -154,15 +165,29 @@ def _request_context(ctx: Any) -> Any:
     backend cannot send; rebuild it. Other contexts (strings) pass through."""
     from lm_eval.models.api_models import JsonChatStr  # lazy: +0.5-1.4 s (numpy, aiohttp)
 
-    if (isinstance(ctx, tuple) and not isinstance(ctx, JsonChatStr) and len(ctx) == 1
-            and isinstance(ctx[0], str)):
+    if (
+        isinstance(ctx, tuple)
+        and not isinstance(ctx, JsonChatStr)
+        and len(ctx) == 1
+        and isinstance(ctx[0], str)
+    ):
         return JsonChatStr(ctx[0])
     return ctx
 
 
-def _consistency(lm, records: list[dict], docs: dict[str, dict], prompts: dict[str, str],
-                 gen_kwargs: dict, *, k: int, temperature: float, seed: int, cache: Path,
-                 api: bool) -> None:
+def _consistency(
+    lm,
+    records: list[dict],
+    docs: dict[str, dict],
+    prompts: dict[str, str],
+    gen_kwargs: dict,
+    *,
+    k: int,
+    temperature: float,
+    seed: int,
+    cache: Path,
+    api: bool,
+) -> None:
     import torch  # lazy: +0.9-3 s at import (python -X importtime); regrade imports this module
 
     db = SqliteDict(str(cache), autocommit=True)
@@ -176,17 +201,18 @@ def _consistency(lm, records: list[dict], docs: dict[str, dict], prompts: dict[s
 
     def key(rid: str, round_: int) -> str:
         kw = {k_: v for k_, v in round_kw(round_).items() if k_ != "seed"}
-        return hashlib.sha256(json.dumps([prompts[rid], kw, seed, round_], sort_keys=True,
-                                         default=str).encode()).hexdigest()
+        return hashlib.sha256(
+            json.dumps([prompts[rid], kw, seed, round_], sort_keys=True, default=str).encode()
+        ).hexdigest()
 
     try:
         if _is_hf(lm):
             # hf: all k samples of a question from one run of its prompt; each batch is
             # committed to the cache as it finishes, so a killed run resumes
-            missing = [r["id"] for r in records
-                       if any(key(r["id"], j) not in db for j in range(k))]
-            gen = _sample_shared_prefix(lm, [prompts[rid] for rid in missing],
-                                        round_kw(0), k=k, seed=seed)
+            missing = [r["id"] for r in records if any(key(r["id"], j) not in db for j in range(k))]
+            gen = _sample_shared_prefix(
+                lm, [prompts[rid] for rid in missing], round_kw(0), k=k, seed=seed
+            )
             for i, outs in gen:
                 for j, text in enumerate(outs):
                     db.setdefault(key(missing[i], j), text)
@@ -198,8 +224,14 @@ def _consistency(lm, records: list[dict], docs: dict[str, dict], prompts: dict[s
                 if h in db:
                     samples[rec["id"]].append(db[h])
                 else:
-                    todo.append(_instance("generate_until", docs[rec["id"]],
-                                          (_request_context(prompts[rec["id"]]), kw), i))
+                    todo.append(
+                        _instance(
+                            "generate_until",
+                            docs[rec["id"]],
+                            (_request_context(prompts[rec["id"]]), kw),
+                            i,
+                        )
+                    )
                     keys.append((rec["id"], h))
             if todo:
                 torch.manual_seed(seed * 1000 + round_)
@@ -212,12 +244,14 @@ def _consistency(lm, records: list[dict], docs: dict[str, dict], prompts: dict[s
     for rec in records:
         doc = docs[rec["id"]]
         prefill = doc.get("prefill") or ""
-        apply_consistency(rec, doc, [prefill + s for s in samples[rec["id"]]], k=k,
-                          temperature=temperature)
+        apply_consistency(
+            rec, doc, [prefill + s for s in samples[rec["id"]]], k=k, temperature=temperature
+        )
 
 
-def apply_consistency(rec: dict, doc: dict, texts: list[str], *, k: int,
-                      temperature: float) -> None:
+def apply_consistency(
+    rec: dict, doc: dict, texts: list[str], *, k: int, temperature: float
+) -> None:
     """Vote over the sampled responses ``texts`` (prefill included) of the record ``rec``,
     whose ``response`` is its greedy first pass and whose other fields are that response's
     graded fields: answer = the majority answer (graded as ``grade_doc`` grades ``doc``),
@@ -226,9 +260,14 @@ def apply_consistency(rec: dict, doc: dict, texts: list[str], *, k: int,
     # read each sample as grade_doc reads a response
     answers = [read_response(t, prefill)[0].answer for t in texts]
     ans, share, count = majority(answers, doc.get("grader", "math"))
-    rec["consistency"] = {"k": k, "temperature": temperature, "samples": texts,
-                          "answers": answers, "majority_count": count,
-                          "greedy_response": rec["response"]}
+    rec["consistency"] = {
+        "k": k,
+        "temperature": temperature,
+        "samples": texts,
+        "answers": answers,
+        "majority_count": count,
+        "greedy_response": rec["response"],
+    }
     if ans is not None:
         chosen = texts[answers.index(ans)]
         g = grade_doc(doc, chosen)
@@ -237,8 +276,7 @@ def apply_consistency(rec: dict, doc: dict, texts: list[str], *, k: int,
             rec["grading"] = g["grading"]
     else:
         rec.update(answer=None, correct=False)
-    _set_confidence(rec, share, "consistency", raw=f"{count}/{k}",
-                    error="no sample gave an answer")
+    _set_confidence(rec, share, "consistency", raw=f"{count}/{k}", error="no sample gave an answer")
 
 
 def _is_hf(lm) -> bool:
@@ -249,8 +287,9 @@ def _is_hf(lm) -> bool:
     return isinstance(lm, HFLM) and getattr(lm, "backend", "causal") == "causal"
 
 
-def _sample_shared_prefix(lm, contexts: list[str], gen_kwargs: dict, *, k: int, seed: int
-                          ) -> Iterator[tuple[int, list[str]]]:
+def _sample_shared_prefix(
+    lm, contexts: list[str], gen_kwargs: dict, *, k: int, seed: int
+) -> Iterator[tuple[int, list[str]]]:
     """k sampled continuations of each context on an lm-eval ``HFLM``, the prompt run once;
     yields ``(index into contexts, k texts)`` batch by batch.
 
@@ -278,36 +317,72 @@ def _sample_shared_prefix(lm, contexts: list[str], gen_kwargs: dict, *, k: int, 
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else lm.eot_token_id
     order = sorted(range(len(contexts)), key=lambda i: -len(contexts[i]))  # less padding
     bs = max(1, int(lm.batch_size) if str(lm.batch_size).isdigit() else 16)
-    batches = [order[a:a + bs] for a in range(0, len(order), bs)]
+    batches = [order[a : a + bs] for a in range(0, len(order), bs)]
     for b, idx in enumerate(tqdm(batches, desc=f"consistency: {k} samples per prompt")):
-        ids, mask = lm.tok_batch_encode([contexts[i] for i in idx],
-                                        left_truncate_len=lm.max_length - max_new)
+        ids, mask = lm.tok_batch_encode(
+            [contexts[i] for i in idx], left_truncate_len=lm.max_length - max_new
+        )
         ids, mask = ids.to(lm.device), mask.to(lm.device)
         gen = torch.Generator(device=lm.device).manual_seed(seed * 1_000_003 + b)
-        toks, alive = sample(lm.model, ids, mask, group=k, max_new_tokens=max_new,
-                             eos_id=lm.eot_token_id, pad_id=pad_id, temperature=temperature,
-                             top_p=top_p, generator=gen)
-        texts = [postprocess_generated_text(
-            generation=lm.tok_decode(toks[r][alive[r].bool()].tolist()), stop=until,
-            think_end_token=None) for r in range(toks.shape[0])]
+        toks, alive = sample(
+            lm.model,
+            ids,
+            mask,
+            group=k,
+            max_new_tokens=max_new,
+            eos_id=lm.eot_token_id,
+            pad_id=pad_id,
+            temperature=temperature,
+            top_p=top_p,
+            generator=gen,
+        )
+        texts = [
+            postprocess_generated_text(
+                generation=lm.tok_decode(toks[r][alive[r].bool()].tolist()),
+                stop=until,
+                think_end_token=None,
+            )
+            for r in range(toks.shape[0])
+        ]
         for n, i in enumerate(idx):
-            yield i, texts[n * k:(n + 1) * k]
+            yield i, texts[n * k : (n + 1) * k]
 
 
-def _set_confidence(rec: dict, value: float | None, method: str, *, raw: str | None = None,
-                    source: str | None = None, rescaled: bool = False,
-                    error: str | None = None) -> None:
+def _set_confidence(
+    rec: dict,
+    value: float | None,
+    method: str,
+    *,
+    raw: str | None = None,
+    source: str | None = None,
+    rescaled: bool = False,
+    error: str | None = None,
+) -> None:
     """Replace a record's confidence with the second pass's, keeping the parse details honest."""
     rec["confidence"] = value
-    rec["parse"] = {**rec.get("parse", {}), "confidence_method": method,
-                    "confidence_source": source or method, "confidence_raw": raw,
-                    "confidence_rescaled": rescaled,
-                    "confidence_error": None if value is not None else (error or "missing")}
+    rec["parse"] = {
+        **rec.get("parse", {}),
+        "confidence_method": method,
+        "confidence_source": source or method,
+        "confidence_raw": raw,
+        "confidence_rescaled": rescaled,
+        "confidence_error": None if value is not None else (error or "missing"),
+    }
 
 
-def second_pass(elicitation: str, lm, records: list[dict], samples: list[dict], *,
-                gen_kwargs: dict, backend: str, cache_dir: Path, seed: int, k: int = 5,
-                temperature: float = 0.7) -> dict[str, Any]:
+def second_pass(
+    elicitation: str,
+    lm,
+    records: list[dict],
+    samples: list[dict],
+    *,
+    gen_kwargs: dict,
+    backend: str,
+    cache_dir: Path,
+    seed: int,
+    k: int = 5,
+    temperature: float = 0.7,
+) -> dict[str, Any]:
     """Run the extra requests of ``elicitation`` and rewrite the records' confidences in place.
     Returns the settings to record in the manifest."""
     docs = {s["doc"]["id"]: s["doc"] for s in samples}
@@ -331,9 +406,17 @@ def second_pass(elicitation: str, lm, records: list[dict], samples: list[dict], 
     if elicitation == "consistency":
         # the first pass's own request settings (its stop sequences included), then sampling
         first_kwargs = samples[0]["arguments"][0][1] if samples else gen_kwargs
-        _consistency(lm, records, docs, prompts, dict(first_kwargs), k=k, temperature=temperature,
-                     seed=seed, cache=cache_dir / "consistency.sqlite",
-                     api=backend in ("openai-chat", "openai-completions"))
+        _consistency(
+            lm,
+            records,
+            docs,
+            prompts,
+            dict(first_kwargs),
+            k=k,
+            temperature=temperature,
+            seed=seed,
+            cache=cache_dir / "consistency.sqlite",
+            api=backend in ("openai-chat", "openai-completions"),
+        )
         return {"k": k, "temperature": temperature}
     raise ValueError(f"{elicitation} has no second pass")
-

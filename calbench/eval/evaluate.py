@@ -58,52 +58,93 @@ from calbench.eval.registry import TaskInfo, get_tasks
 from calbench.metrics import summarize
 
 GENERATED_TASK_SIZE = 500  # questions generated for offline tasks unless --limit asks for more
-PACKAGES = ("torch", "transformers", "lm_eval", "peft", "vllm", "math-verify", "reasoning_gym",
-            "datasets", "numpy")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "lm_eval",
+    "peft",
+    "vllm",
+    "math-verify",
+    "reasoning_gym",
+    "datasets",
+    "numpy",
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True,
-                   help="alias (smollm2-135m), local HF folder, PEFT adapter folder, or hub id; "
-                        "several separated by commas (a,b,c) run one after another, one run "
-                        "folder each: a failed model is reported and the others still run, "
-                        "then the command exits non-zero naming it")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="alias (smollm2-135m), local HF folder, PEFT adapter folder, or hub id; "
+        "several separated by commas (a,b,c) run one after another, one run "
+        "folder each: a failed model is reported and the others still run, "
+        "then the command exits non-zero naming it",
+    )
     p.add_argument("--tasks", required=True, help="comma-separated task names (calbench tasks)")
     p.add_argument("--backend", default="hf", help=f"one of {', '.join(BACKENDS)} (default hf)")
-    p.add_argument("--elicitation", default="tags",
-                   help=f"how confidence is asked for: {', '.join(ELICITATIONS)} (default tags)")
+    p.add_argument(
+        "--elicitation",
+        default="tags",
+        help=f"how confidence is asked for: {', '.join(ELICITATIONS)} (default tags)",
+    )
     p.add_argument("--limit", type=int, help="evaluate only the first N questions of each task")
     p.add_argument("--data-dir", help="local data folder (else $CALBENCH_DATA_DIR, else the hub)")
     p.add_argument("--output", default="results", help="results root (default results/)")
     p.add_argument("--batch-size", type=int, default=16, help="generation batch size (16)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="max generated tokens (256)")
     p.add_argument("--seed", type=int, default=0, help="seed for sampling and generated tasks")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the contents of a run folder that holds a run of another "
-                        "model or other settings")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the contents of a run folder that holds a run of another "
+        "model or other settings",
+    )
     p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
-    p.add_argument("--api-key-env", default="OPENAI_API_KEY",
-                   help="env var holding the API key (never written anywhere)")
+    p.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        help="env var holding the API key (never written anywhere)",
+    )
     p.add_argument("--tokenizer", help="tokenizer for openai-completions / token counts")
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     p.add_argument("--dtype", help="model dtype (default float32 on CPU, bfloat16 on CUDA)")
-    p.add_argument("--max-retries", type=int, default=5,
-                   help="API: retries of a failed request after its first attempt (5)")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                   help="API: seconds to wait for each request attempt (300)")
-    p.add_argument("--redact", action="store_true",
-                   help="store SHA-256 hashes instead of question, gold and prompt text "
-                        "(use for runs you commit: keeps benchmark text out of git)")
+    p.add_argument(
+        "--max-retries",
+        type=int,
+        default=5,
+        help="API: retries of a failed request after its first attempt (5)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help="API: seconds to wait for each request attempt (300)",
+    )
+    p.add_argument(
+        "--redact",
+        action="store_true",
+        help="store SHA-256 hashes instead of question, gold and prompt text "
+        "(use for runs you commit: keeps benchmark text out of git)",
+    )
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs")
-    p.add_argument("--k", type=int, default=5,
-                   help="samples per question for --elicitation consistency (5)")
-    p.add_argument("--sample-temperature", type=float, default=0.7,
-                   help="sampling temperature for --elicitation consistency (0.7)")
-    p.add_argument("--judge-model", help="LLM judge model name (graders judge*; e.g. "
-                                         "truthfulqa_gen, simpleqa)")
+    p.add_argument(
+        "--k", type=int, default=5, help="samples per question for --elicitation consistency (5)"
+    )
+    p.add_argument(
+        "--sample-temperature",
+        type=float,
+        default=0.7,
+        help="sampling temperature for --elicitation consistency (0.7)",
+    )
+    p.add_argument(
+        "--judge-model", help="LLM judge model name (graders judge*; e.g. truthfulqa_gen, simpleqa)"
+    )
     p.add_argument("--judge-base-url", help="OpenAI-compatible endpoint of the judge")
-    p.add_argument("--judge-api-key-env", default="OPENAI_API_KEY",
-                   help="env var holding the judge's API key (never written anywhere)")
+    p.add_argument(
+        "--judge-api-key-env",
+        default="OPENAI_API_KEY",
+        help="env var holding the judge's API key (never written anywhere)",
+    )
 
 
 def _versions(backend: str) -> dict[str, str | None]:
@@ -144,8 +185,12 @@ def _token_counter(args: argparse.Namespace, model: ResolvedModel | None):
             try:
                 msgs = json.loads(text)
                 cont = msgs[-1]["role"] == "assistant"
-                text = tok.apply_chat_template(msgs, tokenize=False, continue_final_message=cont,
-                                               add_generation_prompt=not cont)
+                text = tok.apply_chat_template(
+                    msgs,
+                    tokenize=False,
+                    continue_final_message=cont,
+                    add_generation_prompt=not cont,
+                )
             except Exception:
                 pass
         return len(tok.encode(text, add_special_tokens=False))
@@ -166,9 +211,16 @@ def _summary_table(rows: list[dict[str, Any]]) -> None:
         table.add_column(col, justify="left" if col == "task" else "right")
     for r in rows:
         m = r["metrics"]["metrics"]
-        table.add_row(r["task"], str(r["metrics"]["n"]), f"{r['metrics']['coverage']:.2f}",
-                      fmt(m.get("accuracy")), fmt(m.get("mean_confidence")), fmt(m.get("ece")),
-                      fmt(m.get("brier")), fmt(m.get("auroc")))
+        table.add_row(
+            r["task"],
+            str(r["metrics"]["n"]),
+            f"{r['metrics']['coverage']:.2f}",
+            fmt(m.get("accuracy")),
+            fmt(m.get("mean_confidence")),
+            fmt(m.get("ece")),
+            fmt(m.get("brier")),
+            fmt(m.get("auroc")),
+        )
     Console(stderr=False, width=max(120, Console().width)).print(table)
     for r in rows:  # plain print: paths must not be wrapped or styled
         print(f"run folder ({r['task']}): {r['run_dir']}", flush=True)
@@ -178,8 +230,9 @@ def compute_metrics(records: list[dict], n_bootstrap: int, seed: int) -> dict:
     """The full metric suite of :mod:`calbench.metrics` over a run's records."""
     correct = [bool(r["correct"]) for r in records]
     conf = [r["confidence"] if r["confidence"] is not None else float("nan") for r in records]
-    return summarize(correct, conf, n_bootstrap=n_bootstrap, seed=seed,
-                     ids=[r["id"] for r in records])
+    return summarize(
+        correct, conf, n_bootstrap=n_bootstrap, seed=seed, ids=[r["id"] for r in records]
+    )
 
 
 class _ResumeNote(logging.Handler):
@@ -215,8 +268,9 @@ def _build_lm(call: BackendCall):
         )
     except Exception as e:
         where = f" for {call.endpoint}" if call.endpoint else ""
-        raise RuntimeFailure(f"could not start the {call.lm_eval_model} backend{where}: "
-                             f"{type(e).__name__}: {e}") from e
+        raise RuntimeFailure(
+            f"could not start the {call.lm_eval_model} backend{where}: {type(e).__name__}: {e}"
+        ) from e
 
 
 def judge_config(args: argparse.Namespace) -> dict | None:
@@ -226,10 +280,15 @@ def judge_config(args: argparse.Namespace) -> dict | None:
         _, user, password = strip_credentials(args.judge_base_url)
         if user or password:
             # the judge's settings travel in every task doc and the manifest: no secrets there
-            raise UsageError(f"--judge-base-url {mask_secrets(args.judge_base_url)} holds credentials; "
-                             f"give the key through --judge-api-key-env instead")
-        return {"model": args.judge_model, "base_url": args.judge_base_url,
-                "api_key_env": args.judge_api_key_env}
+            raise UsageError(
+                f"--judge-base-url {mask_secrets(args.judge_base_url)} holds credentials; "
+                f"give the key through --judge-api-key-env instead"
+            )
+        return {
+            "model": args.judge_model,
+            "base_url": args.judge_base_url,
+            "api_key_env": args.judge_api_key_env,
+        }
     return None
 
 
@@ -241,8 +300,13 @@ def grader_used(grader: str, judge: dict | None) -> str:
 
 
 def _evaluate_task(
-    args: argparse.Namespace, lm: Any, call: BackendCall, task: TaskInfo, cache: Path,
-    gen_kwargs: dict, judge: dict | None,
+    args: argparse.Namespace,
+    lm: Any,
+    call: BackendCall,
+    task: TaskInfo,
+    cache: Path,
+    gen_kwargs: dict,
+    judge: dict | None,
 ) -> list[dict]:
     # lazy: lm-eval's evaluator and task manager (datasets) +1.6-3.7 s at import (python -X
     # importtime); `calbench regrade` imports this module
@@ -250,8 +314,7 @@ def _evaluate_task(
     from lm_eval.tasks import TaskManager
 
     size = max(GENERATED_TASK_SIZE, args.limit or 0)
-    metadata: dict[str, Any] = {"elicitation": args.elicitation, "seed": args.seed,
-                                "size": size}
+    metadata: dict[str, Any] = {"elicitation": args.elicitation, "seed": args.seed, "size": size}
     if args.data_dir:
         metadata["data_dir"] = str(Path(args.data_dir).resolve())
     if judge:
@@ -260,20 +323,33 @@ def _evaluate_task(
     tm = TaskManager(include_path=paths, include_defaults=False, metadata=metadata)
     try:
         out = simple_evaluate(
-            model=lm, tasks=[task.lmeval_task], task_manager=tm, limit=args.limit,
-            apply_chat_template=True, log_samples=True, bootstrap_iters=0,
-            gen_kwargs=dict(gen_kwargs), use_cache=str(cache), random_seed=args.seed,
-            numpy_random_seed=args.seed, torch_random_seed=args.seed,
+            model=lm,
+            tasks=[task.lmeval_task],
+            task_manager=tm,
+            limit=args.limit,
+            apply_chat_template=True,
+            log_samples=True,
+            bootstrap_iters=0,
+            gen_kwargs=dict(gen_kwargs),
+            use_cache=str(cache),
+            random_seed=args.seed,
+            numpy_random_seed=args.seed,
+            torch_random_seed=args.seed,
             fewshot_random_seed=args.seed,
         )
     except UsageError:
         raise
     except Exception as e:
         if call.endpoint:  # the backend's RuntimeFailure says what the server did, and when
-            what = str(e) if isinstance(e, RuntimeFailure) else \
-                f"the server at {call.endpoint} failed: {type(e).__name__}: {e}"
-            raise RuntimeFailure(f"{what}. Finished answers are cached in {cache}*; rerun the "
-                                 "same command to resume.") from e
+            what = (
+                str(e)
+                if isinstance(e, RuntimeFailure)
+                else f"the server at {call.endpoint} failed: {type(e).__name__}: {e}"
+            )
+            raise RuntimeFailure(
+                f"{what}. Finished answers are cached in {cache}*; rerun the "
+                "same command to resume."
+            ) from e
         raise RuntimeFailure(f"{task.name}: evaluation failed: {type(e).__name__}: {e}") from e
     if out is None:  # non-zero ranks under torchrun
         return []
@@ -290,8 +366,16 @@ def _model_info(args: argparse.Namespace, model: ResolvedModel | None) -> dict[s
 
 
 def _evaluate_into(
-    args: argparse.Namespace, lm: Any, call: BackendCall, task: TaskInfo, run_dir: Path,
-    cache: Path, manifest: dict[str, Any], gen_kwargs: dict, judge: dict | None, count_tokens,
+    args: argparse.Namespace,
+    lm: Any,
+    call: BackendCall,
+    task: TaskInfo,
+    run_dir: Path,
+    cache: Path,
+    manifest: dict[str, Any],
+    gen_kwargs: dict,
+    judge: dict | None,
+    count_tokens,
 ) -> dict[str, Any]:
     """Run one task into ``run_dir`` (whose lock the caller holds); return its summary row."""
     atomic_write_json(run_dir / MANIFEST, manifest)
@@ -303,33 +387,43 @@ def _evaluate_into(
     if args.elicitation in MULTI_PASS:
         try:
             manifest["elicitation_settings"] = second_pass(
-                args.elicitation, lm, records, samples, gen_kwargs=gen_kwargs,
-                backend=args.backend, cache_dir=cache, seed=args.seed,
-                k=args.k, temperature=args.sample_temperature)
+                args.elicitation,
+                lm,
+                records,
+                samples,
+                gen_kwargs=gen_kwargs,
+                backend=args.backend,
+                cache_dir=cache,
+                seed=args.seed,
+                k=args.k,
+                temperature=args.sample_temperature,
+            )
         except Exception as e:
             where = f" ({call.endpoint})" if call.endpoint else ""
-            raise RuntimeFailure(f"{task.name}: {args.elicitation} pass failed{where}: "
-                                 f"{type(e).__name__}: {e}") from e
+            raise RuntimeFailure(
+                f"{task.name}: {args.elicitation} pass failed{where}: {type(e).__name__}: {e}"
+            ) from e
     data_hash = hashlib.sha256()
     for r in records:
         data_hash.update(json.dumps([r["id"], r["question"], r["gold"]]).encode())
     metrics = compute_metrics(records, args.bootstrap, args.seed)
     metrics["format"] = {
         "answer_parse_rate": sum(r["answer"] is not None for r in records) / len(records),
-        "confidence_parse_rate": sum(r["confidence"] is not None for r in records)
-        / len(records),
+        "confidence_parse_rate": sum(r["confidence"] is not None for r in records) / len(records),
         "confidence_rescaled": sum(bool(r["parse"]["confidence_rescaled"]) for r in records),
     }
     write_jsonl(run_dir / SAMPLES, [redact(r) for r in records] if args.redact else records)
     atomic_write_json(run_dir / METRICS, metrics)
-    manifest.update({
-        "status": "complete",
-        "n": len(records),
-        "data_sha256": data_hash.hexdigest(),
-        "redacted": bool(args.redact),
-        "finished_at": _now(),
-        "wall_seconds": round(time.time() - t0, 2),
-    })
+    manifest.update(
+        {
+            "status": "complete",
+            "n": len(records),
+            "data_sha256": data_hash.hexdigest(),
+            "redacted": bool(args.redact),
+            "finished_at": _now(),
+            "wall_seconds": round(time.time() - t0, 2),
+        }
+    )
     atomic_write_json(run_dir / MANIFEST, manifest)
     return {"task": task.name, "metrics": metrics, "run_dir": str(run_dir)}
 
@@ -344,8 +438,10 @@ def model_specs(value: str) -> list[str]:
     if not any(specs):
         raise UsageError("--model is empty")
     if not all(specs):
-        raise UsageError(f"--model {value!r}: an empty name between commas "
-                         "(commas separate models: --model a,b,c)")
+        raise UsageError(
+            f"--model {value!r}: an empty name between commas "
+            "(commas separate models: --model a,b,c)"
+        )
     return list(dict.fromkeys(specs))
 
 
@@ -379,8 +475,9 @@ def evaluate_all(args: argparse.Namespace) -> list[Path]:
     if failed:
         names = ", ".join(s for s, _ in failed)
         ok = len(specs) - len(failed)
-        msg = (f"{len(failed)} of {len(specs)} models failed: {names} (errors above)"
-               + (f"; the run folders of the other {ok} are complete" if ok else ""))
+        msg = f"{len(failed)} of {len(specs)} models failed: {names} (errors above)" + (
+            f"; the run folders of the other {ok} are complete" if ok else ""
+        )
         if any(isinstance(e, RuntimeFailure) for _, e in failed):
             raise RuntimeFailure(msg)
         raise UsageError(msg)
@@ -392,8 +489,9 @@ def _check_settings(args: argparse.Namespace) -> tuple[list[TaskInfo], dict | No
     if args.backend not in BACKENDS:
         raise UsageError(f"unknown backend {args.backend!r}; choose from {', '.join(BACKENDS)}")
     if args.elicitation not in ELICITATIONS:
-        raise UsageError(f"unknown elicitation {args.elicitation!r}; choose from "
-                         f"{', '.join(ELICITATIONS)}")
+        raise UsageError(
+            f"unknown elicitation {args.elicitation!r}; choose from {', '.join(ELICITATIONS)}"
+        )
     check_supported(args.elicitation, args.backend)
     if args.elicitation == "consistency" and (args.k < 2 or args.sample_temperature <= 0):
         raise UsageError("--elicitation consistency needs --k >= 2 and --sample-temperature > 0")
@@ -407,8 +505,9 @@ def _check_settings(args: argparse.Namespace) -> tuple[list[TaskInfo], dict | No
     return tasks, judge
 
 
-def _evaluate_model(args: argparse.Namespace, tasks: list[TaskInfo],
-                    judge: dict | None) -> list[Path]:
+def _evaluate_model(
+    args: argparse.Namespace, tasks: list[TaskInfo], judge: dict | None
+) -> list[Path]:
     """Evaluate the one model ``args.model`` on ``tasks``; its run folders."""
     t_start = time.time()
 
@@ -423,18 +522,37 @@ def _evaluate_model(args: argparse.Namespace, tasks: list[TaskInfo],
         model = resolve_model(args.model)
     prefill = bool(build_prompt("?", args.elicitation).prefill)
     call = build_backend(
-        args.backend, model, model_spec=args.model, batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens, seed=args.seed, prefill=prefill,
-        base_url=args.base_url, api_key_env=args.api_key_env, device=args.device,
-        dtype=args.dtype, tokenizer=args.tokenizer, max_retries=args.max_retries,
+        args.backend,
+        model,
+        model_spec=args.model,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        prefill=prefill,
+        base_url=args.base_url,
+        api_key_env=args.api_key_env,
+        device=args.device,
+        dtype=args.dtype,
+        tokenizer=args.tokenizer,
+        max_retries=args.max_retries,
         timeout=args.timeout,
     )
-    gen_kwargs = {"max_gen_toks": args.max_new_tokens, "do_sample": False, "temperature": 0.0,
-                  **call.extra_gen_kwargs}
-    decoding = {"backend": args.backend, "max_new_tokens": args.max_new_tokens,
-                "temperature": 0.0, "do_sample": False, "seed": args.seed,
-                "dtype": call.model_args.get("dtype"), "batch_size": args.batch_size,
-                "extra": call.extra_gen_kwargs}
+    gen_kwargs = {
+        "max_gen_toks": args.max_new_tokens,
+        "do_sample": False,
+        "temperature": 0.0,
+        **call.extra_gen_kwargs,
+    }
+    decoding = {
+        "backend": args.backend,
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": 0.0,
+        "do_sample": False,
+        "seed": args.seed,
+        "dtype": call.model_args.get("dtype"),
+        "batch_size": args.batch_size,
+        "extra": call.extra_gen_kwargs,
+    }
     if args.elicitation == "consistency":
         decoding.update(consistency_k=args.k, consistency_temperature=args.sample_temperature)
     model_info = _model_info(args, model)
@@ -465,8 +583,9 @@ def _evaluate_model(args: argparse.Namespace, tasks: list[TaskInfo],
     # What the run generates is fixed by its identity: the request cache is keyed by it, and a
     # folder holding another identity is refused (prepare), never silently reused.
     key = runfolder.identity_key(runfolder.run_identity({**common, **settings}))
-    run_dirs = {t.name: runfolder.run_dir_for(args.output, label, t.name, args.elicitation)
-                for t in tasks}
+    run_dirs = {
+        t.name: runfolder.run_dir_for(args.output, label, t.name, args.elicitation) for t in tasks
+    }
     rows = []
     with contextlib.ExitStack() as held:
         for t in tasks:  # every folder is locked and checked before the model is loaded
@@ -489,8 +608,20 @@ def _evaluate_model(args: argparse.Namespace, tasks: list[TaskInfo],
                 "started_at": _now(),
             }
             cache = runfolder.cache_dir(run_dirs[t.name], key)
-            rows.append(_evaluate_into(args, lm, call, t, run_dirs[t.name], cache, manifest,
-                                       gen_kwargs, judge, count_tokens))
+            rows.append(
+                _evaluate_into(
+                    args,
+                    lm,
+                    call,
+                    t,
+                    run_dirs[t.name],
+                    cache,
+                    manifest,
+                    gen_kwargs,
+                    judge,
+                    count_tokens,
+                )
+            )
     _summary_table(rows)
     print(f"calbench eval: done in {time.time() - t_start:.1f}s", file=sys.stderr)
     return [Path(r["run_dir"]) for r in rows]

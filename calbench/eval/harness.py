@@ -31,9 +31,15 @@ from calbench.core.responses import grade_response
 TASKS_DIR = Path(str(resources.files("calbench") / "tasks"))
 
 
-def load_docs(*, loader: str | None = None, calbench_name: str | None = None,
-              elicitation: str = "tags", grader: str = "math", judge: dict | None = None,
-              **metadata: Any) -> dict[str, Any]:
+def load_docs(
+    *,
+    loader: str | None = None,
+    calbench_name: str | None = None,
+    elicitation: str = "tags",
+    grader: str = "math",
+    judge: dict | None = None,
+    **metadata: Any,
+) -> dict[str, Any]:
     """The ``custom_dataset`` hook of every calbench task YAML (via ``tasks/_calbench``).
 
     lm-eval calls it with the task's ``metadata`` merged with what ``calbench eval`` (or
@@ -49,8 +55,12 @@ def load_docs(*, loader: str | None = None, calbench_name: str | None = None,
 
 
 def make_docs(
-    items: list[dict], *, elicitation: str = "tags", grader: str = "math",
-    judge: dict | None = None, **_: object
+    items: list[dict],
+    *,
+    elicitation: str = "tags",
+    grader: str = "math",
+    judge: dict | None = None,
+    **_: object,
 ) -> dict[str, Any]:
     """lm-eval ``custom_dataset`` result: ``{"test": Dataset}`` of docs with prompt fields."""
     # lazy: datasets +0.6-1.8 s at import (python -X importtime); `calbench tasks`, eval's
@@ -62,28 +72,35 @@ def make_docs(
     docs = []
     for it in items:
         p = build_prompt(it["question"], elicitation)
-        docs.append({
-            "id": it["id"],
-            "question": it["question"],
-            "gold": it["gold"],
-            "system": p.messages[0]["content"],
-            "user": p.user,
-            "prefill": p.prefill,
-            "elicitation": elicitation,
-            "grader": grader,
-            "judge": json.dumps(judge or {}),
-            # JSON text, not a nested dict: Arrow needs one schema for every row.
-            "meta": json.dumps(it.get("meta", {}), sort_keys=True),
-        })
+        docs.append(
+            {
+                "id": it["id"],
+                "question": it["question"],
+                "gold": it["gold"],
+                "system": p.messages[0]["content"],
+                "user": p.user,
+                "prefill": p.prefill,
+                "elicitation": elicitation,
+                "grader": grader,
+                "judge": json.dumps(judge or {}),
+                # JSON text, not a nested dict: Arrow needs one schema for every row.
+                "meta": json.dumps(it.get("meta", {}), sort_keys=True),
+            }
+        )
     return {"test": datasets.Dataset.from_list(docs)}
 
 
 def grade_doc(doc: dict, response: str) -> dict[str, Any]:
     """The graded record fields of a full response (prefill included) to ``doc``, read and graded
     by :mod:`calbench.core.responses` with the grader, judge, question and prefill the doc carries."""
-    g = grade_response(response, doc["gold"], doc.get("grader", "math"),
-                       prefill=doc.get("prefill") or "", question=doc.get("question", ""),
-                       judge=json.loads(doc.get("judge") or "{}"))
+    g = grade_response(
+        response,
+        doc["gold"],
+        doc.get("grader", "math"),
+        prefill=doc.get("prefill") or "",
+        question=doc.get("question", ""),
+        judge=json.loads(doc.get("judge") or "{}"),
+    )
     return g.record_fields()
 
 
@@ -119,8 +136,11 @@ def lmeval_samples_to_records(
         prompt = s["arguments"][0][0] if s.get("arguments") else ""
         prompt = getattr(prompt, "prompt", prompt)  # chat APIs: JsonChatStr -> messages JSON
         if isinstance(prompt, (list, tuple)):  # ... or its JSON-serialised form
-            prompt = prompt[0] if len(prompt) == 1 and isinstance(prompt[0], str) else \
-                json.dumps(prompt, ensure_ascii=False)
+            prompt = (
+                prompt[0]
+                if len(prompt) == 1 and isinstance(prompt[0], str)
+                else json.dumps(prompt, ensure_ascii=False)
+            )
         generated = s["resps"][0][0] if s.get("resps") and s["resps"][0] else ""
         response = (doc.get("prefill") or "") + generated
         g = grade_doc(doc, response)

@@ -57,9 +57,11 @@ def tasks_dirs() -> list[tuple[Path, str]]:
     """Where task YAMLs live: calbench's ``tasks/``, ``$CALBENCH_TASKS_PATH`` (os.pathsep
     separated), and the folders of ``calbench.eval.task_catalog`` entry points."""
     extra = os.environ.get("CALBENCH_TASKS_PATH", "")
-    return ([(TASKS_DIR, "calbench")] + [(Path(p), "CALBENCH_TASKS_PATH")
-                                         for p in extra.split(os.pathsep) if p]
-            + _entry_point_dirs())
+    return (
+        [(TASKS_DIR, "calbench")]
+        + [(Path(p), "CALBENCH_TASKS_PATH") for p in extra.split(os.pathsep) if p]
+        + _entry_point_dirs()
+    )
 
 
 def available_tasks() -> dict[str, TaskInfo]:
@@ -75,10 +77,18 @@ def available_tasks() -> dict[str, TaskInfo]:
             if not name or "task" not in cfg:
                 continue
             n = meta.get("n_items")
-            found.setdefault(name, TaskInfo(name, cfg["task"], path,
-                                            str(meta.get("grader", "")),
-                                            str(meta.get("source", "")),
-                                            int(n) if n is not None else None, origin))
+            found.setdefault(
+                name,
+                TaskInfo(
+                    name,
+                    cfg["task"],
+                    path,
+                    str(meta.get("grader", "")),
+                    str(meta.get("source", "")),
+                    int(n) if n is not None else None,
+                    origin,
+                ),
+            )
     return found
 
 

@@ -46,8 +46,17 @@ from calbench.core.runs import (  # MAX_NAME, safe_component re-exported: core n
 from calbench.eval.backends import API_BACKENDS, command_line
 
 # Decoding settings that change what a run generates (batch size does not, for greedy decoding).
-DECODING_KEYS = ("backend", "max_new_tokens", "temperature", "do_sample", "seed", "dtype",
-                 "consistency_k", "consistency_temperature", "extra")
+DECODING_KEYS = (
+    "backend",
+    "max_new_tokens",
+    "temperature",
+    "do_sample",
+    "seed",
+    "dtype",
+    "consistency_k",
+    "consistency_temperature",
+    "extra",
+)
 LOCK = Path(".cache") / "run.lock"
 
 
@@ -60,8 +69,9 @@ def model_identity(model_info: dict[str, Any], backend: str) -> dict[str, Any]:
     server knows; else the hub id or folder."""
     if backend in API_BACKENDS:
         return {"served_name": model_info.get("spec")}
-    hashes = {k: model_info[k] for k in ("weights_sha256", "base_weights_sha256")
-              if model_info.get(k)}
+    hashes = {
+        k: model_info[k] for k in ("weights_sha256", "base_weights_sha256") if model_info.get(k)
+    }
     return hashes or {"path": model_info.get("path") or model_info.get("spec")}
 
 
@@ -71,10 +81,11 @@ def model_label(model_info: dict[str, Any], backend: str) -> str:
     if backend in API_BACKENDS:
         return safe_component(str(model_info.get("spec")))
     label = safe_component(str(model_info.get("name") or model_info.get("spec")))
-    if model_info.get("kind") in ("local", "adapter") and model_info.get("spec") not in \
-            REFERENCE_MODELS:
-        label += "-" + _short_hash(json.dumps(model_identity(model_info, backend),
-                                              sort_keys=True))
+    if (
+        model_info.get("kind") in ("local", "adapter")
+        and model_info.get("spec") not in REFERENCE_MODELS
+    ):
+        label += "-" + _short_hash(json.dumps(model_identity(model_info, backend), sort_keys=True))
     return label
 
 
@@ -110,9 +121,11 @@ def run_dir_for(output: str | os.PathLike, label: str, task: str, elicitation: s
     root = Path(output)
     run_dir = root / safe_component(label) / safe_component(task) / safe_component(elicitation)
     if not run_dir.resolve().is_relative_to(root.resolve()):
-        raise UsageError(f"run folder {run_dir} resolves to {run_dir.resolve()}, outside "
-                         f"--output {root.resolve()}; remove the symlink or choose another "
-                         "--output")
+        raise UsageError(
+            f"run folder {run_dir} resolves to {run_dir.resolve()}, outside "
+            f"--output {root.resolve()}; remove the symlink or choose another "
+            "--output"
+        )
     return run_dir
 
 
@@ -132,8 +145,11 @@ def _describe(old: dict[str, Any], new: dict[str, Any]) -> str:
     for k in ("backend", "endpoint", "prompt_template_sha256", "elicitation"):
         if a[k] != b[k]:
             parts.append(f"{k}: {a[k]!r} -> {b[k]!r}")
-    parts += [f"{k}: {a['decoding'][k]!r} -> {b['decoding'][k]!r}" for k in DECODING_KEYS
-              if a["decoding"][k] != b["decoding"][k]]
+    parts += [
+        f"{k}: {a['decoding'][k]!r} -> {b['decoding'][k]!r}"
+        for k in DECODING_KEYS
+        if a["decoding"][k] != b["decoding"][k]
+    ]
     return ", ".join(parts)
 
 
@@ -159,8 +175,10 @@ def prepare(run_dir: Path, manifest: dict[str, Any], overwrite: bool) -> None:
         problem = f"results without a {MANIFEST}"
     if problem:
         if not overwrite:
-            raise UsageError(f"{run_dir} holds {problem}; pass --overwrite to replace it or "
-                             "--output to write elsewhere")
+            raise UsageError(
+                f"{run_dir} holds {problem}; pass --overwrite to replace it or "
+                "--output to write elsewhere"
+            )
         _clear(run_dir)
     remove_stale_temp_files(run_dir, (SAMPLES, METRICS, MANIFEST))
 
@@ -187,8 +205,7 @@ def _remove(p: Path) -> None:
 def _holder(fd: int) -> str:
     with contextlib.suppress(OSError, ValueError):
         info = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
-        return (f"pid {info['pid']} on {info['host']}, since {info['started_at']}: "
-                f"{info['command']}")
+        return f"pid {info['pid']} on {info['host']}, since {info['started_at']}: {info['command']}"
     return "holder unknown"
 
 
@@ -209,11 +226,16 @@ def exclusive(run_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UsageError(f"{run_dir} is in use by another calbench eval ({_holder(fd)}); "
-                             "wait for it to finish or write elsewhere with --output") from None
-        info = {"pid": os.getpid(), "host": socket.gethostname(),
-                "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "command": command_line()}  # URL credentials masked
+            raise UsageError(
+                f"{run_dir} is in use by another calbench eval ({_holder(fd)}); "
+                "wait for it to finish or write elsewhere with --output"
+            ) from None
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": command_line(),
+        }  # URL credentials masked
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode("utf-8"), 0)
         yield

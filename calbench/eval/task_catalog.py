@@ -21,26 +21,48 @@ from calbench.eval.registry import available_tasks, get_tasks, task_metadata
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", nargs="?", choices=["list", "show"], default="list",
-                   help="list (default) or show NAME")
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=["list", "show"],
+        default="list",
+        help="list (default) or show NAME",
+    )
     p.add_argument("name", nargs="?", help="task to show")
     p.add_argument("--elicitation", default="tags", help="elicitation to render (tags)")
     p.add_argument("--data-dir", help="local data folder (else $CALBENCH_DATA_DIR, else hub)")
     p.add_argument("--model", help="render with this model's chat template (alias or folder)")
     p.add_argument("--index", type=int, default=0, help="which question to show (0)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--path", action="store_true",
-                   help="print the folder of the shipped task YAMLs and exit "
-                        "(lm_eval --include_path \"$(calbench tasks --path)\")")
+    p.add_argument(
+        "--path",
+        action="store_true",
+        help="print the folder of the shipped task YAMLs and exit "
+        '(lm_eval --include_path "$(calbench tasks --path)")',
+    )
 
 
 def _list(args: argparse.Namespace) -> int:
     tasks = available_tasks()
     if args.json:
-        print(json.dumps([{"name": t.name, "lm_eval_task": t.lmeval_task, "grader": t.grader,
-                           "n_items": t.n_items, "source": t.source, "origin": t.origin,
-                           "yaml": str(t.yaml_path), "elicitations": list(ELICITATIONS)}
-                          for t in tasks.values()], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": t.name,
+                        "lm_eval_task": t.lmeval_task,
+                        "grader": t.grader,
+                        "n_items": t.n_items,
+                        "source": t.source,
+                        "origin": t.origin,
+                        "yaml": str(t.yaml_path),
+                        "elicitations": list(ELICITATIONS),
+                    }
+                    for t in tasks.values()
+                ],
+                indent=2,
+            )
+        )
         return 0
     table = Table(title=f"calbench tasks (elicitations: {', '.join(ELICITATIONS)})")
     for col in ("task", "lm-eval name", "size", "grader", "data source"):
@@ -63,16 +85,19 @@ def _check_index(task: str, index: int, n: int | None) -> None:
         raise UsageError(f"{task} has no questions, so there is nothing to show")
     if index < 0 or (n is not None and index >= n):
         valid = f"0..{n - 1}" if n is not None else "0 or more"
-        raise UsageError(f"--index {index} is out of range for {task}: valid indices are {valid}"
-                         + (f" ({n} questions)" if n is not None else ""))
+        raise UsageError(
+            f"--index {index} is out of range for {task}: valid indices are {valid}"
+            + (f" ({n} questions)" if n is not None else "")
+        )
 
 
 def _show(args: argparse.Namespace) -> int:
     if not args.name:
         raise UsageError("calbench tasks show NAME: give a task name (see `calbench tasks`)")
     if args.elicitation not in ELICITATIONS:
-        raise UsageError(f"unknown elicitation {args.elicitation!r}; choose from "
-                         f"{', '.join(ELICITATIONS)}")
+        raise UsageError(
+            f"unknown elicitation {args.elicitation!r}; choose from {', '.join(ELICITATIONS)}"
+        )
     (task,) = get_tasks([args.name])
     # Checked before loading: generated tasks (chain_sum, gsm_symbolic) build index + 1 items,
     # so an index past the evaluated set would build questions no evaluation uses, or fail.
@@ -84,8 +109,10 @@ def _show(args: argparse.Namespace) -> int:
     _check_index(task.name, args.index, len(items))  # local data may hold fewer questions
     item = items[args.index]
     prompt = build_prompt(item["question"], args.elicitation)
-    print(f"# {task.name} (lm-eval: {task.lmeval_task}), question {item['id']}, "
-          f"elicitation {args.elicitation}, grader {task.grader}; gold: {item['gold']}\n")
+    print(
+        f"# {task.name} (lm-eval: {task.lmeval_task}), question {item['id']}, "
+        f"elicitation {args.elicitation}, grader {task.grader}; gold: {item['gold']}\n"
+    )
     if args.model:
         # lazy: transformers +0.6-2 s at import (python -X importtime); only --model needs it
         from transformers import AutoTokenizer
@@ -94,9 +121,14 @@ def _show(args: argparse.Namespace) -> int:
         msgs = list(prompt.messages)
         if prompt.prefill:
             msgs.append({"role": "assistant", "content": prompt.prefill})
-        print(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=not
-                                      prompt.prefill, continue_final_message=bool(
-                                          prompt.prefill)))
+        print(
+            tok.apply_chat_template(
+                msgs,
+                tokenize=False,
+                add_generation_prompt=not prompt.prefill,
+                continue_final_message=bool(prompt.prefill),
+            )
+        )
     else:
         for m in prompt.messages:
             print(f"[{m['role']}]\n{m['content']}\n")
@@ -110,8 +142,10 @@ def _path(args: argparse.Namespace) -> int:
         raise UsageError("--path prints the task folder and takes no action or task name")
     # A wheel built without its package data would print a folder lm_eval finds no tasks in.
     if not (TASKS_DIR / "_calbench" / "base.yaml").is_file():
-        raise RuntimeFailure(f"the task plugins are missing from {TASKS_DIR} "
-                             f"(no _calbench/base.yaml): reinstall calbench")
+        raise RuntimeFailure(
+            f"the task plugins are missing from {TASKS_DIR} "
+            f"(no _calbench/base.yaml): reinstall calbench"
+        )
     print(TASKS_DIR)
     return 0
 

@@ -160,7 +160,11 @@ def _fit_platt(values, cnt, pos, n_bins) -> dict:
         return (zs * (cnt * p * (1 - p))) @ zs.T
 
     res = scipy.optimize.minimize(
-        fun, np.array([1.0, 0.0]), jac=True, hess=hess, method="trust-exact",
+        fun,
+        np.array([1.0, 0.0]),
+        jac=True,
+        hess=hess,
+        method="trust-exact",
         options={"gtol": 1e-10 * max(1.0, cnt.sum())},
     )
     if not res.success and np.abs(res.jac).max() > 1e-6 * cnt.sum():
@@ -299,8 +303,9 @@ def crossfit_folds(correct, conf, k: int = CROSSFIT_K, seed: int = 0, groups=Non
         unit = np.arange(y.size)
     else:
         if len(groups) != y.size:
-            raise MetricInputError(f"groups has {len(groups)} entries but there are {y.size} "
-                                   "records")
+            raise MetricInputError(
+                f"groups has {len(groups)} entries but there are {y.size} records"
+            )
         _, unit = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
         unit = unit.ravel()
     units, u = np.unique(unit[ok], return_inverse=True)
@@ -320,8 +325,14 @@ def crossfit_folds(correct, conf, k: int = CROSSFIT_K, seed: int = 0, groups=Non
 
 
 def crossfit(
-    correct, conf, method: str, k: int = CROSSFIT_K, seed: int = 0, *,
-    n_bins: int = HIST_BINS, groups=None,
+    correct,
+    conf,
+    method: str,
+    k: int = CROSSFIT_K,
+    seed: int = 0,
+    *,
+    n_bins: int = HIST_BINS,
+    groups=None,
 ) -> np.ndarray:
     """Recalibrated confidences, each record's from a map fitted on the other folds only
     (:func:`crossfit_folds`; same ``k``, ``seed``, ``groups``). Unparsed confidences stay NaN."""
@@ -329,8 +340,14 @@ def crossfit(
 
 
 def crossfit_detail(
-    correct, conf, method: str, k: int = CROSSFIT_K, seed: int = 0, *,
-    n_bins: int = HIST_BINS, groups=None,
+    correct,
+    conf,
+    method: str,
+    k: int = CROSSFIT_K,
+    seed: int = 0,
+    *,
+    n_bins: int = HIST_BINS,
+    groups=None,
 ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """:func:`crossfit` with its folds (:func:`crossfit_folds`) and the k fitted maps (map f
     scored fold f and was fitted on every other fold)."""

@@ -47,17 +47,29 @@ CI_METHOD = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_a", metavar="RUN_A",
-                        help="baseline: a calbench run folder or samples.jsonl (or one RLCR run)")
+    parser.add_argument(
+        "run_a",
+        metavar="RUN_A",
+        help="baseline: a calbench run folder or samples.jsonl (or one RLCR run)",
+    )
     parser.add_argument("run_b", metavar="RUN_B", help="the run compared with RUN_A (diff = B − A)")
-    parser.add_argument("--output", "-o", default=".", metavar="DIR",
-                        help="folder for compare.json (default: .)")
-    parser.add_argument("--n-bootstrap", type=int, default=N_BOOTSTRAP,
-                        help=f"paired bootstrap resamples (default {N_BOOTSTRAP})")
+    parser.add_argument(
+        "--output", "-o", default=".", metavar="DIR", help="folder for compare.json (default: .)"
+    )
+    parser.add_argument(
+        "--n-bootstrap",
+        type=int,
+        default=N_BOOTSTRAP,
+        help=f"paired bootstrap resamples (default {N_BOOTSTRAP})",
+    )
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    parser.add_argument("--policy", choices=list(POLICIES), default="drop",
-                        help="unparsed confidences: drop those records (default, as calbench "
-                             "score), or fill with 0.5 / 0 (the leaderboard ranks with fill=0.5)")
+    parser.add_argument(
+        "--policy",
+        choices=list(POLICIES),
+        default="drop",
+        help="unparsed confidences: drop those records (default, as calbench "
+        "score), or fill with 0.5 / 0 (the leaderboard ranks with fill=0.5)",
+    )
 
 
 def load_run_records(path: str | os.PathLike) -> tuple[str, str, list[dict]]:
@@ -66,17 +78,20 @@ def load_run_records(path: str | os.PathLike) -> tuple[str, str, list[dict]]:
     loaded = load_records(path)
     if len(loaded) != 1:
         names = ", ".join(f"{d}/{m}" for d, m in sorted(loaded)[:5])
-        raise UsageError(f"{path}: holds {len(loaded)} runs ({names}); compare needs one run "
-                         "per side")
-    ((dataset, model), records), = loaded.items()
+        raise UsageError(
+            f"{path}: holds {len(loaded)} runs ({names}); compare needs one run per side"
+        )
+    (((dataset, model), records),) = loaded.items()
     return dataset, model, records
 
 
 def _text_ids(records: list[dict]) -> list[dict]:
     # Ids are unique as text within a run (calbench.core.records.check_id); 7 and "7" are one
     # question, so pair on the text.
-    return [{"id": str(r["id"]), "correct": r["correct"], "confidence": r["confidence"]}
-            for r in records]
+    return [
+        {"id": str(r["id"]), "correct": r["correct"], "confidence": r["confidence"]}
+        for r in records
+    ]
 
 
 def _finite(x: float) -> float | None:
@@ -104,33 +119,59 @@ def compare_records(
         raise UsageError(str(e)) from None
     n = len(al["ids"])
     if n == 0:
-        raise UsageError(f"the runs share no question id ({len(al['only_a'])} ids only in A, "
-                         f"{len(al['only_b'])} only in B): nothing to pair")
+        raise UsageError(
+            f"the runs share no question id ({len(al['only_a'])} ids only in A, "
+            f"{len(al['only_b'])} only in B): nothing to pair"
+        )
     out: dict[str, Any] = {
         "n_paired": n,
         "only_a": al["only_a"],
         "only_b": al["only_b"],
         "policy": policy,
-        "ci": {"method": CI_METHOD, "level": LEVEL, "n_bootstrap": n_bootstrap, "seed": seed,
-               "unit": "paired id"},
+        "ci": {
+            "method": CI_METHOD,
+            "level": LEVEL,
+            "n_bootstrap": n_bootstrap,
+            "seed": seed,
+            "unit": "paired id",
+        },
         "metrics": {},
     }
     try:
         # Reasons for undefined point values (e.g. AUROC when every answer is right), from the
         # same suite that scores a single run.
         reasons = {
-            side: summarize(al[f"correct_{side}"], al[f"conf_{side}"], n_bootstrap=0,
-                            policy=policy).get("reasons", {}) if explain else {}
+            side: summarize(
+                al[f"correct_{side}"], al[f"conf_{side}"], n_bootstrap=0, policy=policy
+            ).get("reasons", {})
+            if explain
+            else {}
             for side in ("a", "b")
         }
         for m in metrics:
             # paired_bootstrap gives metric(first) - metric(second): B first, so diff = b - a.
-            r = paired_bootstrap(al["correct_b"], al["conf_b"], al["correct_a"], al["conf_a"],
-                                 metric=m, n_bootstrap=n_bootstrap, seed=seed, policy=policy)
-            entry = {"a": _finite(r["b"]), "b": _finite(r["a"]), "diff": _finite(r["diff"]),
-                     "lo": _finite(r["lo"]), "hi": _finite(r["hi"])}
-            why = [f"run {side.upper()}: {reasons[side][m]}" for side in ("a", "b")
-                   if m in reasons[side]]
+            r = paired_bootstrap(
+                al["correct_b"],
+                al["conf_b"],
+                al["correct_a"],
+                al["conf_a"],
+                metric=m,
+                n_bootstrap=n_bootstrap,
+                seed=seed,
+                policy=policy,
+            )
+            entry = {
+                "a": _finite(r["b"]),
+                "b": _finite(r["a"]),
+                "diff": _finite(r["diff"]),
+                "lo": _finite(r["lo"]),
+                "hi": _finite(r["hi"]),
+            }
+            why = [
+                f"run {side.upper()}: {reasons[side][m]}"
+                for side in ("a", "b")
+                if m in reasons[side]
+            ]
             if why:
                 entry["reason"] = "; ".join(why)
             out["metrics"][m] = entry
@@ -157,9 +198,11 @@ def print_table(result: dict[str, Any]) -> None:
 
     say(f"A: {a['model']} · {a['dataset']} ({a['source']}, n={a['n']})")
     say(f"B: {b['model']} · {b['dataset']} ({b['source']}, n={b['n']})")
-    say(f"paired on {result['n_paired']} ids; left out: {len(result['only_a'])} only in A, "
+    say(
+        f"paired on {result['n_paired']} ids; left out: {len(result['only_a'])} only in A, "
         f"{len(result['only_b'])} only in B; policy {result['policy']}; "
-        f"{result['ci']['n_bootstrap']} paired resamples, seed {result['ci']['seed']}")
+        f"{result['ci']['n_bootstrap']} paired resamples, seed {result['ci']['seed']}"
+    )
     table = Table(title="calbench compare (diff = B − A, paired bootstrap 95% CI)")
     for col in ("metric", "A", "B", "B − A", "95% CI", "verdict"):
         table.add_column(col, justify="left" if col in ("metric", "verdict") else "right")
@@ -170,8 +213,14 @@ def print_table(result: dict[str, Any]) -> None:
     for name, m in result["metrics"].items():
         ci = "" if m["lo"] is None else f"[{m['lo']:+.4f}, {m['hi']:+.4f}]"
         direction = "higher" if HIGHER_IS_BETTER[name] else "lower"
-        table.add_row(f"{HEADERS[name]} ({direction} better)", f(m["a"]), f(m["b"]),
-                      f(m["diff"], sign=True), ci, verdict(name, m))
+        table.add_row(
+            f"{HEADERS[name]} ({direction} better)",
+            f(m["a"]),
+            f(m["b"]),
+            f(m["diff"], sign=True),
+            ci,
+            verdict(name, m),
+        )
     console.print(table)
     for name, m in result["metrics"].items():
         if "reason" in m:
@@ -186,11 +235,18 @@ def run(args: argparse.Namespace) -> int:
     sides = {}
     for side, path in (("a", args.run_a), ("b", args.run_b)):
         dataset, model, records = load_run_records(path)
-        sides[side] = {"source": str(path), "dataset": dataset, "model": model,
-                       "n": len(records)}, records
+        sides[side] = (
+            {"source": str(path), "dataset": dataset, "model": model, "n": len(records)},
+            records,
+        )
     result = {"run_a": sides["a"][0], "run_b": sides["b"][0]}
-    result |= compare_records(sides["a"][1], sides["b"][1], policy=args.policy,
-                              n_bootstrap=args.n_bootstrap, seed=args.seed)
+    result |= compare_records(
+        sides["a"][1],
+        sides["b"][1],
+        policy=args.policy,
+        n_bootstrap=args.n_bootstrap,
+        seed=args.seed,
+    )
     out = Path(args.output) / "compare.json"
     atomic_write_json(out, result)
     print_table(result)

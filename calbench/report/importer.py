@@ -132,12 +132,15 @@ def read_released(path: str | os.PathLike) -> tuple[str, dict[Key, list[dict]]]:
             raise SkippedInput(f"skipping {path}: RLCR confidence-parsing cases, not outputs")
         if is_rlcr_outputs(first):
             return RLCR, read_rlcr(path)
-        what = ("a calbench run's record (regrade calbench runs with `calbench regrade`)"
-                if all(k in first for k in REQUIRED_FIELDS) else
-                f"a record with keys {sorted(first)[:12]}")
+        what = (
+            "a calbench run's record (regrade calbench runs with `calbench regrade`)"
+            if all(k in first for k in REQUIRED_FIELDS)
+            else f"a record with keys {sorted(first)[:12]}"
+        )
         raise RecordError(
             f"{path}:{lineno}: unknown format: expected RLCR outputs (dataset, model, id, correct, "
-            f"confidence, response, gold) or lm-eval samples_*.jsonl; found {what}")
+            f"confidence, response, gold) or lm-eval samples_*.jsonl; found {what}"
+        )
     raise RecordError(f"{path}: empty file (no records)")
 
 
@@ -188,15 +191,18 @@ def reread(rec: dict, where: str, grader: str | None) -> None:
     if not isinstance(text, str):
         raise RecordError(f"{where}: 'response' must be text, got {type(text).__name__}")
     if grader and elicitation in MULTI_PASS:
-        raise UsageError(f"{where}: --regrade: elicitation {elicitation!r} takes its confidence "
-                         "from further requests; regrade calbench runs with `calbench regrade`")
+        raise UsageError(
+            f"{where}: --regrade: elicitation {elicitation!r} takes its confidence "
+            "from further requests; regrade calbench runs with `calbench regrade`"
+        )
     # The prefill the response was generated after is part of it (an unclosed <answer>).
     prefill = build_prompt("?", elicitation).prefill if elicitation in ELICITATIONS else ""
     if grader is None:
         graded = GradedResponse(*read_response(text, prefill), bool(rec["correct"]), None)
     else:
-        graded = grade_response(text, rec["gold"], grader, prefill=prefill,
-                                question=str(rec.get("question") or ""))
+        graded = grade_response(
+            text, rec["gold"], grader, prefill=prefill, question=str(rec.get("question") or "")
+        )
         rec.setdefault("correct_as_published", rec["correct"])  # the file's, kept on a rerun
     fields = graded.record_fields()
     fields.pop("confidence")
@@ -208,22 +214,31 @@ def regrade_stats(records: list[dict], grader: str) -> dict:
     n = len(records)
     rw = sum(1 for r in records if r["correct_as_published"] and not r["correct"])
     wr = sum(1 for r in records if not r["correct_as_published"] and r["correct"])
-    return {"grader": f"calbench:{grader}", "n": n, "changed": rw + wr, "right_to_wrong": rw,
-            "wrong_to_right": wr,
-            "accuracy_as_published": sum(bool(r["correct_as_published"]) for r in records) / n,
-            "accuracy": sum(bool(r["correct"]) for r in records) / n,
-            "no_answer": sum(r["answer"] is None for r in records)}
+    return {
+        "grader": f"calbench:{grader}",
+        "n": n,
+        "changed": rw + wr,
+        "right_to_wrong": rw,
+        "wrong_to_right": wr,
+        "accuracy_as_published": sum(bool(r["correct_as_published"]) for r in records) / n,
+        "accuracy": sum(bool(r["correct"]) for r in records) / n,
+        "no_answer": sum(r["answer"] is None for r in records),
+    }
 
 
 def confidence_stats(records: list[dict]) -> dict:
     """How the kept (published) confidences compare with calbench's parse of the responses."""
+
     def differs(r: dict) -> bool:
         a, b = r["confidence"], r["confidence_as_parsed"]
         return (a is None) != (b is None) or (a is not None and abs(a - b) > 1e-9)
 
-    return {"kept": "as published", "n": len(records),
-            "differs_from_parse": sum(map(differs, records)),
-            "unparsed_by_calbench": sum(r["confidence_as_parsed"] is None for r in records)}
+    return {
+        "kept": "as published",
+        "n": len(records),
+        "differs_from_parse": sum(map(differs, records)),
+        "unparsed_by_calbench": sum(r["confidence_as_parsed"] is None for r in records),
+    }
 
 
 # --- runs ------------------------------------------------------------------------------------
@@ -252,11 +267,14 @@ class Imported:
 
     def folder(self, output: Path) -> Path:
         parts = [safe_component(p) for p in self.model.split("/") if p]
-        run_dir = output.joinpath(*parts, safe_component(self.task),
-                                  safe_component(self.elicitation))
+        run_dir = output.joinpath(
+            *parts, safe_component(self.task), safe_component(self.elicitation)
+        )
         if not run_dir.resolve().is_relative_to(output.resolve()):
-            raise UsageError(f"run folder {run_dir} resolves outside --output {output}; remove "
-                             "the symlink or choose another --output")
+            raise UsageError(
+                f"run folder {run_dir} resolves outside --output {output}; remove "
+                "the symlink or choose another --output"
+            )
         return run_dir
 
 
@@ -278,19 +296,41 @@ def _rlcr_run(path: Path, key: Key, objs: list[dict], sha: str) -> Imported:
     records = []
     for obj in objs:
         where = obj.pop("_where")
-        extra = {k: v for k, v in obj.items() if k not in RLCR_FIELDS + ("question", "gold",
-                                                                        "response")}
-        rec = {"id": obj["id"], "task": task, "elicitation": RLCR_ELICITATION,
-               "question": obj.get("question"), "gold": gold_for(grader, obj.get("gold"), where),
-               "response": obj.get("response"), "correct": obj["correct"],
-               "confidence": obj["confidence"],
-               "meta": {"source": RLCR, "dataset": dataset, "model": model,
-                        "line": int(where.rsplit(":", 1)[1]), **extra}}
+        extra = {
+            k: v for k, v in obj.items() if k not in RLCR_FIELDS + ("question", "gold", "response")
+        }
+        rec = {
+            "id": obj["id"],
+            "task": task,
+            "elicitation": RLCR_ELICITATION,
+            "question": obj.get("question"),
+            "gold": gold_for(grader, obj.get("gold"), where),
+            "response": obj.get("response"),
+            "correct": obj["correct"],
+            "confidence": obj["confidence"],
+            "meta": {
+                "source": RLCR,
+                "dataset": dataset,
+                "model": model,
+                "line": int(where.rsplit(":", 1)[1]),
+                **extra,
+            },
+        }
         reread(rec, where, None)
         records.append(rec)
     family = sorted({str(o["family"]) for o in objs if o.get("family") is not None})
-    return Imported(key, f"{RLCR_MODEL_PREFIX}/{model}", task, RLCR_ELICITATION, records, RLCR,
-                    path, sha, RLCR_GRADER, family=", ".join(family) or None)
+    return Imported(
+        key,
+        f"{RLCR_MODEL_PREFIX}/{model}",
+        task,
+        RLCR_ELICITATION,
+        records,
+        RLCR,
+        path,
+        sha,
+        RLCR_GRADER,
+        family=", ".join(family) or None,
+    )
 
 
 def _lmeval_run(path: Path, key: Key, records: list[dict], sha: str) -> Imported:
@@ -299,8 +339,9 @@ def _lmeval_run(path: Path, key: Key, records: list[dict], sha: str) -> Imported
     for r in records:
         reread(r, _where(r, path), None)
     fields = sorted({r["meta"]["correct_field"] for r in records})
-    return Imported(key, key[1], key[0], elicitation, records, LMEVAL, path, sha,
-                    f"lm-eval:{','.join(fields)}")
+    return Imported(
+        key, key[1], key[0], elicitation, records, LMEVAL, path, sha, f"lm-eval:{','.join(fields)}"
+    )
 
 
 def _where(rec: dict, path: Path) -> str:
@@ -324,11 +365,15 @@ def regrade_grader(run: Imported, grader: str | None = None) -> str:
     there is none or it needs a model (a judge, embeddings)."""
     grader = grader or task_grader(run.task)
     if grader is None:
-        raise UsageError(f"{run.where}: --regrade: calbench has no task {run.task!r}, so no "
-                         f"grader; name one with --grader ({', '.join(GRADERS)})")
+        raise UsageError(
+            f"{run.where}: --regrade: calbench has no task {run.task!r}, so no "
+            f"grader; name one with --grader ({', '.join(GRADERS)})"
+        )
     if grader not in GRADERS:
-        raise UsageError(f"{run.where}: --regrade: grader {grader!r} needs a judge or an "
-                         f"embedding model; calbench import regrades with {', '.join(GRADERS)}")
+        raise UsageError(
+            f"{run.where}: --regrade: grader {grader!r} needs a judge or an "
+            f"embedding model; calbench import regrades with {', '.join(GRADERS)}"
+        )
     return grader
 
 
@@ -361,17 +406,28 @@ def _manifest(run: Imported, n_bootstrap: int, seed: int, redacted: bool) -> dic
         data_hash.update(json.dumps([r["id"], r.get("question"), r.get("gold")]).encode())
     grader = f"calbench:{run.grader}" if run.grader else run.published_grader
     return {
-        "status": "complete", "calbench_version": __version__, "git_commit": git_commit(),
+        "status": "complete",
+        "calbench_version": __version__,
+        "git_commit": git_commit(),
         "command": shlex.join(["calbench", *sys.argv[1:]]),
-        "model": run.model, "model_info": {"spec": run.model, "kind": "imported",
-                                           "family": run.family},
-        "task": run.task, "grader": grader, "task_grader": task_grader(run.task),
+        "model": run.model,
+        "model_info": {"spec": run.model, "kind": "imported", "family": run.family},
+        "task": run.task,
+        "grader": grader,
+        "task_grader": task_grader(run.task),
         "elicitation": run.elicitation,
-        "source": {"kind": "imported", "format": run.fmt,
-                   "from": {"file": run.file.name, "sha256": run.file_sha256}, "grader": grader,
-                   "family": run.family, "regrade": run.regrade,
-                   "confidence": confidence_stats(run.records)},
-        "n": len(run.records), "data_sha256": data_hash.hexdigest(), "redacted": redacted,
+        "source": {
+            "kind": "imported",
+            "format": run.fmt,
+            "from": {"file": run.file.name, "sha256": run.file_sha256},
+            "grader": grader,
+            "family": run.family,
+            "regrade": run.regrade,
+            "confidence": confidence_stats(run.records),
+        },
+        "n": len(run.records),
+        "data_sha256": data_hash.hexdigest(),
+        "redacted": redacted,
         "bootstrap": {"n_bootstrap": n_bootstrap, "seed": seed},
         "imported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -385,17 +441,24 @@ def _check_folder(run_dir: Path, run: Imported, overwrite: bool) -> None:
         old = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         old = None
-    if isinstance(old, dict) and (old.get("source") or {}).get("kind") == "imported" and \
-            old.get("model") == run.model and old.get("task") == run.task:
+    if (
+        isinstance(old, dict)
+        and (old.get("source") or {}).get("kind") == "imported"
+        and old.get("model") == run.model
+        and old.get("task") == run.task
+    ):
         return
-    what = "a run that is not an import of this model and task" if isinstance(old, dict) \
+    what = (
+        "a run that is not an import of this model and task"
+        if isinstance(old, dict)
         else f"results without a readable {MANIFEST}"
-    raise UsageError(f"{run_dir} holds {what}; pass --overwrite to replace it or --output to "
-                     "write elsewhere")
+    )
+    raise UsageError(
+        f"{run_dir} holds {what}; pass --overwrite to replace it or --output to write elsewhere"
+    )
 
 
-def write_run(run: Imported, run_dir: Path, *, n_bootstrap: int, seed: int,
-              redacted: bool) -> None:
+def write_run(run: Imported, run_dir: Path, *, n_bootstrap: int, seed: int, redacted: bool) -> None:
     """Write ``run``'s samples.jsonl, metrics.json and (last) manifest.json into ``run_dir``."""
     recs, n = run.records, len(run.records)
     metrics = summarize_records(recs, policy="drop", n_bootstrap=n_bootstrap, seed=seed)
@@ -409,10 +472,17 @@ def write_run(run: Imported, run_dir: Path, *, n_bootstrap: int, seed: int,
     atomic_write_json(run_dir / MANIFEST, _manifest(run, n_bootstrap, seed, redacted))
 
 
-def import_files(files: list[str | os.PathLike], output: str | os.PathLike, *,
-                 regrade: bool = False, grader: str | None = None, redacted: bool = False,
-                 overwrite: bool = False, n_bootstrap: int = 1000, seed: int = 0,
-                 ) -> list[tuple[Imported, Path]]:
+def import_files(
+    files: list[str | os.PathLike],
+    output: str | os.PathLike,
+    *,
+    regrade: bool = False,
+    grader: str | None = None,
+    redacted: bool = False,
+    overwrite: bool = False,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> list[tuple[Imported, Path]]:
     """Import ``files`` into run folders under ``output``; the (run, folder) pairs written."""
     output = Path(output)
     runs: list[Imported] = []
@@ -435,9 +505,13 @@ def import_files(files: list[str | os.PathLike], output: str | os.PathLike, *,
     for run in runs if regrade else ():
         t0 = time.time()
         s = regrade_run(run, grader)
-        print(f"calbench import: regraded {run.model} · {run.task}: accuracy "
-              f"{s['accuracy_as_published']:.3f} -> {s['accuracy']:.3f} ({s['changed']} "
-              f"changed) in {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
+        print(
+            f"calbench import: regraded {run.model} · {run.task}: accuracy "
+            f"{s['accuracy_as_published']:.3f} -> {s['accuracy']:.3f} ({s['changed']} "
+            f"changed) in {time.time() - t0:.0f}s",
+            file=sys.stderr,
+            flush=True,
+        )
     for d, run in folders.items():
         write_run(run, d, n_bootstrap=n_bootstrap, seed=seed, redacted=redacted)
     return [(run, d) for d, run in folders.items()]
@@ -447,23 +521,48 @@ def import_files(files: list[str | os.PathLike], output: str | os.PathLike, *,
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("files", nargs="+", metavar="FILE",
-                   help="RLCR outputs .jsonl, or lm-eval samples_*.jsonl (or their folder)")
-    p.add_argument("--output", "-o", required=True, metavar="DIR",
-                   help="results folder to write the run folders into")
-    p.add_argument("--regrade", action="store_true",
-                   help="grade every response again with calbench's parser and grader; "
-                        "correct = calbench's verdict, correct_as_published = the file's")
-    p.add_argument("--grader", choices=list(GRADERS),
-                   help="grader for --regrade (default: the calbench task's grader)")
-    p.add_argument("--redact", action="store_true",
-                   help="store SHA-256 hashes instead of question and gold text (for runs you "
-                        "commit); responses are kept")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace run folders that hold something other than an earlier import "
-                        "of the same model and task")
-    p.add_argument("--n-bootstrap", type=int, default=1000,
-                   help="bootstrap resamples for the CIs in metrics.json (default 1000)")
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="RLCR outputs .jsonl, or lm-eval samples_*.jsonl (or their folder)",
+    )
+    p.add_argument(
+        "--output",
+        "-o",
+        required=True,
+        metavar="DIR",
+        help="results folder to write the run folders into",
+    )
+    p.add_argument(
+        "--regrade",
+        action="store_true",
+        help="grade every response again with calbench's parser and grader; "
+        "correct = calbench's verdict, correct_as_published = the file's",
+    )
+    p.add_argument(
+        "--grader",
+        choices=list(GRADERS),
+        help="grader for --regrade (default: the calbench task's grader)",
+    )
+    p.add_argument(
+        "--redact",
+        action="store_true",
+        help="store SHA-256 hashes instead of question and gold text (for runs you "
+        "commit); responses are kept",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace run folders that hold something other than an earlier import "
+        "of the same model and task",
+    )
+    p.add_argument(
+        "--n-bootstrap",
+        type=int,
+        default=1000,
+        help="bootstrap resamples for the CIs in metrics.json (default 1000)",
+    )
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
 
 
@@ -472,14 +571,23 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--n-bootstrap must be >= 0")
     if args.grader and not args.regrade:
         raise UsageError("--grader chooses the grader of --regrade; add --regrade")
-    done = import_files(args.files, args.output, regrade=args.regrade, grader=args.grader,
-                        redacted=args.redact, overwrite=args.overwrite,
-                        n_bootstrap=args.n_bootstrap, seed=args.seed)
+    done = import_files(
+        args.files,
+        args.output,
+        regrade=args.regrade,
+        grader=args.grader,
+        redacted=args.redact,
+        overwrite=args.overwrite,
+        n_bootstrap=args.n_bootstrap,
+        seed=args.seed,
+    )
     for imp, d in done:
         acc = sum(bool(r["correct"]) for r in imp.records) / len(imp.records)
         was = f" (published {imp.regrade['accuracy_as_published']:.3f})" if imp.regrade else ""
         differ = confidence_stats(imp.records)["differs_from_parse"]
-        print(f"{d}: {imp.model} · {imp.task}: n={len(imp.records)}, accuracy {acc:.3f}{was}; "
-              f"{differ} kept confidences differ from calbench's parse of the response")
+        print(
+            f"{d}: {imp.model} · {imp.task}: n={len(imp.records)}, accuracy {acc:.3f}{was}; "
+            f"{differ} kept confidences differ from calbench's parse of the response"
+        )
     print(f"imported {len(done)} run{'s' if len(done) != 1 else ''} into {args.output}")
     return 0

@@ -64,8 +64,9 @@ def _slug(run: Run, rel_path: str) -> str:
     return f"{base}-{digest}"
 
 
-def build_rows(runs: list[Run], *, base: Path | None = None,
-               metric: str = DEFAULT_RANK_BY) -> list[dict[str, Any]]:
+def build_rows(
+    runs: list[Run], *, base: Path | None = None, metric: str = DEFAULT_RANK_BY
+) -> list[dict[str, Any]]:
     """One row per run: identifiers, n, ``status``, every column as ``{"value", "lo", "hi"}``
     (the drop view), ``ranking`` (:func:`calbench.report.ranking.ranking` of ``metric``), and for
     :func:`rank_rows` ``_reasons`` (:func:`calbench.report.ranking.run_reasons`), ``_ids`` and
@@ -133,8 +134,11 @@ def build(
     for r in rows:
         key = (r["task"], r["model"], r["elicitation"])
         if key in seen:
-            print(f"calbench leaderboard: note: {r['run']} and {seen[key]} are both "
-                  f"{' / '.join(key)}; both are listed", file=sys.stderr)
+            print(
+                f"calbench leaderboard: note: {r['run']} and {seen[key]} are both "
+                f"{' / '.join(key)}; both are listed",
+                file=sys.stderr,
+            )
         seen.setdefault(key, r["run"])
     out_dir.mkdir(parents=True, exist_ok=True)
     diag_dir = out_dir / DIAGRAMS
@@ -144,8 +148,10 @@ def build(
         from calbench.report.plots import reliability_figure, save_figure
 
         # a recalibrated row shares its run's folder: the model name tells them apart
-        by_run = {(str(Path(os.path.relpath(run.path, results_dir.parent)).as_posix()),
-                   run.model): run for run in runs}
+        by_run = {
+            (str(Path(os.path.relpath(run.path, results_dir.parent)).as_posix()), run.model): run
+            for run in runs
+        }
         diag_dir.mkdir(exist_ok=True)
         wanted = set()
         for r in rows:
@@ -165,34 +171,68 @@ def build(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("results_dir", metavar="RESULTS_DIR",
-                        help="folder searched recursively for run folders")
-    parser.add_argument("--out", default="leaderboard", metavar="DIR",
-                        help="output folder (default: leaderboard/)")
-    parser.add_argument("--rank-by", default=DEFAULT_RANK_BY, choices=list(HIGHER_IS_BETTER),
-                        help="primary metric for the ranking (default: brier)")
-    parser.add_argument("--no-diagrams", action="store_true",
-                        help="skip drawing the per-row reliability diagrams (faster)")
-    parser.add_argument("--recompute", action="store_true",
-                        help="recompute metrics from samples.jsonl instead of reading metrics.json")
-    parser.add_argument("--recalibrate", default=None, metavar="METHOD[,METHOD]",
-                        help="add unranked rows '<model> +METHOD' scoring each run's confidences "
-                             "after cross-fitted recalibration (temperature, platt, isotonic, "
-                             "histogram)")
-    parser.add_argument("--recal-folds", type=int, default=None, metavar="K",
-                        help="cross-fitting folds for --recalibrate (default 5)")
-    parser.add_argument("--recal-seed", type=int, default=None, metavar="S",
-                        help="seed of the cross-fitting folds (default 0)")
+    parser.add_argument(
+        "results_dir", metavar="RESULTS_DIR", help="folder searched recursively for run folders"
+    )
+    parser.add_argument(
+        "--out", default="leaderboard", metavar="DIR", help="output folder (default: leaderboard/)"
+    )
+    parser.add_argument(
+        "--rank-by",
+        default=DEFAULT_RANK_BY,
+        choices=list(HIGHER_IS_BETTER),
+        help="primary metric for the ranking (default: brier)",
+    )
+    parser.add_argument(
+        "--no-diagrams",
+        action="store_true",
+        help="skip drawing the per-row reliability diagrams (faster)",
+    )
+    parser.add_argument(
+        "--recompute",
+        action="store_true",
+        help="recompute metrics from samples.jsonl instead of reading metrics.json",
+    )
+    parser.add_argument(
+        "--recalibrate",
+        default=None,
+        metavar="METHOD[,METHOD]",
+        help="add unranked rows '<model> +METHOD' scoring each run's confidences "
+        "after cross-fitted recalibration (temperature, platt, isotonic, "
+        "histogram)",
+    )
+    parser.add_argument(
+        "--recal-folds",
+        type=int,
+        default=None,
+        metavar="K",
+        help="cross-fitting folds for --recalibrate (default 5)",
+    )
+    parser.add_argument(
+        "--recal-seed",
+        type=int,
+        default=None,
+        metavar="S",
+        help="seed of the cross-fitting folds (default 0)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if not Path(args.results_dir).is_dir():
         raise UsageError(f"{args.results_dir}: not a folder")
-    rows = build(args.results_dir, args.out, rank_by=args.rank_by,
-                 diagrams=not args.no_diagrams, recompute=args.recompute, **_recal_args(args))
+    rows = build(
+        args.results_dir,
+        args.out,
+        rank_by=args.rank_by,
+        diagrams=not args.no_diagrams,
+        recompute=args.recompute,
+        **_recal_args(args),
+    )
     tasks = len({r["task"] for r in rows})
-    print(f"wrote {args.out}/index.html, leaderboard.md/.csv/.json: "
-          f"{len(rows)} rows, {tasks} task{'s' if tasks != 1 else ''}")
+    print(
+        f"wrote {args.out}/index.html, leaderboard.md/.csv/.json: "
+        f"{len(rows)} rows, {tasks} task{'s' if tasks != 1 else ''}"
+    )
     return 0
 
 

@@ -36,8 +36,10 @@ def _imported_html(row: dict[str, Any]) -> str:
     if src.get("kind") != "imported":
         return ""
     frm = src.get("from") if isinstance(src.get("from"), dict) else {}
-    title = (f"imported from {frm.get('file', '?')} (sha256 {str(frm.get('sha256', '?'))[:12]}); "
-             f"graded by {src.get('grader') or 'its source'}")
+    title = (
+        f"imported from {frm.get('file', '?')} (sha256 {str(frm.get('sha256', '?'))[:12]}); "
+        f"graded by {src.get('grader') or 'its source'}"
+    )
     return f' <span class="badge" title="{_e(title)}">imported</span>'
 
 
@@ -78,21 +80,36 @@ def _ranked_header(metric: str) -> str:
 def to_markdown(rows: list[dict[str, Any]], metric: str) -> str:
     lines = ["# calbench leaderboard", "", rank_note(metric), ""]
     if any((r.get("source") or {}).get("kind") == "imported" for r in rows):
-        lines += ["_(imported)_: outputs that others released, read by `calbench import`; the "
-                  "run's manifest names the file (SHA-256) and the grader.", ""]
+        lines += [
+            "_(imported)_: outputs that others released, read by `calbench import`; the "
+            "run's manifest names the file (SHA-256) and the grader.",
+            "",
+        ]
     tasks = sorted({r["task"] for r in rows})
     for task in tasks:
         lines += [f"## {md_escape(task)}", ""]
-        header = (["rank", "model", "elicitation", "n", _ranked_header(metric)]
-                  + [HEADERS[k] for k, _, _ in COLUMNS] + ["not ranked because"])
+        header = (
+            ["rank", "model", "elicitation", "n", _ranked_header(metric)]
+            + [HEADERS[k] for k, _, _ in COLUMNS]
+            + ["not ranked because"]
+        )
         lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join(["---:", ":---", ":---", "---:", "---:"]
-                                    + ["---:"] * len(COLUMNS) + [":---"]) + "|")
+        lines.append(
+            "|"
+            + "|".join(
+                ["---:", ":---", ":---", "---:", "---:"] + ["---:"] * len(COLUMNS) + [":---"]
+            )
+            + "|"
+        )
         for r in (r for r in rows if r["task"] == task):
             # The label carries the manifest's status: text from a run, escaped like the names.
-            cells = [md_escape(rank_label(r)), md_escape(r["model"]) + _imported_md(r),
-                     md_escape(r["elicitation"]),
-                     str(r["n"]), fmt_cell(r["ranking"])]
+            cells = [
+                md_escape(rank_label(r)),
+                md_escape(r["model"]) + _imported_md(r),
+                md_escape(r["elicitation"]),
+                str(r["n"]),
+                fmt_cell(r["ranking"]),
+            ]
             cells += [fmt_cell(r[k]) for k, _, _ in COLUMNS]
             cells.append(md_escape(r["unranked_reason"] or ""))
             lines.append("| " + " | ".join(cells) + " |")
@@ -103,19 +120,42 @@ def to_markdown(rows: list[dict[str, Any]], metric: str) -> str:
 def to_csv(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    header = ["task", "rank", "rank_shared", "model", "elicitation", "n", "status",
-              "ranking_metric", "ranking_policy", "ranking_n", "ranking", "ranking_lo",
-              "ranking_hi"]
+    header = [
+        "task",
+        "rank",
+        "rank_shared",
+        "model",
+        "elicitation",
+        "n",
+        "status",
+        "ranking_metric",
+        "ranking_policy",
+        "ranking_n",
+        "ranking",
+        "ranking_lo",
+        "ranking_hi",
+    ]
     for k, _, _ in COLUMNS:
         header += [k, f"{k}_lo", f"{k}_hi"]
     header += ["unranked_reason", "run"]
     w.writerow(header)
     for r in rows:
         rk = r["ranking"]
-        line = [csv_safe(r["task"]), "" if r["rank"] is None else r["rank"],
-                str(r["rank_shared"]).lower(), csv_safe(r["model"]), csv_safe(r["elicitation"]),
-                r["n"], csv_safe(r.get("status") or ""), rk["metric"], rk["policy"], rk["n"],
-                _num(rk["value"], 6), _num(rk["lo"], 6), _num(rk["hi"], 6)]
+        line = [
+            csv_safe(r["task"]),
+            "" if r["rank"] is None else r["rank"],
+            str(r["rank_shared"]).lower(),
+            csv_safe(r["model"]),
+            csv_safe(r["elicitation"]),
+            r["n"],
+            csv_safe(r.get("status") or ""),
+            rk["metric"],
+            rk["policy"],
+            rk["n"],
+            _num(rk["value"], 6),
+            _num(rk["lo"], 6),
+            _num(rk["hi"], 6),
+        ]
         for k, _, _ in COLUMNS:
             line += [_num(r[k]["value"], 6), _num(r[k]["lo"], 6), _num(r[k]["hi"], 6)]
         line += [csv_safe(r["unranked_reason"] or ""), csv_safe(r["run"])]
@@ -235,15 +275,18 @@ def _e(text: Any) -> str:
 
 def to_html(rows: list[dict[str, Any]], metric: str) -> str:
     tasks = sorted({r["task"] for r in rows})
-    head = [
-        ("rank", "rank", "num", "rank"),
-        ("task", "task", "text", "text"),
-        ("model", "model", "text", "text"),
-        ("elicitation", "elicitation", "text", "text"),
-        ("n", "n", "num", ""),
-        ("ranked", _ranked_header(metric), "num", "primary"),
-    ] + [(k, HEADERS[k], "num", "") for k, _, _ in COLUMNS] + [
-        ("unranked_reason", "not ranked because", "text", "text")]
+    head = (
+        [
+            ("rank", "rank", "num", "rank"),
+            ("task", "task", "text", "text"),
+            ("model", "model", "text", "text"),
+            ("elicitation", "elicitation", "text", "text"),
+            ("n", "n", "num", ""),
+            ("ranked", _ranked_header(metric), "num", "primary"),
+        ]
+        + [(k, HEADERS[k], "num", "") for k, _, _ in COLUMNS]
+        + [("unranked_reason", "not ranked because", "text", "text")]
+    )
     ths = []
     for key, label, typ, cls in head:
         title = ""
@@ -266,7 +309,7 @@ def to_html(rows: list[dict[str, Any]], metric: str) -> str:
             f'<td class="rank{shared}" data-v="{rank_v}"{rank_title}>{_e(rank_label(r))}</td>',
             f'<td class="text" data-v="{_e(r["task"])}">{_e(r["task"])}</td>',
             f'<td class="text model" data-v="{_e(r["model"])}">{_e(r["model"])}'
-            f'{_imported_html(r)}</td>',
+            f"{_imported_html(r)}</td>",
             f'<td class="text" data-v="{_e(r["elicitation"])}">{_e(r["elicitation"])}</td>',
             f'<td data-v="{r["n"]}">{r["n"]}</td>',
         ]
@@ -282,7 +325,7 @@ def to_html(rows: list[dict[str, Any]], metric: str) -> str:
             cells.append(f'<td{cls} data-v="{m["value"]!r}">{_num(m["value"])}{ci}</td>')
         reason = r["unranked_reason"] or ""
         cells.append(f'<td class="text reason" data-v="{_e(reason)}">{_e(reason)}</td>')
-        label = f'{r["model"]} · {r["task"]} · {r["elicitation"]}'
+        label = f"{r['model']} · {r['task']} · {r['elicitation']}"
         if r.get("diagram"):
             cells.append(
                 f'<td class="text"><a class="diagram-link" href="{_e(r["diagram"])}" '

@@ -99,9 +99,7 @@ def _model_from_args(model_args: Any) -> str | None:
                 return str(model_args[key])
         return None
     if isinstance(model_args, str):
-        parts = dict(
-            kv.split("=", 1) for kv in model_args.split(",") if "=" in kv
-        )
+        parts = dict(kv.split("=", 1) for kv in model_args.split(",") if "=" in kv)
         for key in _MODEL_ARG_KEYS:
             if parts.get(key, "").strip():
                 return parts[key].strip()
@@ -238,31 +236,33 @@ def _record(sample: dict, *, task: str, lm_task: str, path: Path, lineno: int) -
     if "question" in doc:
         rec["question"] = doc["question"]
     rec["gold"] = doc["gold"] if "gold" in doc else sample.get("target")
-    rec.update({
-        "prompt": _prompt(sample),
-        "response": response,
-        "answer": answer,
-        "correct": correct,
-        "confidence": confidence,
-        "parse": {
-            "answer_source": ans.source,
-            "answer_raw": ans.raw,
-            "confidence_source": conf_parse.source,
-            "confidence_raw": conf_parse.raw,
-            "confidence_rescaled": conf_parse.rescaled,
-            "confidence_error": None if confidence is not None else (conf_parse.error or "nan"),
-        },
-        "meta": {
-            **_doc_meta(doc),
-            "source": "lm-eval",
-            "lm_eval_task": lm_task,
-            "doc_id": doc_id,
-            "filter": sample.get("filter"),
-            "correct_field": field,
-            "confidence_from": conf_source,
-            "samples_file": path.name,
-        },
-    })
+    rec.update(
+        {
+            "prompt": _prompt(sample),
+            "response": response,
+            "answer": answer,
+            "correct": correct,
+            "confidence": confidence,
+            "parse": {
+                "answer_source": ans.source,
+                "answer_raw": ans.raw,
+                "confidence_source": conf_parse.source,
+                "confidence_raw": conf_parse.raw,
+                "confidence_rescaled": conf_parse.rescaled,
+                "confidence_error": None if confidence is not None else (conf_parse.error or "nan"),
+            },
+            "meta": {
+                **_doc_meta(doc),
+                "source": "lm-eval",
+                "lm_eval_task": lm_task,
+                "doc_id": doc_id,
+                "filter": sample.get("filter"),
+                "correct_field": field,
+                "confidence_from": conf_source,
+                "samples_file": path.name,
+            },
+        }
+    )
     return rec
 
 

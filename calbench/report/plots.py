@@ -94,8 +94,9 @@ def _title(run: Run, width: int = 48, group: str | None = None) -> str:
     return f"{model}\n{run.task} · {run.elicitation} · n={run.n}\nECE {ece}"
 
 
-def _draw_reliability(ax, hist_ax, run: Run, *, show_counts: bool = True,
-                      group: str | None = None) -> None:
+def _draw_reliability(
+    ax, hist_ax, run: Run, *, show_counts: bool = True, group: str | None = None
+) -> None:
     ax.plot([0, 1], [0, 1], ls="--", lw=1, color="#888888", zorder=1)
     for b in _bins(run):
         lo, hi = float(b["lo"]), float(b["hi"])
@@ -112,13 +113,30 @@ def _draw_reliability(ax, hist_ax, run: Run, *, show_counts: bool = True,
         over = conf > acc
         # Opaque light fill with saturated hatch lines: with an alpha, the SVG output paints the
         # hatch in the fill colour and it disappears.
-        ax.bar(x0, top - bottom, bottom=bottom, width=bw, align="edge",
-               facecolor=OVER_FILL if over else UNDER_FILL, hatch="////" if over else "\\\\\\\\",
-               edgecolor=OVER if over else UNDER, lw=0, zorder=3)
+        ax.bar(
+            x0,
+            top - bottom,
+            bottom=bottom,
+            width=bw,
+            align="edge",
+            facecolor=OVER_FILL if over else UNDER_FILL,
+            hatch="////" if over else "\\\\\\\\",
+            edgecolor=OVER if over else UNDER,
+            lw=0,
+            zorder=3,
+        )
         ax.bar(x0, acc, width=bw, align="edge", fill=False, edgecolor=BAR_EDGE, lw=0.9, zorder=4)
         if show_counts:
-            ax.text(lo + w / 2, max(acc, conf) + 0.015, str(b["n"]), ha="center", va="bottom",
-                    fontsize=6.5, color="#555555", zorder=6)
+            ax.text(
+                lo + w / 2,
+                max(acc, conf) + 0.015,
+                str(b["n"]),
+                ha="center",
+                va="bottom",
+                fontsize=6.5,
+                color="#555555",
+                zorder=6,
+            )
     _draw_curve(ax, run, color=CURVE, band_alpha=0.13)
     ax.set_xlim(*XLIM)
     # Headroom above 1.0 holds the stats box, so it never hides a full-height bin or its count.
@@ -130,11 +148,17 @@ def _draw_reliability(ax, hist_ax, run: Run, *, show_counts: bool = True,
     acc = run.metric("accuracy")
     brier = run.metric("brier")
     ax.set_title(_title(run, group=group), loc="left")
-    ax.text(0.02, 0.985,
-            f"smooth ECE {fmt_ci(sece)}\naccuracy {fmt_ci(acc)}\nBrier {fmt_ci(brier)}",
-            transform=ax.transAxes, ha="left", va="top", fontsize=7.5,
-            bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "#cccccc", "alpha": 0.9},
-            zorder=7)
+    ax.text(
+        0.02,
+        0.985,
+        f"smooth ECE {fmt_ci(sece)}\naccuracy {fmt_ci(acc)}\nBrier {fmt_ci(brier)}",
+        transform=ax.transAxes,
+        ha="left",
+        va="top",
+        fontsize=7.5,
+        bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "#cccccc", "alpha": 0.9},
+        zorder=7,
+    )
     _draw_histogram(hist_ax, run, color=BAR_EDGE)
 
 
@@ -158,17 +182,34 @@ def _draw_curve(ax, run: Run, *, color: str, band_alpha: float, label: str | Non
     lo_, hi_ = sc.get("lo") or [], sc.get("hi") or []
     has_band = len(lo_) == len(xs) == len(hi_)
     a, b = _data_range(run)
-    keep = [i for i, x in enumerate(xs)
-            if x is not None and ys[i] is not None and a - 1e-9 <= x <= b + 1e-9]
+    keep = [
+        i
+        for i, x in enumerate(xs)
+        if x is not None and ys[i] is not None and a - 1e-9 <= x <= b + 1e-9
+    ]
     if len(keep) < 2:  # one distinct confidence: nothing to draw a curve through
         return False
     if has_band:
         band = [i for i in keep if lo_[i] is not None and hi_[i] is not None]
-        ax.fill_between([xs[i] for i in band], [lo_[i] for i in band], [hi_[i] for i in band],
-                        color=color, alpha=band_alpha, lw=0, zorder=4)
+        ax.fill_between(
+            [xs[i] for i in band],
+            [lo_[i] for i in band],
+            [hi_[i] for i in band],
+            color=color,
+            alpha=band_alpha,
+            lw=0,
+            zorder=4,
+        )
     # A white halo keeps the curve legible where it crosses bars and the band.
-    ax.plot([xs[i] for i in keep], [ys[i] for i in keep], color=color, lw=1.6, zorder=5,
-            label=label, path_effects=[patheffects.withStroke(linewidth=3.2, foreground="white")])
+    ax.plot(
+        [xs[i] for i in keep],
+        [ys[i] for i in keep],
+        color=color,
+        lw=1.6,
+        zorder=5,
+        label=label,
+        path_effects=[patheffects.withStroke(linewidth=3.2, foreground="white")],
+    )
     return True
 
 
@@ -180,8 +221,16 @@ def _unparsed(run: Run) -> tuple[int, int] | None:
     return (k, len(recs)) if k else None
 
 
-def _draw_histogram(ax, run: Run, *, color: str, label: str | None = None,
-                    annotate: bool = True, offset: float = 0.0, bar_scale: float = 1.0) -> None:
+def _draw_histogram(
+    ax,
+    run: Run,
+    *,
+    color: str,
+    label: str | None = None,
+    annotate: bool = True,
+    offset: float = 0.0,
+    bar_scale: float = 1.0,
+) -> None:
     confs = run.confidences()
     if confs:
         # 0.01-wide bins centred on the hundredths, so 0.9 and 0.95 get bars of their own.
@@ -193,22 +242,44 @@ def _draw_histogram(ax, run: Run, *, color: str, label: str | None = None,
             counts[round((float(b["lo"]) + float(b["hi"])) / 2, 2)] += int(b["n"])
         total = sum(counts.values())
     if not total:
-        ax.text(0.5, 0.5, "no parsed confidences", ha="center", va="center",
-                transform=ax.transAxes, fontsize=8, color="#777777")
+        ax.text(
+            0.5,
+            0.5,
+            "no parsed confidences",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            fontsize=8,
+            color="#777777",
+        )
     else:
         xs = sorted(counts)
         shares = [counts[x] / total for x in xs]
         width = 0.01 if confs else min(0.05, *(b["hi"] - b["lo"] for b in _bins(run)))
-        ax.bar([x + offset for x in xs], shares, width=width * 0.9 * bar_scale, color=color,
-               alpha=0.85, label=label)
+        ax.bar(
+            [x + offset for x in xs],
+            shares,
+            width=width * 0.9 * bar_scale,
+            color=color,
+            alpha=0.85,
+            label=label,
+        )
         if annotate:
             top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
             text = "most stated: " + ", ".join(f"{x:g} ({k / total:.0%})" for x, k in top)
             unparsed = _unparsed(run)
             if unparsed:
                 text += f"\nno confidence parsed: {unparsed[0]} of {unparsed[1]}"
-            ax.text(0.01, 0.97, text, transform=ax.transAxes, ha="left", va="top",
-                    fontsize=6.8, color="#333333")
+            ax.text(
+                0.01,
+                0.97,
+                text,
+                transform=ax.transAxes,
+                ha="left",
+                va="top",
+                fontsize=6.8,
+                color="#333333",
+            )
         # Room above the tallest bar for the note; overlays keep the tallest of all runs.
         top = max(shares) * (1.5 if annotate else 1.1)
         ax.set_ylim(0, max(top, getattr(ax, "_calbench_top", 0.0)))
@@ -224,15 +295,21 @@ def _legend_handles() -> list:
     return [
         Patch(facecolor=BAR, edgecolor=BAR_EDGE, label="accuracy in bin (n above)"),
         Patch(facecolor=OVER_FILL, hatch="////", edgecolor=OVER, lw=0, label="overconfident gap"),
-        Patch(facecolor=UNDER_FILL, hatch="\\\\\\\\", edgecolor=UNDER, lw=0,
-              label="underconfident gap"),
+        Patch(
+            facecolor=UNDER_FILL,
+            hatch="\\\\\\\\",
+            edgecolor=UNDER,
+            lw=0,
+            label="underconfident gap",
+        ),
         Line2D([], [], color=CURVE, lw=1.6, label="smooth calibration curve ± 95% band"),
         Line2D([], [], color="#888888", ls="--", lw=1, label="perfect calibration"),
     ]
 
 
-def reliability_figure(runs: Sequence[Run], *, layout: str = "grid",
-                       groups: Sequence[str] | None = None):
+def reliability_figure(
+    runs: Sequence[Run], *, layout: str = "grid", groups: Sequence[str] | None = None
+):
     """Reliability diagram(s) of ``runs``: small multiples (``layout="grid"``) or one overlay.
     ``groups`` (grid only): a label per run, shown in its panel's title (see :func:`group_runs`)."""
     if not runs:
@@ -247,13 +324,21 @@ def reliability_figure(runs: Sequence[Run], *, layout: str = "grid",
         fig = _figure(4.2 * cols, 5.3 * rows + 0.5)
         outer = fig.add_gridspec(rows, cols)
         for i, run in enumerate(runs):
-            inner = outer[i // cols, i % cols].subgridspec(2, 1, height_ratios=[3.4, 1], hspace=0.05)
+            inner = outer[i // cols, i % cols].subgridspec(
+                2, 1, height_ratios=[3.4, 1], hspace=0.05
+            )
             ax = fig.add_subplot(inner[0])
             hist = fig.add_subplot(inner[1], sharex=ax)
-            _draw_reliability(ax, hist, run, show_counts=True,
-                              group=None if groups is None else groups[i])
-        fig.legend(handles=_legend_handles(), loc="outside lower center",
-                   ncols=2 if cols == 1 else 5 if cols == 3 else 3, fontsize=7.5, frameon=False)
+            _draw_reliability(
+                ax, hist, run, show_counts=True, group=None if groups is None else groups[i]
+            )
+        fig.legend(
+            handles=_legend_handles(),
+            loc="outside lower center",
+            ncols=2 if cols == 1 else 5 if cols == 3 else 3,
+            fontsize=7.5,
+            frameon=False,
+        )
         return fig
 
 
@@ -266,20 +351,35 @@ def _reliability_overlay(runs: Sequence[Run]):
     for i, run in enumerate(runs):
         color = PALETTE[i % len(PALETTE)]
         bins = _bins(run)
-        label = (f"{textwrap.shorten(run.label, 60, placeholder='…')} — "
-                 f"ECE {fmt_ci(run.metric('ece'))}")
+        label = (
+            f"{textwrap.shorten(run.label, 60, placeholder='…')} — ECE {fmt_ci(run.metric('ece'))}"
+        )
         if _draw_curve(ax, run, color=color, band_alpha=0.12, label=label):
             label = None
         if bins:
             # Binned points sized by how many answers they rest on.
             total = sum(int(b["n"]) for b in bins)
-            ax.scatter([b["mean_conf"] for b in bins], [b["accuracy"] for b in bins],
-                       s=[12 + 200 * int(b["n"]) / total for b in bins], color=color,
-                       alpha=0.75, edgecolor="white", lw=0.5, label=label, zorder=5)
+            ax.scatter(
+                [b["mean_conf"] for b in bins],
+                [b["accuracy"] for b in bins],
+                s=[12 + 200 * int(b["n"]) / total for b in bins],
+                color=color,
+                alpha=0.75,
+                edgecolor="white",
+                lw=0.5,
+                label=label,
+                zorder=5,
+            )
         # Side-by-side bars within each 0.01 slot, so piles at the same value stay visible.
         k = len(runs)
-        _draw_histogram(hist, run, color=color, annotate=False,
-                        offset=0.01 * ((i + 0.5) / k - 0.5), bar_scale=1 / k)
+        _draw_histogram(
+            hist,
+            run,
+            color=color,
+            annotate=False,
+            offset=0.01 * ((i + 0.5) / k - 0.5),
+            bar_scale=1 / k,
+        )
     ax.set_xlim(*XLIM)
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("accuracy")
@@ -301,15 +401,24 @@ def risk_coverage_figure(runs: Sequence[Run]):
             color = PALETTE[i % len(PALETTE)]
             rc = run.summary.get("risk_coverage") or {}
             cov, risk = rc.get("coverage") or [], rc.get("risk") or []
-            pts = sorted((c, r) for c, r in zip(cov, risk, strict=False)
-                         if c is not None and r is not None)
-            label = (f"{textwrap.shorten(run.label, 60, placeholder='…')}\n"
-                     f"AURC {fmt_ci(run.metric('aurc'))}")
+            pts = sorted(
+                (c, r) for c, r in zip(cov, risk, strict=False) if c is not None and r is not None
+            )
+            label = (
+                f"{textwrap.shorten(run.label, 60, placeholder='…')}\n"
+                f"AURC {fmt_ci(run.metric('aurc'))}"
+            )
             if not pts:
                 ax.plot([], [], color=color, label=label + " (no curve)")
                 continue
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, lw=1.6,
-                    drawstyle="steps-post" if len(pts) < 30 else "default", label=label)
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                color=color,
+                lw=1.6,
+                drawstyle="steps-post" if len(pts) < 30 else "default",
+                label=label,
+            )
             # Risk at full coverage: what any ordering ends at, and what a confidence that
             # carries no information would average at every coverage.
             ax.axhline(pts[-1][1], color=color, lw=0.8, ls=":", alpha=0.8)
@@ -319,8 +428,7 @@ def risk_coverage_figure(runs: Sequence[Run]):
         ax.set_ylabel("selective risk (error rate among kept)")
         ax.set_title("Risk–coverage (lower is better; dotted: risk with no abstention)", loc="left")
         # Below the axes: curves start noisy at low coverage, where an inset legend would sit.
-        fig.legend(loc="outside lower center", ncols=min(2, len(runs)), fontsize=7,
-                   frameon=False)
+        fig.legend(loc="outside lower center", ncols=min(2, len(runs)), fontsize=7, frameon=False)
         ax.grid(alpha=0.25)
         return fig
 
@@ -356,8 +464,9 @@ def save_figure(fig, path: str | os.PathLike, *, dpi: int = 150) -> Path:
     return path
 
 
-def group_runs(runs: Sequence[Run], keys: Sequence[str], *,
-               max_panels: int = MAX_PANELS) -> tuple[list[Run], list[str]]:
+def group_runs(
+    runs: Sequence[Run], keys: Sequence[str], *, max_panels: int = MAX_PANELS
+) -> tuple[list[Run], list[str]]:
     """One run per (run, group of the records' ``meta[keys]``) and its group label, for one
     reliability panel each: the group's records with the metric suite recomputed over them
     (the run's own policy and compat). UsageError when a run has no samples.jsonl or there
@@ -374,27 +483,44 @@ def group_runs(runs: Sequence[Run], keys: Sequence[str], *,
         raise UsageError(
             f"--by {','.join(keys)} gives {total} panels ({counts}{', …' if len(grouped) > 4 else ''}"
             f"), more than {max_panels}; choose coarser meta fields or fewer runs "
-            "(--task, --model), or see every group's numbers with calbench score --by")
+            "(--task, --model), or see every group's numbers with calbench score --by"
+        )
     out_runs, labels = [], []
     for run, groups in grouped:
         policy = str(run.summary.get("policy") or run.manifest.get("policy") or "drop")
         compat = run.summary.get("compat") or run.manifest.get("compat")
         for label, recs in groups.items():
             summary = summarize_records(recs, policy=policy, compat=compat)
-            out_runs.append(Run(path=run.path, manifest=run.manifest, summary=summary,
-                                recomputed=True, _records=recs))
+            out_runs.append(
+                Run(
+                    path=run.path,
+                    manifest=run.manifest,
+                    summary=summary,
+                    recomputed=True,
+                    _records=recs,
+                )
+            )
             labels.append(label)
     return out_runs, labels
 
 
-def plot_runs(runs: Sequence[Run], out: str | os.PathLike, *, kind: str = "reliability",
-              layout: str = "grid", dpi: int = 150, by: Sequence[str] | None = None) -> Path:
+def plot_runs(
+    runs: Sequence[Run],
+    out: str | os.PathLike,
+    *,
+    kind: str = "reliability",
+    layout: str = "grid",
+    dpi: int = 150,
+    by: Sequence[str] | None = None,
+) -> Path:
     """Draw ``runs`` into ``out``; with ``by`` (reliability, grid), one panel per group of the
     records' meta fields (:func:`group_runs`)."""
     if by:
         if kind != "reliability" or layout != "grid":
-            raise UsageError("--by draws reliability panels in a grid: use it without "
-                             "--kind risk-coverage and --layout overlay")
+            raise UsageError(
+                "--by draws reliability panels in a grid: use it without "
+                "--kind risk-coverage and --layout overlay"
+            )
         panels, labels = group_runs(runs, by)
         fig = reliability_figure(panels, layout="grid", groups=labels)
     elif kind == "reliability":
@@ -407,24 +533,49 @@ def plot_runs(runs: Sequence[Run], out: str | os.PathLike, *, kind: str = "relia
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", metavar="RUN",
-                        help="run folder(s), or folders searched recursively for runs")
-    parser.add_argument("--kind", choices=KINDS, default="reliability",
-                        help="reliability diagram (default) or selective risk vs coverage")
-    parser.add_argument("--out", default=None, metavar="FILE",
-                        help="output .png or .svg (default: reliability.png / risk_coverage.png)")
-    parser.add_argument("--layout", choices=("grid", "overlay"), default="grid",
-                        help="several runs: small multiples (default) or one overlaid diagram")
-    parser.add_argument("--task", action="append", default=None,
-                        help="only runs of this task (repeatable)")
-    parser.add_argument("--model", action="append", default=None,
-                        help="only runs of this model (repeatable)")
+    parser.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help="run folder(s), or folders searched recursively for runs",
+    )
+    parser.add_argument(
+        "--kind",
+        choices=KINDS,
+        default="reliability",
+        help="reliability diagram (default) or selective risk vs coverage",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE",
+        help="output .png or .svg (default: reliability.png / risk_coverage.png)",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=("grid", "overlay"),
+        default="grid",
+        help="several runs: small multiples (default) or one overlaid diagram",
+    )
+    parser.add_argument(
+        "--task", action="append", default=None, help="only runs of this task (repeatable)"
+    )
+    parser.add_argument(
+        "--model", action="append", default=None, help="only runs of this model (repeatable)"
+    )
     parser.add_argument("--dpi", type=int, default=150, help="PNG resolution (default 150)")
-    parser.add_argument("--recompute", action="store_true",
-                        help="recompute metrics from samples.jsonl instead of reading metrics.json")
-    parser.add_argument("--by", default=None, metavar="KEY[,KEY]",
-                        help="one reliability panel per group of these record meta fields "
-                             f"(e.g. num_terms for chain_sum; at most {MAX_PANELS} panels)")
+    parser.add_argument(
+        "--recompute",
+        action="store_true",
+        help="recompute metrics from samples.jsonl instead of reading metrics.json",
+    )
+    parser.add_argument(
+        "--by",
+        default=None,
+        metavar="KEY[,KEY]",
+        help="one reliability panel per group of these record meta fields "
+        f"(e.g. num_terms for chain_sum; at most {MAX_PANELS} panels)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -444,6 +595,8 @@ def run(args: argparse.Namespace) -> int:
     if args.by is not None and not by:
         raise UsageError("--by needs at least one meta field name")
     path = plot_runs(runs, out, kind=args.kind, layout=args.layout, dpi=args.dpi, by=by)
-    print(f"wrote {path} ({len(runs)} run{'s' if len(runs) != 1 else ''}"
-          f"{', by ' + ','.join(by) if by else ''})")
+    print(
+        f"wrote {path} ({len(runs)} run{'s' if len(runs) != 1 else ''}"
+        f"{', by ' + ','.join(by) if by else ''})"
+    )
     return 0

@@ -118,22 +118,28 @@ def run_reasons(run: Run) -> list[str]:
         out.append(f"confidence parse rate {pr:.0%}, below {MIN_PARSE_RATE:.0%}")
     hi = accuracy_upper(run)
     if hi is not None and hi < FLOOR_ACCURACY:
-        out.append(f"accuracy at the floor: 95% Wilson upper bound {hi:.3f}, below {FLOOR_ACCURACY}")
+        out.append(
+            f"accuracy at the floor: 95% Wilson upper bound {hi:.3f}, below {FLOOR_ACCURACY}"
+        )
     elif run.records:
         right = sum(bool(r["correct"]) for r in run.records)
         fewest = min(right, len(run.records) - right)
         if fewest < MIN_EACH_OUTCOME:
             which = "right" if right <= len(run.records) - right else "wrong"
-            out.append(f"only {fewest} {which} answers (fewer than {MIN_EACH_OUTCOME}): "
-                       "too few to measure calibration")
+            out.append(
+                f"only {fewest} {which} answers (fewer than {MIN_EACH_OUTCOME}): "
+                "too few to measure calibration"
+            )
     return out
 
 
 def derived_reason(settings: dict[str, Any]) -> str:
     """The unranked reason of a recalibrated row (``settings``: its fit settings)."""
-    return (f"derived row: {settings.get('method')} recalibration of the stated confidences, "
-            f"cross-fitted ({settings.get('k')} folds, seed {settings.get('seed')}); a "
-            "post-hoc baseline, not ranked against stated confidences")
+    return (
+        f"derived row: {settings.get('method')} recalibration of the stated confidences, "
+        f"cross-fitted ({settings.get('k')} folds, seed {settings.get('seed')}); a "
+        "post-hoc baseline, not ranked against stated confidences"
+    )
 
 
 def _common_questions(rows: list[dict[str, Any]]) -> frozenset[str] | None:
@@ -165,13 +171,28 @@ def tie_test(above: dict[str, Any], row: dict[str, Any], metric: str) -> dict[st
         # Imported here: compare imports this module (its metric directions and names).
         from calbench.report.compare import compare_records
 
-        res = compare_records(ra, rb, metrics=(metric,), policy=RANK_POLICY,
-                              n_bootstrap=PAIRED_N_BOOTSTRAP, seed=PAIRED_SEED, explain=False)
+        res = compare_records(
+            ra,
+            rb,
+            metrics=(metric,),
+            policy=RANK_POLICY,
+            n_bootstrap=PAIRED_N_BOOTSTRAP,
+            seed=PAIRED_SEED,
+            explain=False,
+        )
         m = res["metrics"][metric]
         shared = m["lo"] is None or m["hi"] is None or m["lo"] <= 0 <= m["hi"]
-        return {"test": PAIRED, "shared": shared, "diff": m["diff"], "lo": m["lo"],
-                "hi": m["hi"], "n_paired": res["n_paired"], "n_bootstrap": PAIRED_N_BOOTSTRAP,
-                "seed": PAIRED_SEED, "policy": RANK_POLICY}
+        return {
+            "test": PAIRED,
+            "shared": shared,
+            "diff": m["diff"],
+            "lo": m["lo"],
+            "hi": m["hi"],
+            "n_paired": res["n_paired"],
+            "n_bootstrap": PAIRED_N_BOOTSTRAP,
+            "seed": PAIRED_SEED,
+            "policy": RANK_POLICY,
+        }
     return {"test": CI_OVERLAP, "shared": _overlap(row["ranking"], above["ranking"])}
 
 
@@ -199,8 +220,10 @@ def rank_rows(rows: list[dict[str, Any]], metric: str = DEFAULT_RANK_BY) -> list
             reasons = list(r.get("_reasons") or [])
             ids = r.get("_ids")
             if common is not None and ids is not None and ids != common:
-                reasons.append(f"different questions: {len(ids)} ids, {len(ids & common)} of them "
-                               f"among the {len(common)} the task's other rows were asked")
+                reasons.append(
+                    f"different questions: {len(ids)} ids, {len(ids & common)} of them "
+                    f"among the {len(common)} the task's other rows were asked"
+                )
             if r["ranking"]["value"] is None:
                 reasons.append(f"{HEADERS[metric]} undefined under {RANK_POLICY}")
             r["unranked_reason"] = "; ".join(reasons) or None
@@ -225,7 +248,12 @@ def rank_rows(rows: list[dict[str, Any]], metric: str = DEFAULT_RANK_BY) -> list
             else:
                 r["rank"] = i + 1
         for r in unranked:
-            r["rank"], r["rank_shared"], r["rank_test"], r["rank_vs_above"] = None, False, None, None
+            r["rank"], r["rank_shared"], r["rank_test"], r["rank_vs_above"] = (
+                None,
+                False,
+                None,
+                None,
+            )
         out.extend(ranked + unranked)
     return out
 
@@ -247,8 +275,10 @@ def tie_note(row: dict[str, Any]) -> str | None:
         return f"rank shared with the row below ({row.get('rank_test')})"
     if vs["test"] == PAIRED:
         ci = "undefined" if vs["lo"] is None else f"[{vs['lo']:+.4f}, {vs['hi']:+.4f}]"
-        return (f"rank shared with the row above: paired bootstrap 95% CI of the difference "
-                f"{ci} over {vs['n_paired']} shared questions contains 0")
+        return (
+            f"rank shared with the row above: paired bootstrap 95% CI of the difference "
+            f"{ci} over {vs['n_paired']} shared questions contains 0"
+        )
     return "rank shared with the row above: their 95% CIs overlap"
 
 

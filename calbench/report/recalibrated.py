@@ -51,8 +51,10 @@ def parse_methods(text: str, flag: str = "--recalibrate") -> list[str]:
         raise UsageError(f"{flag}: name one or more of {', '.join(recal.METHODS)}")
     unknown = [m for m in names if m not in recal.METHODS]
     if unknown:
-        raise UsageError(f"{flag}: unknown method {', '.join(map(repr, unknown))}; choose from "
-                         f"{', '.join(recal.METHODS)}")
+        raise UsageError(
+            f"{flag}: unknown method {', '.join(map(repr, unknown))}; choose from "
+            f"{', '.join(recal.METHODS)}"
+        )
     return names
 
 
@@ -63,22 +65,34 @@ def cli_options(
     (and for score ``--calibration-run``); empty without ``--recalibrate``; UsageError for
     values or combinations that cannot mean anything."""
     if recalibrate is None:
-        given = [flag for flag, v in (("--recal-folds", folds), ("--recal-seed", seed),
-                                      ("--calibration-run", calibration_run)) if v is not None]
+        given = [
+            flag
+            for flag, v in (
+                ("--recal-folds", folds),
+                ("--recal-seed", seed),
+                ("--calibration-run", calibration_run),
+            )
+            if v is not None
+        ]
         if given:
             raise UsageError(f"{' and '.join(given)} only apply with --recalibrate")
         return {}
     if calibration_run is not None:
         if folds is not None or seed is not None:
-            raise UsageError("--recal-folds/--recal-seed set the cross-fitting folds; with "
-                             "--calibration-run the maps are fitted on that run instead")
+            raise UsageError(
+                "--recal-folds/--recal-seed set the cross-fitting folds; with "
+                "--calibration-run the maps are fitted on that run instead"
+            )
         return {"recalibrate": parse_methods(recalibrate), "calibration_run": calibration_run}
     if folds is not None and folds < 2:
         raise UsageError(f"--recal-folds must be >= 2, got {folds}")
     if seed is not None and seed < 0:
         raise UsageError(f"--recal-seed must be >= 0, got {seed}")
-    return {"recalibrate": parse_methods(recalibrate), "recal_folds": folds,
-            "recal_seed": 0 if seed is None else seed}
+    return {
+        "recalibrate": parse_methods(recalibrate),
+        "recal_folds": folds,
+        "recal_seed": 0 if seed is None else seed,
+    }
 
 
 def _arrays(records: list[dict]) -> tuple[list[bool], list[float], list[str]]:
@@ -128,23 +142,47 @@ def _map_settings(method: str) -> dict:
 def apply_records(records: list[dict], recal_map: dict, source: str) -> tuple[np.ndarray, dict]:
     """``recal_map`` applied to ``records`` (NaN where unparsed) and the fit settings."""
     _, conf, _ = _arrays(records)
-    settings = {"method": recal_map["method"], "mode": "calibration_run",
-                "calibration_run": source, "map": recal_map}
+    settings = {
+        "method": recal_map["method"],
+        "mode": "calibration_run",
+        "calibration_run": source,
+        "map": recal_map,
+    }
     return recal.apply(recal_map, conf), settings
 
 
 def score_entry(
-    records: list[dict], conf: np.ndarray, settings: dict, *, compat: str | None = None,
-    policy: str = "drop", n_bootstrap: int = 1000, seed: int = 0,
+    records: list[dict],
+    conf: np.ndarray,
+    settings: dict,
+    *,
+    compat: str | None = None,
+    policy: str = "drop",
+    n_bootstrap: int = 1000,
+    seed: int = 0,
 ) -> dict:
     """``recalibrated.<method>`` of a scores.json entry: the suite (values and CIs) of the
     recalibrated confidences under the same policy, compat and bootstrap as the stated ones."""
     correct, _, ids = _arrays(records)
-    s = summarize(correct, [None if math.isnan(c) else float(c) for c in conf],
-                  n_bootstrap=n_bootstrap, seed=seed, policy=policy, compat=compat, ids=ids)
-    out = {"fit": settings, "n": s["n"], "n_scored": s["n_scored"], "coverage": s["coverage"],
-           "policy": s["policy"], "compat": s["compat"], "metrics": s["metrics"],
-           "ci": s["ci"] | {"conditional": CI_NOTE}}
+    s = summarize(
+        correct,
+        [None if math.isnan(c) else float(c) for c in conf],
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        policy=policy,
+        compat=compat,
+        ids=ids,
+    )
+    out = {
+        "fit": settings,
+        "n": s["n"],
+        "n_scored": s["n_scored"],
+        "coverage": s["coverage"],
+        "policy": s["policy"],
+        "compat": s["compat"],
+        "metrics": s["metrics"],
+        "ci": s["ci"] | {"conditional": CI_NOTE},
+    }
     if s.get("reasons"):
         out["reasons"] = s["reasons"]
     return out
@@ -159,9 +197,11 @@ def calibration(path, methods: list[str]) -> dict:
     except RecordError as e:
         raise UsageError(f"--calibration-run: {e}") from None
     if len(loaded) != 1:
-        raise UsageError(f"--calibration-run {path}: holds {len(loaded)} dataset/model groups; "
-                         "name a file or run folder holding one")
-    ((dataset, _), records), = loaded.items()
+        raise UsageError(
+            f"--calibration-run {path}: holds {len(loaded)} dataset/model groups; "
+            "name a file or run folder holding one"
+        )
+    (((dataset, _), records),) = loaded.items()
     source = str(path)
     correct, conf, ids = _arrays(records)
     try:
@@ -172,9 +212,17 @@ def calibration(path, methods: list[str]) -> dict:
 
 
 def recalibrated_entries(
-    records: list[dict], methods: list[str], dataset: str, *, k: int | None = None,
-    seed: int = 0, cal: dict | None = None, compat: str | None = None, policy: str = "drop",
-    n_bootstrap: int = 1000, boot_seed: int = 0,
+    records: list[dict],
+    methods: list[str],
+    dataset: str,
+    *,
+    k: int | None = None,
+    seed: int = 0,
+    cal: dict | None = None,
+    compat: str | None = None,
+    policy: str = "drop",
+    n_bootstrap: int = 1000,
+    boot_seed: int = 0,
 ) -> dict:
     """``recalibrated`` of a scores.json entry: {method: :func:`score_entry`}, cross-fitted
     (``k`` folds, default ``CROSSFIT_K``; ``seed``), or with ``cal`` (:func:`calibration`) by
@@ -186,9 +234,12 @@ def recalibrated_entries(
     if cal is not None and cal["dataset"] == dataset:
         shared = len({str(r["id"]) for r in records} & cal["ids"])
     if shared:
-        print(f"calbench: warning: {dataset}: {shared} of the scored records' ids are in "
-              f"--calibration-run {cal['source']}: those questions are scored by maps fitted "
-              "on them (in-sample)", file=sys.stderr)
+        print(
+            f"calbench: warning: {dataset}: {shared} of the scored records' ids are in "
+            f"--calibration-run {cal['source']}: those questions are scored by maps fitted "
+            "on them (in-sample)",
+            file=sys.stderr,
+        )
     out = {}
     for method in methods:
         if cal is None:
@@ -196,8 +247,15 @@ def recalibrated_entries(
         else:
             conf, settings = apply_records(records, cal["maps"][method], cal["source"])
             settings["shared_ids"] = shared
-        out[method] = score_entry(records, conf, settings, compat=compat, policy=policy,
-                                  n_bootstrap=n_bootstrap, seed=boot_seed)
+        out[method] = score_entry(
+            records,
+            conf,
+            settings,
+            compat=compat,
+            policy=policy,
+            n_bootstrap=n_bootstrap,
+            seed=boot_seed,
+        )
     return out
 
 
@@ -214,17 +272,21 @@ def recalibrated_run(run: Run, method: str, k: int = recal.CROSSFIT_K, seed: int
         conf, settings = crossfit_records(run.records, method, k, seed)
     except MetricInputError as e:
         raise UsageError(f"{run.path}: --recalibrate {method}: {e}") from None
-    records = [dict(r, confidence=None if math.isnan(c) else float(c))
-               for r, c in zip(run.records, conf, strict=True)]
+    records = [
+        dict(r, confidence=None if math.isnan(c) else float(c))
+        for r, c in zip(run.records, conf, strict=True)
+    ]
     ci = run.summary.get("ci") or {}
     summary = summarize_records(
-        records, policy=str(run.summary.get("policy") or "drop"),
-        compat=run.summary.get("compat"), n_bootstrap=int(ci.get("n_bootstrap", 1000)),
-        seed=int(ci.get("seed", 0)))
+        records,
+        policy=str(run.summary.get("policy") or "drop"),
+        compat=run.summary.get("compat"),
+        n_bootstrap=int(ci.get("n_bootstrap", 1000)),
+        seed=int(ci.get("seed", 0)),
+    )
     summary["ci"]["conditional"] = CI_NOTE
     manifest = dict(run.manifest, model=f"{run.model} +{method}", recalibration=settings)
-    return Run(path=run.path, manifest=manifest, summary=summary, recomputed=True,
-               _records=records)
+    return Run(path=run.path, manifest=manifest, summary=summary, recomputed=True, _records=records)
 
 
 def recalibrated_runs(
@@ -270,12 +332,19 @@ def print_recalibrated(scores: dict[str, dict[str, dict]]) -> None:
             rows = [("stated", e["metrics"])]
             for method, r in (e.get("recalibrated") or {}).items():
                 fit = r["fit"]
-                modes.add(f"cross-fitted, k={fit['k']}, seed={fit['seed']}"
-                          if fit["mode"] == "crossfit" else f"fitted on {fit['calibration_run']}")
+                modes.add(
+                    f"cross-fitted, k={fit['k']}, seed={fit['seed']}"
+                    if fit["mode"] == "crossfit"
+                    else f"fitted on {fit['calibration_run']}"
+                )
                 rows.append((f"+{method}", r["metrics"]))
             for label, metrics in rows:
-                table.add_row(dataset, model, label,
-                              *(_cell(metrics, m) for m in ("ece", "smooth_ece", "brier", "auroc")))
+                table.add_row(
+                    dataset,
+                    model,
+                    label,
+                    *(_cell(metrics, m) for m in ("ece", "smooth_ece", "brier", "auroc")),
+                )
     console = Console(width=max(Console().width, 160))
     console.print(table)
     console.print(TABLE_NOTE.format(mode="; ".join(sorted(modes))))

@@ -86,29 +86,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument(
-        "--regrade", action="store_true",
+        "--regrade",
+        action="store_true",
         help="released outputs (RLCR .jsonl, lm-eval samples): grade each response again with "
-             "calbench's parser and grader; entries get 'regrade' (changes, both accuracies)",
+        "calbench's parser and grader; entries get 'regrade' (changes, both accuracies)",
     )
     parser.add_argument(
-        "--by", default=None, metavar="KEY[,KEY]",
+        "--by",
+        default=None,
+        metavar="KEY[,KEY]",
         help="also break each run down by these record meta fields (e.g. num_terms,num_digits "
-             "for chain_sum): per group n, accuracy, parse rate, mean stated confidence, and "
-             "ECE, Brier and AUROC with bootstrap CIs",
+        "for chain_sum): per group n, accuracy, parse rate, mean stated confidence, and "
+        "ECE, Brier and AUROC with bootstrap CIs",
     )
     parser.add_argument(
-        "--recalibrate", default=None, metavar="METHOD[,METHOD]",
+        "--recalibrate",
+        default=None,
+        metavar="METHOD[,METHOD]",
         help="also score the confidences after post-hoc recalibration: temperature, platt, "
-             "isotonic, histogram (cross-fitted; see docs/recalibration.md)",
+        "isotonic, histogram (cross-fitted; see docs/recalibration.md)",
     )
-    parser.add_argument("--recal-folds", type=int, default=None, metavar="K",
-                        help="cross-fitting folds for --recalibrate (default 5)")
-    parser.add_argument("--recal-seed", type=int, default=None, metavar="S",
-                        help="seed of the cross-fitting folds (default 0)")
     parser.add_argument(
-        "--calibration-run", default=None, metavar="RUN",
+        "--recal-folds",
+        type=int,
+        default=None,
+        metavar="K",
+        help="cross-fitting folds for --recalibrate (default 5)",
+    )
+    parser.add_argument(
+        "--recal-seed",
+        type=int,
+        default=None,
+        metavar="S",
+        help="seed of the cross-fitting folds (default 0)",
+    )
+    parser.add_argument(
+        "--calibration-run",
+        default=None,
+        metavar="RUN",
         help="fit the --recalibrate maps on this run's records (one dataset/model) and apply "
-             "them to every input, instead of cross-fitting",
+        "them to every input, instead of cross-fitting",
     )
 
 
@@ -282,17 +299,30 @@ def score_files(
                 from calbench.report.recalibrated import recalibrated_entries  # lazy: see top
 
                 entry["recalibrated"] = recalibrated_entries(
-                    recs, recalibrate, dataset, k=recal_folds, seed=recal_seed, cal=cal,
-                    compat=compat, policy=policy, n_bootstrap=n_bootstrap, boot_seed=seed)
+                    recs,
+                    recalibrate,
+                    dataset,
+                    k=recal_folds,
+                    seed=recal_seed,
+                    cal=cal,
+                    compat=compat,
+                    policy=policy,
+                    n_bootstrap=n_bootstrap,
+                    boot_seed=seed,
+                )
         except MetricInputError as e:
             raise UsageError(f"{sources[(dataset, model)]} ({dataset}, {model}): {e}") from None
         entry["source"] = sources[(dataset, model)]
         if (dataset, model) in regrades:
             entry["regrade"] = regrades[(dataset, model)]
         if by:
-            entry["by"] = {"keys": by, "metrics": list(BY_METRICS),
-                           "groups": breakdown(recs, by, compat=compat, policy=policy,
-                                               n_bootstrap=n_bootstrap, seed=seed)}
+            entry["by"] = {
+                "keys": by,
+                "metrics": list(BY_METRICS),
+                "groups": breakdown(
+                    recs, by, compat=compat, policy=policy, n_bootstrap=n_bootstrap, seed=seed
+                ),
+            }
         scores.setdefault(dataset, {})[model] = entry
     return scores
 
@@ -313,11 +343,15 @@ def group_records(records: list[dict], keys: list[str]) -> dict[str, list[dict]]
         meta = r.get("meta") if isinstance(r.get("meta"), dict) else {}
         groups.setdefault(tuple(meta.get(k, "?") for k in keys), []).append(r)
     if len(groups) > MAX_GROUPS:
-        raise UsageError(f"--by {','.join(keys)}: {len(groups)} groups, more than {MAX_GROUPS}; "
-                         "choose coarser meta fields")
+        raise UsageError(
+            f"--by {','.join(keys)}: {len(groups)} groups, more than {MAX_GROUPS}; "
+            "choose coarser meta fields"
+        )
     ordered = sorted(groups, key=lambda vals: tuple(_natural(v) for v in vals))
-    return {",".join(f"{k}={v}" for k, v in zip(keys, vals, strict=True)): groups[vals]
-            for vals in ordered}
+    return {
+        ",".join(f"{k}={v}" for k, v in zip(keys, vals, strict=True)): groups[vals]
+        for vals in ordered
+    }
 
 
 def breakdown(
@@ -344,13 +378,25 @@ def breakdown(
         k = sum(bool(r["correct"]) for r in recs)
         conf = [r["confidence"] for r in recs if r["confidence"] is not None]
         lo, hi = wilson_interval(k, n)
-        summary = summarize([r["correct"] for r in recs], [r["confidence"] for r in recs],
-                            n_bootstrap=n_bootstrap, seed=seed, policy=policy, compat=compat,
-                            ids=[r["id"] for r in recs])
-        row = {"group": label, "n": n, "accuracy": k / n, "accuracy_lo": lo,
-               "accuracy_hi": hi, "parse_rate": len(conf) / n,
-               "mean_confidence": sum(conf) / len(conf) if conf else None,
-               "n_scored": summary["n_scored"]}
+        summary = summarize(
+            [r["correct"] for r in recs],
+            [r["confidence"] for r in recs],
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+            policy=policy,
+            compat=compat,
+            ids=[r["id"] for r in recs],
+        )
+        row = {
+            "group": label,
+            "n": n,
+            "accuracy": k / n,
+            "accuracy_lo": lo,
+            "accuracy_hi": hi,
+            "parse_rate": len(conf) / n,
+            "mean_confidence": sum(conf) / len(conf) if conf else None,
+            "n_scored": summary["n_scored"],
+        }
         row.update({m: summary["metrics"][m] for m in BY_METRICS})
         reasons = {m: why for m, why in (summary.get("reasons") or {}).items() if m in BY_METRICS}
         if reasons:
@@ -369,16 +415,29 @@ def _cell(m: dict) -> str:
 def print_breakdown(dataset: str, model: str, rows: list[dict]) -> None:
     # Names and group labels come from the records: shown as plain text, never as rich markup.
     table = Table(title=Text(f"{dataset} · {model}"))
-    columns = ("group", "n", "accuracy [95% CI]", "parse", "mean conf", "ECE [95% CI]",
-               "Brier [95% CI]", "AUROC [95% CI]")
+    columns = (
+        "group",
+        "n",
+        "accuracy [95% CI]",
+        "parse",
+        "mean conf",
+        "ECE [95% CI]",
+        "Brier [95% CI]",
+        "AUROC [95% CI]",
+    )
     for col in columns:
         table.add_column(col, justify="left" if col == "group" else "right")
     notes = []
     for r in rows:
         mc = "n/a" if r["mean_confidence"] is None else f"{r['mean_confidence']:.3f}"
-        table.add_row(Text(r["group"]), str(r["n"]),
-                      f"{r['accuracy']:.3f} [{r['accuracy_lo']:.3f}, {r['accuracy_hi']:.3f}]",
-                      f"{r['parse_rate']:.0%}", mc, *(_cell(r[m]) for m in BY_METRICS))
+        table.add_row(
+            Text(r["group"]),
+            str(r["n"]),
+            f"{r['accuracy']:.3f} [{r['accuracy_lo']:.3f}, {r['accuracy_hi']:.3f}]",
+            f"{r['parse_rate']:.0%}",
+            mc,
+            *(_cell(r[m]) for m in BY_METRICS),
+        )
         notes += [f"{r['group']}: {m} undefined: {why}" for m, why in r.get("reasons", {}).items()]
     console = Console(width=max(Console().width, 150))
     console.print(table)
@@ -463,8 +522,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _recal_args(args: argparse.Namespace) -> dict:
     """score_files keywords of --recalibrate, --recal-folds, --recal-seed, --calibration-run."""
-    if not any(x is not None for x in (args.recalibrate, args.recal_folds, args.recal_seed,
-                                       args.calibration_run)):
+    if not any(
+        x is not None
+        for x in (args.recalibrate, args.recal_folds, args.recal_seed, args.calibration_run)
+    ):
         return {}
     from calbench.report.recalibrated import cli_options  # lazy: see the imports
 

@@ -25,8 +25,9 @@ from calbench.train.policy import Policy
 TRAINER_STATE = "trainer_state.pt"  # in checkpoint/: step, optimizer, RNGs, reference LoRA
 
 
-def save_model(policy: Policy, folder: Path, info: dict[str, Any],
-               also: Callable[[Path], None] | None = None) -> None:
+def save_model(
+    policy: Policy, folder: Path, info: dict[str, Any], also: Callable[[Path], None] | None = None
+) -> None:
     """Save the trained weights so ``calbench eval --model <folder>`` loads them: a PEFT adapter
     whose ``base_model_name_or_path`` is the user's ``--model`` spec (resolved offline by
     :func:`calbench.core.models.resolve_model`), or a full HF folder; plus ``calbench_train.json``.
@@ -56,9 +57,17 @@ def save_model(policy: Policy, folder: Path, info: dict[str, Any],
 
 def run_info(cfg: RunConfig, algo: str, step: int, wall_s: float, **extra: Any) -> dict[str, Any]:
     """What ``calbench_train.json`` records next to saved weights."""
-    return {"config": cfg.to_dict(), "method": cfg.method, "algo": algo, "steps": step,
-            "seed": cfg.seed, "wall_time_s": round(wall_s, 2), "git_commit": git_commit(),
-            "calbench_version": __version__, **extra}
+    return {
+        "config": cfg.to_dict(),
+        "method": cfg.method,
+        "algo": algo,
+        "steps": step,
+        "seed": cfg.seed,
+        "wall_time_s": round(wall_s, 2),
+        "git_commit": git_commit(),
+        "calbench_version": __version__,
+        **extra,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,11 +96,16 @@ def rng_state() -> dict[str, Any]:
     version, mt, gauss_next = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
-        "python": {"version": int(version), "mt": [int(x) for x in mt],
-                   "gauss_next": gauss_next},
-        "numpy": {"kind": str(kind), "keys": [int(x) for x in keys], "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "torch": torch.get_rng_state()}
+        "python": {"version": int(version), "mt": [int(x) for x in mt], "gauss_next": gauss_next},
+        "numpy": {
+            "kind": str(kind),
+            "keys": [int(x) for x in keys],
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -101,8 +115,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` returned."""
     py, npy = state["python"], state["numpy"]
     random.setstate((py["version"], tuple(py["mt"]), py["gauss_next"]))
-    np.random.set_state((npy["kind"], np.asarray(npy["keys"], dtype=np.uint32), npy["pos"],
-                         npy["has_gauss"], npy["cached_gaussian"]))
+    np.random.set_state(
+        (
+            npy["kind"],
+            np.asarray(npy["keys"], dtype=np.uint32),
+            npy["pos"],
+            npy["has_gauss"],
+            npy["cached_gaussian"],
+        )
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -124,21 +145,27 @@ def load_trainer_state(path: Path, device: torch.device | str = "cpu") -> dict[s
     other pickled object (which a full unpickle would run) is refused with a UsageError."""
     hint = "pass --overwrite (or a new --out) to start the run afresh"
     if not path.is_file():
-        raise UsageError(f"{path}: missing, so the checkpoint in {path.parent} is incomplete; "
-                         f"{hint}")
+        raise UsageError(
+            f"{path}: missing, so the checkpoint in {path.parent} is incomplete; {hint}"
+        )
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        why = re.search(r"WeightsUnpickler error:\s*(.*?)(?:\s+was not an allowed|\n\n|$)",
-                        str(e), re.S)
+        why = re.search(
+            r"WeightsUnpickler error:\s*(.*?)(?:\s+was not an allowed|\n\n|$)", str(e), re.S
+        )
         reason = why.group(1).strip() if why and why.group(1).strip() else type(e).__name__
-        raise UsageError(f"{path}: refusing to load: not a tensors-only calbench trainer state "
-                         f"({reason}); {hint}") from None
-    missing = [k for k in ("step", "rng", "optimizer") if not isinstance(state, dict)
-               or k not in state]
+        raise UsageError(
+            f"{path}: refusing to load: not a tensors-only calbench trainer state "
+            f"({reason}); {hint}"
+        ) from None
+    missing = [
+        k for k in ("step", "rng", "optimizer") if not isinstance(state, dict) or k not in state
+    ]
     if missing:
-        raise UsageError(f"{path}: not a calbench trainer state (lacks {', '.join(missing)}); "
-                         f"{hint}")
+        raise UsageError(
+            f"{path}: not a calbench trainer state (lacks {', '.join(missing)}); {hint}"
+        )
     return state
 
 
@@ -153,8 +180,9 @@ def read_checkpoint_info(out_dir: Path) -> dict[str, Any] | None:
     try:
         return json.loads(f.read_text(encoding="utf-8"))
     except ValueError as e:
-        raise UsageError(f"{f}: not valid JSON ({e}); pass --overwrite (or a new --out) to "
-                         "start the run afresh") from None
+        raise UsageError(
+            f"{f}: not valid JSON ({e}); pass --overwrite (or a new --out) to start the run afresh"
+        ) from None
 
 
 def check_resumable(out_dir: Path, cfg: RunConfig, algo: str) -> dict[str, Any] | None:
@@ -168,8 +196,10 @@ def check_resumable(out_dir: Path, cfg: RunConfig, algo: str) -> dict[str, Any] 
         if old.get(key) != getattr(cfg, key):
             raise UsageError(
                 f"{out_dir} holds a checkpoint of another run ({key}={old.get(key)!r}, now "
-                f"{getattr(cfg, key)!r}); pass a new --out or --overwrite")
+                f"{getattr(cfg, key)!r}); pass a new --out or --overwrite"
+            )
     if info.get("algo") != algo:
-        raise UsageError(f"{out_dir} holds a {info.get('algo')} run, not {algo}; pass a new --out "
-                         "or --overwrite")
+        raise UsageError(
+            f"{out_dir} holds a {info.get('algo')} run, not {algo}; pass a new --out or --overwrite"
+        )
     return info

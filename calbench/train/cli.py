@@ -42,11 +42,19 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--ppo-epochs", "ppo_epochs", int, "PPO: epochs over each rollout batch"),
     ("--minibatches", "minibatches", int, "PPO: minibatches per epoch"),
     ("--micro-batch", "micro_batch", int, "GRPO: questions per forward/backward chunk"),
-    ("--conf-grad", "conf_grad", str,
-     "GRPO: confidence digit credit: sampled | expected (exact over the ten digits)"),
+    (
+        "--conf-grad",
+        "conf_grad",
+        str,
+        "GRPO: confidence digit credit: sampled | expected (exact over the ten digits)",
+    ),
     ("--conf-weight", "conf_weight", float, "GRPO: λ, weight of the exact confidence-digit term"),
-    ("--conf-entropy", "conf_entropy", float,
-     "GRPO: τ, entropy bonus on the confidence digit (with --conf-grad expected)"),
+    (
+        "--conf-entropy",
+        "conf_entropy",
+        float,
+        "GRPO: τ, entropy bonus on the confidence digit (with --conf-grad expected)",
+    ),
     ("--train-order", "train_order", str, "RL questions: stream | stratified (bins take turns)"),
     ("--lora-r", "lora_r", int, "LoRA rank"),
     ("--lora-alpha", "lora_alpha", int, "LoRA alpha"),
@@ -54,8 +62,12 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--elicitation", "elicitation", str, "prompt format (as in calbench eval): tags | prefill"),
     ("--eval-every", "eval_every", int, "steps between held-out evaluations (0: start/end)"),
     ("--eval-size", "eval_size", int, "held-out questions per evaluation"),
-    ("--eval-split", "eval_split", str,
-     "held-out questions: test (the eval task's pool) | val (train stream far from RL)"),
+    (
+        "--eval-split",
+        "eval_split",
+        str,
+        "held-out questions: test (the eval task's pool) | val (train stream far from RL)",
+    ),
     ("--save-every", "save_every", int, "steps between checkpoints"),
     ("--device", "device", str, "auto | cpu | cuda | cuda:N"),
     ("--dtype", "dtype", str, "auto | fp32 | bf16 (autocast and rollout copy)"),
@@ -67,26 +79,54 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", required=True, choices=METHODS,
-                        help="reward (rlcr = correctness + Brier, calbench's default), or "
-                             "'warmup' for the supervised format stage")
+    parser.add_argument(
+        "--method",
+        required=True,
+        choices=METHODS,
+        help="reward (rlcr = correctness + Brier, calbench's default), or "
+        "'warmup' for the supervised format stage",
+    )
     parser.add_argument("--algo", default="grpo", choices=ALGOS, help="RL algorithm")
-    parser.add_argument("--model", default="smollm2-135m",
-                        help="alias, HF folder, or a PEFT adapter folder to continue training "
-                             "(e.g. the warm-up's runs/warmup/adapter)")
-    parser.add_argument("--out", dest="out_dir", default=None,
-                        help="run folder (default runs/train/<method>-<algo>); rerunning into a "
-                             "folder with a checkpoint resumes")
-    parser.add_argument("--full-finetune", action="store_true", default=None,
-                        help="train every weight instead of a LoRA adapter")
-    parser.add_argument("--no-split-credit", dest="split_credit", action="store_false",
-                        default=None, help="one sequence-level advantage for all tokens")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
-                        help="no progress bar")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="discard a checkpoint and log already in --out")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="NAME=VALUE", help="set any config field (repeatable)")
+    parser.add_argument(
+        "--model",
+        default="smollm2-135m",
+        help="alias, HF folder, or a PEFT adapter folder to continue training "
+        "(e.g. the warm-up's runs/warmup/adapter)",
+    )
+    parser.add_argument(
+        "--out",
+        dest="out_dir",
+        default=None,
+        help="run folder (default runs/train/<method>-<algo>); rerunning into a "
+        "folder with a checkpoint resumes",
+    )
+    parser.add_argument(
+        "--full-finetune",
+        action="store_true",
+        default=None,
+        help="train every weight instead of a LoRA adapter",
+    )
+    parser.add_argument(
+        "--no-split-credit",
+        dest="split_credit",
+        action="store_false",
+        default=None,
+        help="one sequence-level advantage for all tokens",
+    )
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_false", default=None, help="no progress bar"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="discard a checkpoint and log already in --out"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set any config field (repeatable)",
+    )
     for flag, dest, typ, help_ in _FLAGS:
         parser.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
 
@@ -134,13 +174,16 @@ def build_config(args: argparse.Namespace) -> Any:
         key, raw = item.split("=", 1)
         key = key.strip().replace("-", "_")
         if key not in names:
-            raise UsageError(f"--set {key}: {cls.__name__} has no such field; fields: "
-                             f"{', '.join(sorted(names))}")
+            raise UsageError(
+                f"--set {key}: {cls.__name__} has no such field; fields: {', '.join(sorted(names))}"
+            )
         values[key] = _coerce(raw, getattr(defaults, key))
     if args.method != "warmup":
         values["method"] = args.method
-    values.setdefault("out_dir", f"runs/train/{args.method}" +
-                      ("" if args.method == "warmup" else f"-{args.algo}"))
+    values.setdefault(
+        "out_dir",
+        f"runs/train/{args.method}" + ("" if args.method == "warmup" else f"-{args.algo}"),
+    )
     cfg = cls(**values)
     _validate(cfg)
     return cfg
@@ -164,8 +207,18 @@ def _validate(cfg: Any) -> None:
         raise UsageError("--conf-entropy must be >= 0")
     if getattr(cfg, "conf_entropy", 0.0) > 0 and getattr(cfg, "conf_grad", "") != "expected":
         raise UsageError("--conf-entropy needs --conf-grad expected (it acts on the exact term)")
-    for name in ("steps", "prompts_per_step", "group_size", "max_new_tokens", "examples",
-                 "epochs", "batch_size", "ppo_epochs", "minibatches", "updates_per_batch"):
+    for name in (
+        "steps",
+        "prompts_per_step",
+        "group_size",
+        "max_new_tokens",
+        "examples",
+        "epochs",
+        "batch_size",
+        "ppo_epochs",
+        "minibatches",
+        "updates_per_batch",
+    ):
         if hasattr(cfg, name) and getattr(cfg, name) < 1:
             raise UsageError(f"{name} must be >= 1")
     if getattr(cfg, "group_size", 2) < 2 and cfg.__class__.__name__ == "GRPOConfig":
@@ -185,11 +238,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         from calbench.train.grpo import train
     result = train(cfg, overwrite=args.overwrite)
-    summary = {"model_dir": str(result.model_dir), "log": str(result.out_dir / "log.jsonl"),
-               "steps": result.steps, "wall_s": round(result.wall_s, 1)}
+    summary = {
+        "model_dir": str(result.model_dir),
+        "log": str(result.out_dir / "log.jsonl"),
+        "steps": result.steps,
+        "wall_s": round(result.wall_s, 1),
+    }
     if result.final_eval:
-        summary["final_eval"] = {k: v for k, v in result.final_eval.items()
-                                 if k.startswith("eval_") and k != "eval_by_bin"}
+        summary["final_eval"] = {
+            k: v
+            for k, v in result.final_eval.items()
+            if k.startswith("eval_") and k != "eval_by_bin"
+        }
     print(json.dumps(summary, indent=2, default=str))
     print(f"evaluate with: calbench eval --model {result.model_dir}", file=sys.stderr)
     return 0

@@ -30,7 +30,9 @@ class RunConfig:
     # held-out evaluation, logging, checkpoints
     eval_every: int = 10  # steps between held-out evaluations (0: only at the start and end)
     eval_size: int = 64  # held-out questions (greedy decoding)
-    eval_split: str = "test"  # "test" (the eval task's held-out pool) | "val" (for choosing recipes)
+    eval_split: str = (
+        "test"  # "test" (the eval task's held-out pool) | "val" (for choosing recipes)
+    )
     save_every: int = 10  # steps between checkpoints (0: only at the end)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N

@@ -47,15 +47,25 @@ def digit_distributions(model: str, records: list[dict], threads: int = 1) -> li
         at = resp.lower().rfind("<confidence>")
         if at < 0 or q is None or r["id"] not in items:
             continue
-        text = (render_prompt(tok, items[r["id"]]["question"], r.get("elicitation", "tags"))
-                + resp[: at + len("<confidence>")] + "0.")
+        text = (
+            render_prompt(tok, items[r["id"]]["question"], r.get("elicitation", "tags"))
+            + resp[: at + len("<confidence>")]
+            + "0."
+        )
         ids = tok(text, add_special_tokens=False, return_tensors="pt").input_ids.to(pol.device)
         with torch.no_grad():
             p = lm(input_ids=ids).logits[0, -1].float().softmax(-1)[digit_ids].cpu().numpy()
         p = p / p.sum()
-        out.append({"id": r["id"], "correct": bool(r["correct"]), "greedy": float(q),
-                    "pi": p.tolist(), "expected": float((p * np.arange(10) / 10).sum()),
-                    "bin": difficulty_bin(items[r["id"]]["meta"])})
+        out.append(
+            {
+                "id": r["id"],
+                "correct": bool(r["correct"]),
+                "greedy": float(q),
+                "pi": p.tolist(),
+                "expected": float((p * np.arange(10) / 10).sum()),
+                "bin": difficulty_bin(items[r["id"]]["meta"]),
+            }
+        )
     return out
 
 
@@ -64,20 +74,30 @@ def summary(rows: list[dict]) -> dict[str, Any]:
     res: dict[str, Any] = {"n": len(rows), "accuracy": float(y.mean()) if len(rows) else None}
     for key in ("greedy", "expected"):
         c = np.array([r[key] for r in rows], float)
-        res[key] = {"mean": float(c.mean()), "std": float(c.std()),
-                    "brier": float(((c - y) ** 2).mean()), "auroc": float(auroc(y, c))}
+        res[key] = {
+            "mean": float(c.mean()),
+            "std": float(c.std()),
+            "brier": float(((c - y) ** 2).mean()),
+            "auroc": float(auroc(y, c)),
+        }
     res["bins"] = {}
     for b in sorted({r["bin"] for r in rows}):
         sel = [r for r in rows if r["bin"] == b]
-        res["bins"][b] = {"n": len(sel), "accuracy": float(np.mean([r["correct"] for r in sel])),
-                          "greedy": float(np.mean([r["greedy"] for r in sel])),
-                          "expected": float(np.mean([r["expected"] for r in sel]))}
+        res["bins"][b] = {
+            "n": len(sel),
+            "accuracy": float(np.mean([r["correct"] for r in sel])),
+            "greedy": float(np.mean([r["greedy"] for r in sel])),
+            "expected": float(np.mean([r["expected"] for r in sel])),
+        }
     return res
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calbench.train.confprobe", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m calbench.train.confprobe",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("model", help="alias, HF folder or adapter folder")
     ap.add_argument("run", help="a chain_sum run folder (with samples.jsonl)")
     ap.add_argument("--limit", type=int, default=None, help="first N records only")

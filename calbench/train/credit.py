@@ -42,8 +42,7 @@ def confidence_masks(tokenizer: Any, ro: Rollout) -> tuple[torch.Tensor, torch.T
     has = torch.zeros(n, device=ro.response_ids.device)
     for i in range(n):
         length = int(ro.response_mask[i].sum())
-        start = confidence_start(tokenizer, ro.response_ids[i, :length].tolist(),
-                                 ro.completions[i])
+        start = confidence_start(tokenizer, ro.response_ids[i, :length].tolist(), ro.completions[i])
         if start is not None:
             conf[i, start:length] = 1.0
             has[i] = 1.0
@@ -65,8 +64,9 @@ def confidence_digit(tokenizer: Any, ids: Sequence[int], start: int | None) -> i
     return None
 
 
-def group_advantages(r: torch.Tensor, group: int, norm: str, std_floor: float = 0.0
-                     ) -> torch.Tensor:
+def group_advantages(
+    r: torch.Tensor, group: int, norm: str, std_floor: float = 0.0
+) -> torch.Tensor:
     """Group-relative advantages: subtract each group's mean; with ``norm="std"`` also divide
     by the group's std, floored at ``std_floor`` (a group whose rewards barely differ — all
     wrong under RLCR, rewards −q² — would otherwise have its tiny differences blown up to ±1)."""

@@ -96,7 +96,6 @@ class GRPOConfig(RunConfig):
     conf_entropy: float = 0.0  # τ: digit entropy bonus (conf_grad="expected"; scaled by λ too)
 
 
-
 CONF_GRADS = ("sampled", "expected")
 
 
@@ -105,15 +104,18 @@ CONF_GRADS = ("sampled", "expected")
 # --------------------------------------------------------------------------------------------
 
 
-def token_advantages(cfg: GRPOConfig, run: TrainingRun, ro: Rollout, parts: list[Any]
-                     ) -> tuple[torch.Tensor, dict[str, float]]:
+def token_advantages(
+    cfg: GRPOConfig, run: TrainingRun, ro: Rollout, parts: list[Any]
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Â_{i,t} for every response token [B*G, T]."""
     dev = ro.response_ids.device
     G, T = ro.group, ro.response_ids.shape[1]
     total = torch.tensor([p.total for p in parts], device=dev)
     a_total = group_advantages(total, G, cfg.adv_norm, cfg.std_floor)
-    stats = {"adv_abs_mean": float(a_total.abs().mean()),
-             "groups_without_signal": float((total.view(-1, G).std(1) == 0).float().mean())}
+    stats = {
+        "adv_abs_mean": float(a_total.abs().mean()),
+        "groups_without_signal": float((total.view(-1, G).std(1) == 0).float().mean()),
+    }
     if not cfg.split_credit:
         return a_total[:, None].expand(-1, T), stats
     method = METHODS[cfg.method]
@@ -128,8 +130,9 @@ def token_advantages(cfg: GRPOConfig, run: TrainingRun, ro: Rollout, parts: list
     return adv, stats
 
 
-def expected_digit_targets(cfg: GRPOConfig, run: TrainingRun, ro: Rollout, scored: Sequence[Any]
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
+def expected_digit_targets(
+    cfg: GRPOConfig, run: TrainingRun, ro: Rollout, scored: Sequence[Any]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """For ``conf_grad="expected"``: (position of each response's tenths digit [B*G], −1 where
     the sampled estimator stays; reward of each alternative digit rule(c, d/10) [B*G, 10])."""
     method = METHODS[cfg.method]
@@ -156,9 +159,16 @@ def expected_digit_targets(cfg: GRPOConfig, run: TrainingRun, ro: Rollout, score
 # --------------------------------------------------------------------------------------------
 
 
-def grpo_loss(cfg: GRPOConfig, logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor,
-              mask: torch.Tensor, ref_logp: torch.Tensor | None, n_tokens: float, n_seqs: int
-              ) -> tuple[torch.Tensor, dict[str, float]]:
+def grpo_loss(
+    cfg: GRPOConfig,
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    adv: torch.Tensor,
+    mask: torch.Tensor,
+    ref_logp: torch.Tensor | None,
+    n_tokens: float,
+    n_seqs: int,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """−J on one chunk, scaled so that chunks add up to the batch loss."""
     ratio = torch.exp(logp - old_logp)  # ρ_t
     surrogate = torch.min(ratio * adv, torch.clamp(ratio, 1 - cfg.clip_eps, 1 + cfg.clip_eps) * adv)
@@ -174,16 +184,22 @@ def grpo_loss(cfg: GRPOConfig, logp: torch.Tensor, old_logp: torch.Tensor, adv: 
         loss = ((per_token * mask).sum(1) / mask.sum(1).clamp(min=1)).sum() / n_seqs
     with torch.no_grad():
         clipped = ((ratio - 1).abs() > cfg.clip_eps).float()
-        stats = {"clip_frac": float((clipped * mask).sum()),
-                 "pg_loss": float((-surrogate * mask).sum())}
+        stats = {
+            "clip_frac": float((clipped * mask).sum()),
+            "pg_loss": float((-surrogate * mask).sum()),
+        }
         if kl is not None:
             stats["kl_k3"] = float((kl * mask).sum())
     return loss, stats
 
 
-def expected_digit_objective(run: TrainingRun, hidden: torch.Tensor, pos: torch.Tensor,
-                             rewards: torch.Tensor, entropy: float = 0.0
-                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def expected_digit_objective(
+    run: TrainingRun,
+    hidden: torch.Tensor,
+    pos: torch.Tensor,
+    rewards: torch.Tensor,
+    entropy: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Σ_d π(d)·(rule(c, d/10) − b) + τ·H(π̄) for each response of a chunk that has a digit
     position — the exact expected-reward term plus the entropy bonus, to be maximised — and,
     detached, the expected confidence Σ_d π̄(d)·d/10 and H(π̄) of each (π̄: π renormalised over
@@ -207,8 +223,9 @@ def expected_digit_objective(run: TrainingRun, hidden: torch.Tensor, pos: torch.
     return gain, (norm * grid).sum(-1).detach(), h.detach()
 
 
-def expected_digit_gain(cfg: GRPOConfig, gain: torch.Tensor, mask: torch.Tensor,
-                        n_tokens: float, n_seqs: int) -> torch.Tensor:
+def expected_digit_gain(
+    cfg: GRPOConfig, gain: torch.Tensor, mask: torch.Tensor, n_tokens: float, n_seqs: int
+) -> torch.Tensor:
     """λ·(the exact term) aggregated as :func:`grpo_loss` aggregates −J (``mask``: the token
     rows of the responses ``gain`` belongs to), to be subtracted from the loss."""
     gain = cfg.conf_weight * gain
@@ -255,15 +272,27 @@ def train(cfg: GRPOConfig, *, overwrite: bool = False) -> TrainResult:
         # 3. log π_ref for the β term (and the KL logged on eval steps); log π_old, fixed across
         # the μ updates (with μ = 1, π_old is the current policy: ρ = 1, its gradient ∇log π).
         need_ref = cfg.beta > 0 or run.is_eval_step(step)
-        ref_logp = run.reference.logprobs(ro.prompt_ids, ro.prompt_mask, ro.response_ids, G) \
-            if need_ref else None
+        ref_logp = (
+            run.reference.logprobs(ro.prompt_ids, ro.prompt_mask, ro.response_ids, G)
+            if need_ref
+            else None
+        )
         chunks = _chunks(len(items), cfg.micro_batch)
         old_logp = None
         if cfg.updates_per_batch > 1:
             with torch.no_grad():
-                old_logp = torch.cat([response_forward(
-                    run.policy, ro.prompt_ids[a:b], ro.prompt_mask[a:b],
-                    ro.response_ids[a * G:b * G], G)[0] for a, b in chunks])
+                old_logp = torch.cat(
+                    [
+                        response_forward(
+                            run.policy,
+                            ro.prompt_ids[a:b],
+                            ro.prompt_mask[a:b],
+                            ro.response_ids[a * G : b * G],
+                            G,
+                        )[0]
+                        for a, b in chunks
+                    ]
+                )
 
         # 4. μ optimizer steps on −J, each accumulating the gradient over the question chunks.
         t_train = time.perf_counter()
@@ -274,19 +303,33 @@ def train(cfg: GRPOConfig, *, overwrite: bool = False) -> TrainResult:
         for _ in range(cfg.updates_per_batch):
             for a, b in chunks:
                 sl = slice(a * G, b * G)
-                logp, hidden = response_forward(run.policy, ro.prompt_ids[a:b],
-                                                ro.prompt_mask[a:b], ro.response_ids[sl], G,
-                                                want_hidden=bool(exact[sl].any()))
+                logp, hidden = response_forward(
+                    run.policy,
+                    ro.prompt_ids[a:b],
+                    ro.prompt_mask[a:b],
+                    ro.response_ids[sl],
+                    G,
+                    want_hidden=bool(exact[sl].any()),
+                )
                 old = old_logp[sl] if old_logp is not None else logp.detach()
-                loss, st = grpo_loss(cfg, logp, old, adv[sl], mask[sl],
-                                     ref_logp[sl] if ref_logp is not None else None,
-                                     n_tokens, n_seqs)
+                loss, st = grpo_loss(
+                    cfg,
+                    logp,
+                    old,
+                    adv[sl],
+                    mask[sl],
+                    ref_logp[sl] if ref_logp is not None else None,
+                    n_tokens,
+                    n_seqs,
+                )
                 if hidden is not None:
-                    gain, eq, h = expected_digit_objective(run, hidden, digit_pos[sl],
-                                                           digit_rewards[sl], cfg.conf_entropy)
+                    gain, eq, h = expected_digit_objective(
+                        run, hidden, digit_pos[sl], digit_rewards[sl], cfg.conf_entropy
+                    )
                     rows = exact[sl]
-                    for i, q, e in zip(rows.nonzero().squeeze(-1).tolist(), eq.tolist(),
-                                       h.tolist(), strict=True):
+                    for i, q, e in zip(
+                        rows.nonzero().squeeze(-1).tolist(), eq.tolist(), h.tolist(), strict=True
+                    ):
                         digit[a * G + i] = (q, e)
                     loss = loss - expected_digit_gain(cfg, gain, mask[sl][rows], n_tokens, n_seqs)
                 loss.backward()

@@ -36,18 +36,30 @@ class EvalResult:
         return {f"{prefix}{k}": v for k, v in asdict(self).items()}
 
 
-def evaluate(policy: Policy, rollout_model: RolloutModel | None, items: Sequence[dict], *,
-             elicitation: str, max_new_tokens: int, batch_size: int = 32) -> EvalResult:
+def evaluate(
+    policy: Policy,
+    rollout_model: RolloutModel | None,
+    items: Sequence[dict],
+    *,
+    elicitation: str,
+    max_new_tokens: int,
+    batch_size: int = 32,
+) -> EvalResult:
     """Greedy answers to held-out items, graded and scored like `calbench eval` does."""
     prefill = prefill_for(elicitation)
     scored = []
     for i in range(0, len(items), batch_size):
-        chunk = items[i:i + batch_size]
-        ro = rollout(policy, rollout_model, [it["question"] for it in chunk],
-                     elicitation=elicitation, group=1, max_new_tokens=max_new_tokens,
-                     temperature=0.0)
-        scored += score_completions(ro.completions, [it["gold"] for it in chunk],
-                                    prefill=prefill)
+        chunk = items[i : i + batch_size]
+        ro = rollout(
+            policy,
+            rollout_model,
+            [it["question"] for it in chunk],
+            elicitation=elicitation,
+            group=1,
+            max_new_tokens=max_new_tokens,
+            temperature=0.0,
+        )
+        scored += score_completions(ro.completions, [it["gold"] for it in chunk], prefill=prefill)
     return eval_result(items, scored)
 
 

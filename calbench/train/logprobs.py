@@ -17,9 +17,15 @@ from calbench.core.sampling import cache_kwarg, new_cache, positions
 from calbench.train.policy import Policy, autocast, load_base_copy
 
 
-def response_forward(policy: Policy, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                     response_ids: torch.Tensor, group: int, *, want_hidden: bool = False
-                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def response_forward(
+    policy: Policy,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    group: int,
+    *,
+    want_hidden: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log π(r_t | prompt, r_<t) for every response token, shape [B*G, T] (fp32), and optionally
     the final hidden state that predicted each token ([B*G, T, d]; a PPO value head reads it).
 
@@ -31,15 +37,26 @@ def response_forward(policy: Policy, prompt_ids: torch.Tensor, prompt_mask: torc
     cache = new_cache(lm.config)
     pos = positions(prompt_mask)
     with autocast(policy.device, policy.dtype):
-        h_prompt = decoder(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=pos,
-                           use_cache=True, **{kw: cache}).last_hidden_state[:, -1:]
+        h_prompt = decoder(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            position_ids=pos,
+            use_cache=True,
+            **{kw: cache},
+        ).last_hidden_state[:, -1:]
         cache.batch_repeat_interleave(group)
         T = response_ids.shape[1]
-        mask = torch.cat([prompt_mask.repeat_interleave(group, 0), torch.ones_like(response_ids)],
-                         dim=1)
+        mask = torch.cat(
+            [prompt_mask.repeat_interleave(group, 0), torch.ones_like(response_ids)], dim=1
+        )
         r_pos = pos[:, -1:].repeat_interleave(group, 0) + 1 + torch.arange(T, device=pos.device)
-        h_resp = decoder(input_ids=response_ids, attention_mask=mask, position_ids=r_pos,
-                         use_cache=True, **{kw: cache}).last_hidden_state
+        h_resp = decoder(
+            input_ids=response_ids,
+            attention_mask=mask,
+            position_ids=r_pos,
+            use_cache=True,
+            **{kw: cache},
+        ).last_hidden_state
         # The state before token t: the prompt's last position for t = 0, else response t-1.
         hidden = torch.cat([h_prompt.repeat_interleave(group, 0), h_resp[:, :-1]], dim=1)
         logits = head(hidden).float()
@@ -76,15 +93,21 @@ class Reference:
         return self.lora_state
 
     @torch.no_grad()
-    def logprobs(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                 response_ids: torch.Tensor, group: int) -> torch.Tensor:
+    def logprobs(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        response_ids: torch.Tensor,
+        group: int,
+    ) -> torch.Tensor:
         """log π_ref of every response token, as :func:`response_forward` computes it."""
         p = self.policy
         if not p.is_lora:
             if self.frozen is None:
                 self.frozen = load_base_copy(p).eval().requires_grad_(False)
-            ref = Policy(self.frozen, p.tokenizer, p.base_spec, p.base_path, False, p.device,
-                         p.dtype)
+            ref = Policy(
+                self.frozen, p.tokenizer, p.base_spec, p.base_path, False, p.device, p.dtype
+            )
             return response_forward(ref, prompt_ids, prompt_mask, response_ids, group)[0]
         if self.lora_state is None:
             with p.model.disable_adapter():

@@ -147,12 +147,23 @@ def _lora_config(cfg: RunConfig, model: nn.Module) -> LoraConfig:
     layers = None
     if cfg.lora_last_layers:
         if targets == "all-linear":  # peft wants explicit names with layers_to_transform
-            targets = sorted({n.rsplit(".", 1)[-1] for n, mod in model.named_modules()
-                              if isinstance(mod, nn.Linear) and ".layers." in n})
+            targets = sorted(
+                {
+                    n.rsplit(".", 1)[-1]
+                    for n, mod in model.named_modules()
+                    if isinstance(mod, nn.Linear) and ".layers." in n
+                }
+            )
         n_layers = model.config.num_hidden_layers
         layers = list(range(max(0, n_layers - cfg.lora_last_layers), n_layers))
-    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=targets, layers_to_transform=layers, task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=targets,
+        layers_to_transform=layers,
+        task_type="CAUSAL_LM",
+    )
 
 
 def load_base_copy(policy: Policy) -> nn.Module:
@@ -179,8 +190,9 @@ def prefill_for(elicitation: str) -> str:
     return build_prompt("x", elicitation).prefill
 
 
-def encode_prompts(tokenizer: Any, texts: Sequence[str], device: torch.device
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_prompts(
+    tokenizer: Any, texts: Sequence[str], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded ids and attention mask (the chat template already holds the special tokens)."""
     enc = tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
     return enc.input_ids.to(device), enc.attention_mask.to(device)

@@ -72,8 +72,9 @@ class ValueHead(nn.Module):
         return self.v(hidden.float()).squeeze(-1)
 
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float,
-        lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalized advantage estimation over right-padded token rows (V = 0 after the end)."""
     values = values * mask
     adv = torch.zeros_like(rewards)
@@ -98,10 +99,16 @@ def train(cfg: PPOConfig, *, overwrite: bool = False) -> TrainResult:
     run = TrainingRun(cfg, "ppo", overwrite=overwrite)
     value_head = ValueHead(run.policy.causal_lm.config.hidden_size).to(run.policy.device)
     params = run.policy.trainable_parameters()
-    run.attach_optimizer(torch.optim.AdamW([
-        {"params": params, "lr": cfg.lr},
-        {"params": list(value_head.parameters()), "lr": cfg.value_lr},
-    ], weight_decay=0.0), extra={"value_head": value_head})  # checkpointed, restored on resume
+    run.attach_optimizer(
+        torch.optim.AdamW(
+            [
+                {"params": params, "lr": cfg.lr},
+                {"params": list(value_head.parameters()), "lr": cfg.value_lr},
+            ],
+            weight_decay=0.0,
+        ),
+        extra={"value_head": value_head},
+    )  # checkpointed, restored on resume
     run.policy.model.train()
     method = METHODS[cfg.method]
     if run.start_step == 0 and run.is_eval_step(0):
@@ -119,8 +126,9 @@ def train(cfg: PPOConfig, *, overwrite: bool = False) -> TrainResult:
 
         # 1. π_old, V_old and π_ref on the rollouts (no gradient).
         with torch.no_grad():
-            old_logp, h = response_forward(run.policy, ro.prompt_ids, ro.prompt_mask,
-                                           ro.response_ids, G, want_hidden=True)
+            old_logp, h = response_forward(
+                run.policy, ro.prompt_ids, ro.prompt_mask, ro.response_ids, G, want_hidden=True
+            )
             old_values = value_head(h) * mask
             ref_logp = run.reference.logprobs(ro.prompt_ids, ro.prompt_mask, ro.response_ids, G)
 
@@ -156,16 +164,23 @@ def train(cfg: PPOConfig, *, overwrite: bool = False) -> TrainResult:
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(B, generator=gen).tolist()
             for k in range(0, B, per_mb):
-                qs = sorted(order[k:k + per_mb])
+                qs = sorted(order[k : k + per_mb])
                 rows = torch.tensor([q * G + j for q in qs for j in range(G)], device=dev)
                 qi = torch.tensor(qs, device=dev)
-                logp, h = response_forward(run.policy, ro.prompt_ids[qi], ro.prompt_mask[qi],
-                                           ro.response_ids[rows], G, want_hidden=True)
+                logp, h = response_forward(
+                    run.policy,
+                    ro.prompt_ids[qi],
+                    ro.prompt_mask[qi],
+                    ro.response_ids[rows],
+                    G,
+                    want_hidden=True,
+                )
                 values = value_head(h)
                 m, a = mask[rows], adv[rows]
                 ratio = torch.exp(logp - old_logp[rows])  # ρ_t
-                l_clip = torch.min(ratio * a, torch.clamp(ratio, 1 - cfg.clip_eps,
-                                                          1 + cfg.clip_eps) * a)
+                l_clip = torch.min(
+                    ratio * a, torch.clamp(ratio, 1 - cfg.clip_eps, 1 + cfg.clip_eps) * a
+                )
                 v_old, ret = old_values[rows], returns[rows]
                 v_clipped = v_old + torch.clamp(values - v_old, -cfg.vf_clip, cfg.vf_clip)
                 l_vf = 0.5 * torch.max((values - ret) ** 2, (v_clipped - ret) ** 2)
@@ -176,8 +191,9 @@ def train(cfg: PPOConfig, *, overwrite: bool = False) -> TrainResult:
                 with torch.no_grad():
                     acc["pg_loss"] += float(-masked_mean(l_clip, m))
                     acc["vf_loss"] += float(masked_mean(l_vf, m))
-                    acc["clip_frac"] += float(masked_mean(((ratio - 1).abs() > cfg.clip_eps)
-                                                          .float(), m))
+                    acc["clip_frac"] += float(
+                        masked_mean(((ratio - 1).abs() > cfg.clip_eps).float(), m)
+                    )
                     acc["approx_kl"] += float(masked_mean(old_logp[rows] - logp, m))
 
         # 5. Log the step; evaluate and checkpoint when due.

@@ -203,14 +203,19 @@ class RewardParts:
         return self.correctness + self.confidence + self.format
 
 
-def reward_parts(method: str, scored: Sequence[Scored], format_weight: float = 0.0) -> list[RewardParts]:
+def reward_parts(
+    method: str, scored: Sequence[Scored], format_weight: float = 0.0
+) -> list[RewardParts]:
     m = METHODS[method]
     parts = []
     for s in scored:
         c = 1.0 if s.correct else 0.0
         parts.append(
-            RewardParts(m.correctness_weight * c, m.confidence_term(c, s.confidence),
-                        format_weight * (1.0 if s.format_ok else 0.0))
+            RewardParts(
+                m.correctness_weight * c,
+                m.confidence_term(c, s.confidence),
+                format_weight * (1.0 if s.format_ok else 0.0),
+            )
         )
     return parts
 

@@ -81,10 +81,19 @@ class RolloutModel:
                 p.copy_(src[name].to(p.dtype))
 
 
-def rollout(policy: Policy, rollout_model: RolloutModel | None, questions: Sequence[str], *,
-            elicitation: str, group: int, max_new_tokens: int, temperature: float,
-            top_p: float = 1.0, generator: torch.Generator | None = None,
-            min_new_tokens: int = 0) -> Rollout:
+def rollout(
+    policy: Policy,
+    rollout_model: RolloutModel | None,
+    questions: Sequence[str],
+    *,
+    elicitation: str,
+    group: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+    min_new_tokens: int = 0,
+) -> Rollout:
     """``group`` answers to each question, sampled from ``rollout_model`` (synced by the caller)
     or, when None, from the policy itself under autocast. ``temperature`` 0 is greedy."""
     t0 = time.perf_counter()
@@ -94,20 +103,40 @@ def rollout(policy: Policy, rollout_model: RolloutModel | None, questions: Seque
     model = rollout_model.model if rollout_model is not None else policy.model
     was_training = model.training
     model.eval()
-    with (autocast(policy.device, policy.dtype) if rollout_model is None
-          else contextlib.nullcontext()):
-        r_ids, r_mask = sample(model, ids, mask, group=group, max_new_tokens=max_new_tokens,
-                               eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
-                               temperature=temperature, top_p=top_p, generator=generator,
-                               min_new_tokens=min_new_tokens)
+    with (
+        autocast(policy.device, policy.dtype) if rollout_model is None else contextlib.nullcontext()
+    ):
+        r_ids, r_mask = sample(
+            model,
+            ids,
+            mask,
+            group=group,
+            max_new_tokens=max_new_tokens,
+            eos_id=tok.eos_token_id,
+            pad_id=tok.pad_token_id,
+            temperature=temperature,
+            top_p=top_p,
+            generator=generator,
+            min_new_tokens=min_new_tokens,
+        )
     model.train(was_training)
-    completions = [tok.decode(row[m.bool()].tolist(), skip_special_tokens=True)
-                   for row, m in zip(r_ids, r_mask, strict=True)]
+    completions = [
+        tok.decode(row[m.bool()].tolist(), skip_special_tokens=True)
+        for row, m in zip(r_ids, r_mask, strict=True)
+    ]
     cut = (r_mask[:, -1] == 1) & (r_ids[:, -1] != tok.eos_token_id)
     if r_ids.shape[1] < max_new_tokens:  # stopped early: every response ended
         cut = torch.zeros_like(cut)
-    return Rollout(ids, mask, r_ids, r_mask, group, completions, time.perf_counter() - t0,
-                   float(cut.float().mean()))
+    return Rollout(
+        ids,
+        mask,
+        r_ids,
+        r_mask,
+        group,
+        completions,
+        time.perf_counter() - t0,
+        float(cut.float().mean()),
+    )
 
 
 def rollout_stats(scored: Sequence[Any], parts: Sequence[Any], ro: Rollout) -> dict[str, Any]:
@@ -127,8 +156,9 @@ def rollout_stats(scored: Sequence[Any], parts: Sequence[Any], ro: Rollout) -> d
         "conf_std": float(np.std(conf)) if conf else None,
         "conf_distinct": len({round(c, 4) for c in conf}),
         # Brier score of the stated confidences that parse (format failures excluded)
-        "brier": metrics.brier([float(s.correct) for s in scored if s.confidence is not None],
-                               conf) if conf else None,
+        "brier": metrics.brier([float(s.correct) for s in scored if s.confidence is not None], conf)
+        if conf
+        else None,
         "response_tokens": ro.num_tokens / n,
         "rollout_s": ro.seconds,
         "rollout_tokens_per_s": ro.num_tokens / max(ro.seconds, 1e-9),

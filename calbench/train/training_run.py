@@ -101,8 +101,9 @@ class TrainingRun:
             self.train_items = chain_sum_items("train", n_train, cfg.seed)
         else:
             raise UsageError(f"train_order must be 'stream' or 'stratified', not {order!r}")
-        self.eval_items = chain_sum_items(cfg.eval_split, cfg.eval_size, cfg.seed) \
-            if cfg.eval_size else []
+        self.eval_items = (
+            chain_sum_items(cfg.eval_split, cfg.eval_size, cfg.seed) if cfg.eval_size else []
+        )
         self.log = JsonlLog(self.out / "log.jsonl")
         if state is None:  # no checkpoint: whatever a killed earlier attempt logged is void
             self.log.path.unlink(missing_ok=True)
@@ -116,8 +117,9 @@ class TrainingRun:
 
     # -- setup ---------------------------------------------------------------------------------
 
-    def attach_optimizer(self, optimizer: torch.optim.Optimizer,
-                         extra: dict[str, nn.Module] | None = None) -> None:
+    def attach_optimizer(
+        self, optimizer: torch.optim.Optimizer, extra: dict[str, nn.Module] | None = None
+    ) -> None:
         """Register the optimizer and the modules besides the policy that it trains (saved in
         every checkpoint); on resume, restore their state."""
         self.optimizer = optimizer
@@ -134,8 +136,9 @@ class TrainingRun:
         log line: the step's reward, accuracy and confidence spread, or an evaluation)."""
         cfg = self.cfg
         with _progress_bar(cfg.progress) as bar:
-            task = bar.add_task(f"{self.algo} {cfg.method}", total=cfg.steps,
-                                completed=self.start_step, info="")
+            task = bar.add_task(
+                f"{self.algo} {cfg.method}", total=cfg.steps, completed=self.start_step, info=""
+            )
             for step in range(self.start_step + 1, cfg.steps + 1):
                 yield step
                 bar.update(task, completed=step, info=self._last_line())
@@ -143,17 +146,24 @@ class TrainingRun:
     def batch(self, step: int) -> list[dict]:
         """The training questions of 1-based ``step`` (a fixed slice: resume-safe)."""
         b = self.cfg.prompts_per_step
-        return self.train_items[(step - 1) * b: step * b]
+        return self.train_items[(step - 1) * b : step * b]
 
     def rollout(self, items: Sequence[dict], step: int) -> Rollout:
         """``group_size`` sampled answers to each item, from the current weights."""
         cfg = self.cfg
         self.rollout_model.sync()
-        return rollout(self.policy, self.rollout_model, [it["question"] for it in items],
-                       elicitation=cfg.elicitation, group=cfg.group_size,
-                       max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                       top_p=cfg.top_p, min_new_tokens=getattr(cfg, "min_new_tokens", 0),
-                       generator=step_generator(cfg.seed, step, self.policy.device))
+        return rollout(
+            self.policy,
+            self.rollout_model,
+            [it["question"] for it in items],
+            elicitation=cfg.elicitation,
+            group=cfg.group_size,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            min_new_tokens=getattr(cfg, "min_new_tokens", 0),
+            generator=step_generator(cfg.seed, step, self.policy.device),
+        )
 
     def score(self, ro: Rollout, items: Sequence[dict]) -> tuple[list[Any], list[Any]]:
         """Each response graded (answer, correctness, confidence) and its reward's parts."""
@@ -176,16 +186,19 @@ class TrainingRun:
         """Whether a held-out evaluation follows ``step`` (0: before the first): at the start,
         every ``eval_every`` steps and at the end, when there are held-out items."""
         e = self.cfg.eval_every
-        return bool(self.eval_items) and (step in (0, self.cfg.steps)
-                                          or (e > 0 and step % e == 0))
+        return bool(self.eval_items) and (step in (0, self.cfg.steps) or (e > 0 and step % e == 0))
 
     def evaluate(self, step: int) -> dict[str, Any]:
         """Greedy answers to the held-out items, scored; logged as an ``eval`` event."""
         t = time.perf_counter()
         self.rollout_model.sync()
-        res = heldout.evaluate(self.policy, self.rollout_model, self.eval_items,
-                               elicitation=self.cfg.elicitation,
-                               max_new_tokens=self.cfg.max_new_tokens)
+        res = heldout.evaluate(
+            self.policy,
+            self.rollout_model,
+            self.eval_items,
+            elicitation=self.cfg.elicitation,
+            max_new_tokens=self.cfg.max_new_tokens,
+        )
         rec = {"step": step, "event": "eval", **res.to_log(), "eval_s": time.perf_counter() - t}
         self.log.write(rec)
         self.last_eval = rec
@@ -193,8 +206,9 @@ class TrainingRun:
 
     def is_checkpoint_step(self, step: int) -> bool:
         """Every ``save_every`` steps and at the end."""
-        return step == self.cfg.steps or bool(self.cfg.save_every
-                                              and step % self.cfg.save_every == 0)
+        return step == self.cfg.steps or bool(
+            self.cfg.save_every and step % self.cfg.save_every == 0
+        )
 
     def save_checkpoint(self, step: int) -> None:
         """``checkpoint/``: the weights and the trainer state, swapped in together."""
@@ -208,8 +222,12 @@ class TrainingRun:
             "wall_s": self.wall_s(),
         }
         # inside the folder before it is swapped in: adapter and state always match
-        save_model(self.policy, checkpoint_dir(self.out), info,
-                   also=lambda d: save_trainer_state(d / TRAINER_STATE, state))
+        save_model(
+            self.policy,
+            checkpoint_dir(self.out),
+            info,
+            also=lambda d: save_trainer_state(d / TRAINER_STATE, state),
+        )
 
     # -- end -----------------------------------------------------------------------------------
 
@@ -217,18 +235,23 @@ class TrainingRun:
         """Save the final ``adapter/`` or ``model/`` (the last step is already checkpointed)."""
         step = self.cfg.steps
         name = "adapter" if self.policy.is_lora else "model"
-        info = run_info(self.cfg, self.algo, step, self.wall_s(), final_eval=self.last_eval,
-                        **self.hardware())
+        info = run_info(
+            self.cfg, self.algo, step, self.wall_s(), final_eval=self.last_eval, **self.hardware()
+        )
         save_model(self.policy, self.out / name, info)
         return TrainResult(self.out, self.out / name, step, self.wall_s(), self.last_eval)
 
     def hardware(self) -> dict[str, str]:
         """What the run computed on: ``--dtype auto`` resolves per machine (bf16 autocast on a
         CPU with AVX512-BF16/AMX, fp32 on AVX2), and that changes the numbers a run produces."""
-        cpu = f"{os.cpu_count()} CPU cores, " + ("AVX512-BF16/AMX" if cpu_has_fast_bf16()
-                                                   else "no native bf16")
-        return {"device": str(self.policy.device),
-                "dtype": str(self.policy.dtype).removeprefix("torch."), "cpu": cpu}
+        cpu = f"{os.cpu_count()} CPU cores, " + (
+            "AVX512-BF16/AMX" if cpu_has_fast_bf16() else "no native bf16"
+        )
+        return {
+            "device": str(self.policy.device),
+            "dtype": str(self.policy.dtype).removeprefix("torch."),
+            "cpu": cpu,
+        }
 
     def wall_s(self) -> float:
         """Training seconds so far, across resumes."""
@@ -241,12 +264,16 @@ class TrainingRun:
             return ""
         rec = json.loads(lines[-1]) if lines else {}
         if rec.get("event") == "eval":
-            return (f"eval acc {rec['eval_accuracy']:.2f} smECE "
-                    f"{_fmt(rec.get('eval_smece'))} AUROC {_fmt(rec.get('eval_auroc'))} "
-                    f"conf {_fmt(rec.get('eval_conf_mean'))}")
-        return (f"R {_fmt(rec.get('reward'))} acc {_fmt(rec.get('accuracy'))} conf "
-                f"{_fmt(rec.get('conf_mean'))}±{_fmt(rec.get('conf_std'))} "
-                f"{_fmt(rec.get('step_s'), 1)}s/step")
+            return (
+                f"eval acc {rec['eval_accuracy']:.2f} smECE "
+                f"{_fmt(rec.get('eval_smece'))} AUROC {_fmt(rec.get('eval_auroc'))} "
+                f"conf {_fmt(rec.get('eval_conf_mean'))}"
+            )
+        return (
+            f"R {_fmt(rec.get('reward'))} acc {_fmt(rec.get('accuracy'))} conf "
+            f"{_fmt(rec.get('conf_mean'))}±{_fmt(rec.get('conf_std'))} "
+            f"{_fmt(rec.get('step_s'), 1)}s/step"
+        )
 
 
 def _fmt(x: Any, digits: int = 2) -> str:
@@ -254,9 +281,15 @@ def _fmt(x: Any, digits: int = 2) -> str:
 
 
 def _progress_bar(enabled: bool) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                    disable=not enabled)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        disable=not enabled,
+    )
 
 
 class JsonlLog:

@@ -32,8 +32,14 @@ def trl_rows(items: Sequence[dict], elicitation: str = "tags") -> list[dict]:
         prompt = list(p.messages)
         if p.prefill:
             prompt.append({"role": "assistant", "content": p.prefill})
-        rows.append({"prompt": prompt, "gold": str(it["gold"]), "prefill": p.prefill,
-                     "id": it.get("id", "")})
+        rows.append(
+            {
+                "prompt": prompt,
+                "gold": str(it["gold"]),
+                "prefill": p.prefill,
+                "id": it.get("id", ""),
+            }
+        )
     return rows
 
 
@@ -43,7 +49,9 @@ def trl_dataset(items: Sequence[dict], elicitation: str = "tags") -> Any:
     return Dataset.from_list(trl_rows(items, elicitation))
 
 
-def reward_funcs(method: str = "rlcr", format_weight: float = 0.0) -> list[Callable[..., list[float]]]:
+def reward_funcs(
+    method: str = "rlcr", format_weight: float = 0.0
+) -> list[Callable[..., list[float]]]:
     """TRL ``reward_funcs``: the calbench reward, plus :func:`format_reward` scaled by
     ``format_weight`` when it is non-zero (TRL logs each function separately)."""
     if method not in REWARDS:
@@ -60,10 +68,19 @@ def reward_funcs(method: str = "rlcr", format_weight: float = 0.0) -> list[Calla
     return funcs
 
 
-def grpo_trainer(model: Any, *, method: str = "rlcr", n_train: int = 1000, seed: int = 0,
-                 elicitation: str = "tags", format_weight: float = 0.0,
-                 peft_config: Any = None, processing_class: Any = None,
-                 train_items: Sequence[dict] | None = None, **grpo_args: Any) -> Any:
+def grpo_trainer(
+    model: Any,
+    *,
+    method: str = "rlcr",
+    n_train: int = 1000,
+    seed: int = 0,
+    elicitation: str = "tags",
+    format_weight: float = 0.0,
+    peft_config: Any = None,
+    processing_class: Any = None,
+    train_items: Sequence[dict] | None = None,
+    **grpo_args: Any,
+) -> Any:
     """A ``trl.GRPOTrainer`` on calbench's chain_sum train split (or ``train_items``) with a
     calbench reward. ``grpo_args`` go to ``trl.GRPOConfig``."""
     from trl import GRPOConfig, GRPOTrainer
@@ -74,6 +91,11 @@ def grpo_trainer(model: Any, *, method: str = "rlcr", n_train: int = 1000, seed:
     grpo_args.setdefault("seed", seed)
     grpo_args.setdefault("report_to", "none")
     args = GRPOConfig(**grpo_args)
-    return GRPOTrainer(model=model, reward_funcs=reward_funcs(method, format_weight), args=args,
-                       train_dataset=trl_dataset(items, elicitation),
-                       processing_class=processing_class, peft_config=peft_config)
+    return GRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs(method, format_weight),
+        args=args,
+        train_dataset=trl_dataset(items, elicitation),
+        processing_class=processing_class,
+        peft_config=peft_config,
+    )

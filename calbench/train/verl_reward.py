@@ -36,19 +36,31 @@ def _run_setting(name: str, configured: Any, default: Any, extra: dict) -> Any:
     value = default if configured is None else configured
     row = extra.get(name)
     if row is not None and row != value:
-        source = ("custom_reward_function.reward_kwargs" if configured is not None
-                  else "the default; set custom_reward_function.reward_kwargs")
+        source = (
+            "custom_reward_function.reward_kwargs"
+            if configured is not None
+            else "the default; set custom_reward_function.reward_kwargs"
+        )
         raise ValueError(
             f"calbench reward {name} conflict: this row's extra_info says {name}={row!r} but the "
             f"run is configured with {name}={value!r} ({source}.{name}); build the rows without "
-            f"{name} or with the configured value")
+            f"{name} or with the configured value"
+        )
     return value
 
 
-def compute_score(data_source: str, solution_str: str, ground_truth: str,
-                  extra_info: dict | None = None, *, method: str | None = None,
-                  format_weight: float | None = None, grader: str | None = None,
-                  prefill: str | None = None, **_: Any) -> dict[str, float]:
+def compute_score(
+    data_source: str,
+    solution_str: str,
+    ground_truth: str,
+    extra_info: dict | None = None,
+    *,
+    method: str | None = None,
+    format_weight: float | None = None,
+    grader: str | None = None,
+    prefill: str | None = None,
+    **_: Any,
+) -> dict[str, float]:
     """The calbench reward of one response, with its parts (all finite floats).
 
     ``method`` and ``format_weight`` come from ``reward_kwargs``; ``extra_info`` may only repeat
@@ -61,9 +73,12 @@ def compute_score(data_source: str, solution_str: str, ground_truth: str,
     if not math.isfinite(weight):
         raise ValueError(f"calbench format_weight must be finite, not {weight!r}")
     row_grader, row_prefill = extra.get("grader"), extra.get("prefill")
-    scored = score_completions([solution_str], [str(ground_truth)],
-                               grader=grader if row_grader is None else row_grader,
-                               prefill=prefill if row_prefill is None else row_prefill)
+    scored = score_completions(
+        [solution_str],
+        [str(ground_truth)],
+        grader=grader if row_grader is None else row_grader,
+        prefill=prefill if row_prefill is None else row_prefill,
+    )
     part = reward_parts(method, scored, weight)[0]
     s = scored[0]
     return {
@@ -76,8 +91,12 @@ def compute_score(data_source: str, solution_str: str, ground_truth: str,
     }
 
 
-def verl_rows(items: Sequence[dict], elicitation: str = "tags", method: str | None = None,
-              split: str = "train") -> list[dict]:
+def verl_rows(
+    items: Sequence[dict],
+    elicitation: str = "tags",
+    method: str | None = None,
+    split: str = "train",
+) -> list[dict]:
     """verl RL-dataset rows (write with ``datasets.Dataset.from_list(rows).to_parquet(path)``).
 
     verl renders ``prompt`` with the chat template and a generation prompt; under the prefill
@@ -93,11 +112,13 @@ def verl_rows(items: Sequence[dict], elicitation: str = "tags", method: str | No
         extra = {"split": split, "index": i, "id": it.get("id", ""), "prefill": p.prefill}
         if method is not None:
             extra["method"] = method
-        rows.append({
-            "data_source": "calbench/chain_sum",
-            "prompt": p.messages,
-            "ability": "math",
-            "reward_model": {"style": "rule", "ground_truth": str(it["gold"])},
-            "extra_info": extra,
-        })
+        rows.append(
+            {
+                "data_source": "calbench/chain_sum",
+                "prompt": p.messages,
+                "ability": "math",
+                "reward_model": {"style": "rule", "ground_truth": str(it["gold"])},
+                "extra_info": extra,
+            }
+        )
     return rows

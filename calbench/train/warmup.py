@@ -86,11 +86,12 @@ def warmup_target(gold: str, confidence: float, prefill: str = "", work: str = "
     full = f"<answer>{gold}</answer> <confidence>{confidence:.1f}</confidence>"
     if work:
         full = f"{work}\n{full}"
-    return full[len(prefill):] if prefill and full.startswith(prefill) else full
+    return full[len(prefill) :] if prefill and full.startswith(prefill) else full
 
 
-def warmup_examples(n: int, seed: int = 0, elicitation: str = "tags", work: str = "steps"
-                    ) -> list[dict]:
+def warmup_examples(
+    n: int, seed: int = 0, elicitation: str = "tags", work: str = "steps"
+) -> list[dict]:
     """``n`` (question, target) pairs with uniform grid confidences, reproducible from seed.
     ``work="steps"`` puts :func:`worked_steps` before the answer (not with a prefill
     elicitation, whose response starts inside the answer tag)."""
@@ -103,8 +104,14 @@ def warmup_examples(n: int, seed: int = 0, elicitation: str = "tags", work: str 
     for item in chain_sum_items("train", n, seed, offset=WARMUP_OFFSET):
         q = rng.choice(CONFIDENCE_GRID)
         steps = worked_steps(item["meta"]["expression"]) if work == "steps" and not prefill else ""
-        out.append({"question": item["question"], "gold": item["gold"], "confidence": q,
-                    "target": warmup_target(item["gold"], q, prefill, steps)})
+        out.append(
+            {
+                "question": item["question"],
+                "gold": item["gold"],
+                "confidence": q,
+                "target": warmup_target(item["gold"], q, prefill, steps),
+            }
+        )
     return out
 
 
@@ -126,19 +133,32 @@ def train(cfg: WarmupConfig, *, overwrite: bool = False) -> TrainResult:
         epoch, k = divmod(step - 1, per_epoch)
         order = list(range(len(examples)))
         random.Random(cfg.seed * 1000 + epoch).shuffle(order)
-        batch = [examples[i] for i in order[k * cfg.batch_size:(k + 1) * cfg.batch_size]]
+        batch = [examples[i] for i in order[k * cfg.batch_size : (k + 1) * cfg.batch_size]]
         p_ids, p_mask = encode_prompts(
-            tok, [render_prompt(tok, ex["question"], cfg.elicitation) for ex in batch], dev)
+            tok, [render_prompt(tok, ex["question"], cfg.elicitation) for ex in batch], dev
+        )
         # Targets end with the end-of-turn token so the model learns to stop.
-        tgt = tok([ex["target"] + eos for ex in batch], add_special_tokens=False,
-                  padding="longest", padding_side="right", return_tensors="pt")
+        tgt = tok(
+            [ex["target"] + eos for ex in batch],
+            add_special_tokens=False,
+            padding="longest",
+            padding_side="right",
+            return_tensors="pt",
+        )
         r_ids, r_mask = tgt.input_ids.to(dev), tgt.attention_mask.to(dev).float()
         logp, _ = response_forward(run.policy, p_ids, p_mask, r_ids, group=1)
         loss = -(logp * r_mask).sum() / r_mask.sum()  # token-level negative log-likelihood
         loss.backward()
         grad_norm = run.clip_and_step(params)
-        run.log_step(step, {"epoch": epoch + 1, "loss": loss.item(), "grad_norm": grad_norm,
-                            "step_s": time.perf_counter() - t0})
+        run.log_step(
+            step,
+            {
+                "epoch": epoch + 1,
+                "loss": loss.item(),
+                "grad_norm": grad_norm,
+                "step_s": time.perf_counter() - t0,
+            },
+        )
         if run.is_eval_step(step):
             run.evaluate(step)
         if run.is_checkpoint_step(step):

@@ -29,8 +29,14 @@ from calbench.eval.backends.secrets import command_line, strip_credentials
 BACKENDS = ("hf", "vllm", "openai-chat", "openai-completions")
 API_BACKENDS = ("openai-chat", "openai-completions")
 SECRET_ARGS = ("basic_auth",)
-__all__ = ["API_BACKENDS", "BACKENDS", "DEFAULT_TIMEOUT", "BackendCall", "build_backend",
-           "command_line"]
+__all__ = [
+    "API_BACKENDS",
+    "BACKENDS",
+    "DEFAULT_TIMEOUT",
+    "BackendCall",
+    "build_backend",
+    "command_line",
+]
 DEFAULT_TIMEOUT = 300.0  # seconds per API request attempt
 
 
@@ -47,8 +53,11 @@ class BackendCall:
     def public_args(self) -> dict[str, Any]:
         """model_args safe to write down: without the URL credentials (``basic_auth``) and the
         name of the key's variable (recorded on its own)."""
-        return {k: v for k, v in self.model_args.items()
-                if k not in SECRET_ARGS and "key" not in k.lower()}
+        return {
+            k: v
+            for k, v in self.model_args.items()
+            if k not in SECRET_ARGS and "key" not in k.lower()
+        }
 
 
 def default_device() -> str:
@@ -114,9 +123,14 @@ def build_backend(
     if not base.startswith(("http://", "https://")):
         raise UsageError(f"--base-url must be an http:// or https:// URL, not {base!r}")
     base = base.rstrip("/")
-    common: dict[str, Any] = {"model": model_spec, "max_retries": max_retries,
-                              "timeout": timeout, "num_concurrent": num_concurrent,
-                              "max_gen_toks": max_new_tokens, "api_key_env": api_key_env}
+    common: dict[str, Any] = {
+        "model": model_spec,
+        "max_retries": max_retries,
+        "timeout": timeout,
+        "num_concurrent": num_concurrent,
+        "max_gen_toks": max_new_tokens,
+        "api_key_env": api_key_env,
+    }
     if user is not None or password is not None:
         common["basic_auth"] = (user or "", password or "")
     # registers the lm-eval model classes; lazy: lm_eval's API models +0.9-1.1 s at import
@@ -130,8 +144,7 @@ def build_backend(
             # The assistant turn must continue the prefilled "<answer>", not start a new one
             # (vLLM's chat API extension; other servers may ignore it).
             extra = {"continue_final_message": True, "add_generation_prompt": False}
-        return BackendCall("calbench-chat-completions", {**common, "base_url": url}, 1, extra,
-                           url)
+        return BackendCall("calbench-chat-completions", {**common, "base_url": url}, 1, extra, url)
     url = base if base.endswith("/completions") else base + "/completions"
     tok = tokenizer or (model.path if model is not None else None)
     if tok is None:
@@ -139,7 +152,12 @@ def build_backend(
             "--backend openai-completions renders the chat template locally and needs a "
             "tokenizer: pass --tokenizer (an alias, local folder or hub id)"
         )
-    args = {**common, "base_url": url, "tokenizer_backend": "huggingface", "tokenizer": tok,
-            # token ids: the prompt is rendered with the chat template locally, exactly as sent
-            "tokenized_requests": True}
+    args = {
+        **common,
+        "base_url": url,
+        "tokenizer_backend": "huggingface",
+        "tokenizer": tok,
+        # token ids: the prompt is rendered with the chat template locally, exactly as sent
+        "tokenized_requests": True,
+    }
     return BackendCall("calbench-completions", args, batch_size, {}, url)

@@ -135,8 +135,9 @@ def chat_texts(outputs: Any, n: int, think_end_token: str | None = None) -> list
             content = ""  # the whole token budget went to hidden reasoning: a real, empty answer
         if not isinstance(content, str):
             raise BadResponse(f"choice {i} has no message.content string")
-        texts.append(postprocess_generated_text(content, stop=None,
-                                                think_end_token=think_end_token))
+        texts.append(
+            postprocess_generated_text(content, stop=None, think_end_token=think_end_token)
+        )
     return texts
 
 
@@ -157,10 +158,14 @@ def completion_logprobs(outputs: Any, ctxlens: list[int]) -> list[tuple[float, b
         lp = c.get("logprobs")
         toks = lp.get("token_logprobs") if isinstance(lp, dict) else None
         tops = lp.get("top_logprobs") if isinstance(lp, dict) else None
-        if not (isinstance(toks, list) and isinstance(tops, list) and len(toks) == len(tops)
-                and len(toks) > ctxlen
-                and all(isinstance(t, (int, float)) for t in toks[ctxlen:-1])
-                and all(isinstance(t, dict) and t for t in tops[ctxlen:-1])):
+        if not (
+            isinstance(toks, list)
+            and isinstance(tops, list)
+            and len(toks) == len(tops)
+            and len(toks) > ctxlen
+            and all(isinstance(t, (int, float)) for t in toks[ctxlen:-1])
+            and all(isinstance(t, dict) and t for t in tops[ctxlen:-1])
+        ):
             raise BadResponse(f"choice {i} lacks the prompt's token log-probabilities")
     return LocalCompletionsAPI.parse_logprobs(outputs={"choices": choices}, ctxlens=ctxlens)
 
@@ -168,9 +173,16 @@ def completion_logprobs(outputs: Any, ctxlens: list[int]) -> list[tuple[float, b
 class _RequestPolicy:
     """Mixin over lm-eval's ``TemplateAPI`` subclasses: see the module docstring."""
 
-    def __init__(self, *args: Any, api_key_env: str = "OPENAI_API_KEY",
-                 basic_auth: tuple[str, str] | None = None, timeout: float = 300,
-                 max_retries: int = 5, num_concurrent: int = 4, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        api_key_env: str = "OPENAI_API_KEY",
+        basic_auth: tuple[str, str] | None = None,
+        timeout: float = 300,
+        max_retries: int = 5,
+        num_concurrent: int = 4,
+        **kwargs: Any,
+    ) -> None:
         if int(num_concurrent) < 2:
             raise ValueError("calbench's API backends need num_concurrent >= 2")
         if float(timeout) <= 0 or int(max_retries) < 0:
@@ -178,8 +190,7 @@ class _RequestPolicy:
         self._api_key_value = os.environ.get(api_key_env, "")
         self._basic_auth = basic_auth
         add_secret(self._api_key_value)
-        super().__init__(*args, num_concurrent=num_concurrent, max_retries=max_retries,
-                         **kwargs)
+        super().__init__(*args, num_concurrent=num_concurrent, max_retries=max_retries, **kwargs)
         self.timeout = float(timeout)  # lm-eval stores int(timeout): 0.5 would become 0
         self.max_retries = int(max_retries)
 
@@ -196,29 +207,40 @@ class _RequestPolicy:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def model_call(self, *args: Any, **kwargs: Any) -> None:
-        raise NotImplementedError("calbench's API backends send requests through "
-                                  "get_batched_requests only (num_concurrent >= 2)")
+        raise NotImplementedError(
+            "calbench's API backends send requests through "
+            "get_batched_requests only (num_concurrent >= 2)"
+        )
 
     def _parse(self, outputs: Any, n: int, generate: bool, ctxlens: list) -> list:
         raise NotImplementedError
 
-    async def get_batched_requests(self, requests: list, cache_keys: list, *,
-                                   generate: bool = True, ctxlens: list[int] | None = None,
-                                   **kwargs: Any) -> list[list]:
+    async def get_batched_requests(
+        self,
+        requests: list,
+        cache_keys: list,
+        *,
+        generate: bool = True,
+        ctxlens: list[int] | None = None,
+        **kwargs: Any,
+    ) -> list[list]:
         ctxlens = ctxlens or [None] * len(requests)
         conn = aiohttp.TCPConnector(limit=self._concurrent, ssl=self.verify_certificate)
         sem = asyncio.Semaphore(self._concurrent)
         timeout = aiohttp.ClientTimeout(total=self.timeout)
         async with aiohttp.ClientSession(connector=conn, timeout=timeout) as session:
             tasks = [
-                asyncio.create_task(self._request(session, sem, msgs, keys, lens, generate,
-                                                  kwargs))
-                for msgs, keys, lens in zip(chunks(requests, n=self._batch_size),
-                                            chunks(cache_keys, n=self._batch_size),
-                                            chunks(ctxlens, n=self._batch_size), strict=True)
+                asyncio.create_task(self._request(session, sem, msgs, keys, lens, generate, kwargs))
+                for msgs, keys, lens in zip(
+                    chunks(requests, n=self._batch_size),
+                    chunks(cache_keys, n=self._batch_size),
+                    chunks(ctxlens, n=self._batch_size),
+                    strict=True,
+                )
             ]
             # a bar closed on failure too, so the error message starts on its own line
             with tqdm(total=len(tasks), desc="Requesting API") as bar:
+
                 def count(task: asyncio.Task) -> None:  # answered requests only
                     if not task.cancelled() and task.exception() is None:
                         bar.update(1)
@@ -234,29 +256,48 @@ class _RequestPolicy:
                     await asyncio.gather(*tasks, return_exceptions=True)
                     raise
 
-    async def _request(self, session: aiohttp.ClientSession, sem: asyncio.Semaphore,
-                       messages: list, cache_keys: list, ctxlens: list, generate: bool,
-                       kwargs: dict) -> list:
+    async def _request(
+        self,
+        session: aiohttp.ClientSession,
+        sem: asyncio.Semaphore,
+        messages: list,
+        cache_keys: list,
+        ctxlens: list,
+        generate: bool,
+        kwargs: dict,
+    ) -> list:
         """One batch of prompts: send, check, cache; retry per the policy."""
         kwargs = dict(kwargs)
         gen_kwargs = copy.deepcopy(kwargs.pop("gen_kwargs", None))
-        payload = self._create_payload(self.create_message(messages), generate=generate,
-                                       gen_kwargs=gen_kwargs, seed=self._seed, **kwargs)
+        payload = self._create_payload(
+            self.create_message(messages),
+            generate=generate,
+            gen_kwargs=gen_kwargs,
+            seed=self._seed,
+            **kwargs,
+        )
         attempts = self.max_retries + 1
         where = f"the server at {self.base_url}"
         for attempt in range(1, attempts + 1):
             try:
                 async with sem:
-                    answers = await self._attempt(session, payload, len(messages), generate,
-                                                  ctxlens)
+                    answers = await self._attempt(
+                        session, payload, len(messages), generate, ctxlens
+                    )
             except BadResponse as e:
                 problem, retryable, wait = str(e), e.retryable, e.wait
             except asyncio.TimeoutError:
-                problem, retryable, wait = (f"no response within --timeout {self.timeout:g} s",
-                                            True, None)
+                problem, retryable, wait = (
+                    f"no response within --timeout {self.timeout:g} s",
+                    True,
+                    None,
+                )
             except aiohttp.ClientError as e:
-                problem, retryable, wait = (f"could not connect or read the answer "
-                                            f"({type(e).__name__}: {redact(str(e))})", True, None)
+                problem, retryable, wait = (
+                    f"could not connect or read the answer ({type(e).__name__}: {redact(str(e))})",
+                    True,
+                    None,
+                )
             else:
                 if cache_keys:
                     method = "generate_until" if generate else "loglikelihood"
@@ -266,32 +307,42 @@ class _RequestPolicy:
                 return answers
             at = f"attempt {attempt} of {attempts}"
             if not retryable:
-                raise ServerError(f"{where} refused the request: {problem} ({at}; not retried: "
-                                  "the same request would be refused again)")
+                raise ServerError(
+                    f"{where} refused the request: {problem} ({at}; not retried: "
+                    "the same request would be refused again)"
+                )
             if attempt == attempts:
-                raise ServerError(f"{where} failed: {problem} ({at}; --max-retries "
-                                  f"{self.max_retries}, --timeout {self.timeout:g} s)")
+                raise ServerError(
+                    f"{where} failed: {problem} ({at}; --max-retries "
+                    f"{self.max_retries}, --timeout {self.timeout:g} s)"
+                )
             wait = backoff_seconds(attempt) if wait is None else wait
-            logger.warning("calbench: POST %s: %s (%s); retrying in %.3g s", self.base_url,
-                           problem, at, wait)
+            logger.warning(
+                "calbench: POST %s: %s (%s); retrying in %.3g s", self.base_url, problem, at, wait
+            )
             await asyncio.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _attempt(self, session: aiohttp.ClientSession, payload: dict, n: int,
-                       generate: bool, ctxlens: list) -> list:
+    async def _attempt(
+        self, session: aiohttp.ClientSession, payload: dict, n: int, generate: bool, ctxlens: list
+    ) -> list:
         async with session.post(self.base_url, json=payload, headers=self.header) as resp:
             status = resp.status
             raw = await resp.read()
             retry_after = resp.headers.get("Retry-After")
         if not 200 <= status < 300:
             wait = retry_after_seconds(retry_after) if status in (429, 503) else None
-            raise BadResponse(f"HTTP {status}: {excerpt(raw)}",
-                              retryable=status in RETRY_STATUSES or status >= 500, wait=wait)
+            raise BadResponse(
+                f"HTTP {status}: {excerpt(raw)}",
+                retryable=status in RETRY_STATUSES or status >= 500,
+                wait=wait,
+            )
         try:
             outputs = json.loads(raw)
         except ValueError:
-            raise BadResponse(f"HTTP {status} with a body that is not JSON: {excerpt(raw)}"
-                              ) from None
+            raise BadResponse(
+                f"HTTP {status} with a body that is not JSON: {excerpt(raw)}"
+            ) from None
         try:
             return self._parse(outputs, n, generate, ctxlens)
         except BadResponse as e:
@@ -311,5 +362,4 @@ class Completions(_RequestPolicy, LocalCompletionsAPI):
     """``/completions`` with token ids rendered by the local chat template."""
 
     def _parse(self, outputs: Any, n: int, generate: bool, ctxlens: list) -> list:
-        return completion_texts(outputs, n) if generate else completion_logprobs(outputs,
-                                                                                 ctxlens)
+        return completion_texts(outputs, n) if generate else completion_logprobs(outputs, ctxlens)
