@@ -1,4 +1,5 @@
-"""``calbench import`` (calbench/report/importer.py): released outputs -> run folders.
+"""``calbench import`` (calbench/report/importer.py, import_runs.py, import_grading.py,
+rlcr_import.py): released outputs -> run folders.
 
 Fixtures are small files written here in the real schemas (RLCR's eval_outputs lines; lm-eval's
 logged samples in tests/fixtures/lmeval_output); their text is synthetic. One test reads the
@@ -17,7 +18,7 @@ import pytest
 from calbench.cli import main
 from calbench.core.records import read_samples
 from calbench.core.runs import load_run
-from calbench.report import importer
+from calbench.report import import_grading
 from calbench.report.leaderboard import build
 from calbench.report.score import score_files
 from tests.conftest import shared_data
@@ -357,10 +358,10 @@ def test_task_grader_agrees_with_the_task_registry() -> None:
     assert {"math500", "commonsenseqa"} <= set(tasks)
     for name, info in tasks.items():
         if info.yaml_path.stem == name:
-            assert importer.task_grader(name) == info.grader, name
-    assert importer.calbench_task("math-500") == "math500"
-    assert importer.calbench_task("CommonsenseQA") == "commonsenseqa"
-    assert importer.calbench_task("my-own-set") == "my-own-set"
+            assert import_grading.task_grader(name) == info.grader, name
+    assert import_grading.calbench_task("math-500") == "math500"
+    assert import_grading.calbench_task("CommonsenseQA") == "commonsenseqa"
+    assert import_grading.calbench_task("my-own-set") == "my-own-set"
 
 
 def test_real_rlcr_release_reproduces_published_accuracy(tmp_path: Path) -> None:

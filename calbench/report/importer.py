@@ -4,8 +4,9 @@ as ordinary run folders (``samples.jsonl``, ``metrics.json``, ``manifest.json``)
 
 Formats, detected per file:
 
-* **RLCR** (the RLCR paper's ``eval_outputs``): JSON lines with ``dataset, model, id, correct,
-  confidence`` (:func:`read_rlcr`) and, to import, ``response`` and ``gold``; other fields
+* **RLCR** (the RLCR paper's ``eval_outputs``, read by
+  :func:`calbench.report.rlcr_import.read_rlcr`): JSON lines with ``dataset, model, id, correct,
+  confidence`` and, to import, ``response`` and ``gold``; other fields
   (``family``, ``classifier_prob``) go to ``meta``. One run per (dataset, model): model
   ``rlcr-paper/<model>``, task the calbench task of that name (``math-500`` -> ``math500``,
   else the name), elicitation ``rlcr`` (the paper's prompt format). ``correct`` is the RLCR
@@ -26,6 +27,10 @@ Run folders are ``DIR/<model path>/<task>/<elicitation>``, each component made s
 :func:`calbench.core.runs.safe_component`. A folder holding an earlier import of the same model
 and task is replaced; anything else needs ``--overwrite``. Everything is read, checked and graded
 before the first file is written; a bad record stops all with exit 2 naming file:line and field.
+
+This module writes the run folders and holds the command; the inputs become runs in
+:mod:`calbench.report.import_runs`, and calbench reads and grades their responses in
+:mod:`calbench.report.import_grading`.
 """
 
 from __future__ import annotations
@@ -34,368 +39,25 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import shlex
 import sys
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from calbench import __version__
 from calbench.core.errors import UsageError
-from calbench.core.grade import GRADERS, letter_of
-from calbench.core.prompts import ELICITATIONS, MULTI_PASS, build_prompt
-from calbench.core.records import (
-    REQUIRED_FIELDS,
-    RecordError,
-    atomic_write_json,
-    git_commit,
-    iter_jsonl_lines,
-    redact,
-    sha256_text,
-    validate_record,
-    write_jsonl,
+from calbench.core.grade import GRADERS
+from calbench.core.records import atomic_write_json, git_commit, redact, write_jsonl
+from calbench.core.runs import MANIFEST, METRICS, SAMPLES, summarize_records
+from calbench.report.import_grading import confidence_stats, task_grader
+from calbench.report.import_runs import (
+    Imported,
+    SkippedInput,
+    file_runs,
+    regrade_grader,
+    regrade_run,
 )
-from calbench.core.responses import GradedResponse, grade_response, read_response
-from calbench.core.runs import MANIFEST, METRICS, SAMPLES, safe_component, summarize_records
-from calbench.report import lmeval_import
-
-Key = tuple[str, str]  # (dataset, model) as the file names them
-RLCR, LMEVAL = "rlcr", "lm-eval"
-RLCR_FIELDS = ("dataset", "model", "id", "correct", "confidence")
-RLCR_MODEL_PREFIX = "rlcr-paper"
-RLCR_ELICITATION = "rlcr"
-RLCR_GRADER = "rlcr-evaluator"
-LMEVAL_ELICITATION = "lm-eval"  # tasks that are not calbench's carry no elicitation
-# ``raw_confidence_cases.jsonl`` beside the RLCR outputs: odd responses and how the RLCR
-# evaluator parsed them (parser test material, repeating ids of the outputs), not outputs.
-_RLCR_PARSE_CASES = ("eval_parsed_confidence", "stored_confidence_used_in_metrics")
-_TASKS_DIR = Path(str(resources.files("calbench") / "tasks"))  # calbench's task YAMLs
-
-
-class SkippedInput(RecordError):
-    """An input that is recognised but holds nothing to score or import (reported, not fatal)."""
-
-
-def is_rlcr_outputs(obj: dict) -> bool:
-    return "dataset" in obj and "model" in obj and "correct" in obj
-
-
-def is_rlcr_parse_cases(obj: dict) -> bool:
-    return "confidence" not in obj and all(k in obj for k in _RLCR_PARSE_CASES)
-
-
-# --- reading ---------------------------------------------------------------------------------
-
-
-def read_rlcr(path: str | os.PathLike) -> dict[Key, list[dict]]:
-    """The records of an RLCR outputs file by (dataset, model): each line's object checked by
-    :func:`calbench.core.records.validate_record` (ids unique per dataset and model), plus
-    ``_where`` (file:line). RecordError names file:line and field."""
-    path = Path(path)
-    out: dict[Key, list[dict]] = {}
-    seen: dict[Key, dict[str, str]] = {}
-    for lineno, obj in iter_jsonl_lines(path):
-        where = f"{path}:{lineno}"
-        missing = [k for k in RLCR_FIELDS if k not in obj]
-        if missing:
-            raise RecordError(f"{where}: RLCR record lacks {', '.join(missing)}")
-        for k in ("dataset", "model"):
-            if not isinstance(obj[k], str) or not obj[k].strip():
-                raise RecordError(f"{where}: '{k}' must be a non-empty string, got {obj[k]!r}")
-        key = (obj["dataset"], obj["model"])
-        rec = validate_record(obj, where, seen.setdefault(key, {}))
-        rec["_where"] = where
-        out.setdefault(key, []).append(rec)
-    if not out:
-        raise RecordError(f"{path}: empty file (no records)")
-    return out
-
-
-def read_released(path: str | os.PathLike) -> tuple[str, dict[Key, list[dict]]]:
-    """(format, records by (dataset, model)) of a released-outputs file or lm-eval folder.
-    SkippedInput for RLCR parse cases; RecordError naming file:line for anything else."""
-    path = Path(path)
-    if not path.exists():
-        raise RecordError(f"{path}: no such file or folder")
-    if lmeval_import.is_lmeval_samples(path):
-        return LMEVAL, lmeval_import.read_lmeval_samples(path)
-    if path.is_dir():
-        raise RecordError(f"{path}: a folder without lm-eval samples_*.jsonl; name the files")
-    for lineno, first in iter_jsonl_lines(path):
-        if is_rlcr_parse_cases(first):
-            raise SkippedInput(f"skipping {path}: RLCR confidence-parsing cases, not outputs")
-        if is_rlcr_outputs(first):
-            return RLCR, read_rlcr(path)
-        what = (
-            "a calbench run's record (regrade calbench runs with `calbench regrade`)"
-            if all(k in first for k in REQUIRED_FIELDS)
-            else f"a record with keys {sorted(first)[:12]}"
-        )
-        raise RecordError(
-            f"{path}:{lineno}: unknown format: expected RLCR outputs (dataset, model, id, correct, "
-            f"confidence, response, gold) or lm-eval samples_*.jsonl; found {what}"
-        )
-    raise RecordError(f"{path}: empty file (no records)")
-
-
-# --- grading ---------------------------------------------------------------------------------
-
-
-def task_grader(task: str) -> str | None:
-    """``metadata.grader`` of calbench's ``<task>.yaml`` (its ``calbench_name`` being ``task``;
-    lm-eval's ``<task>:<filter>`` reads as ``task``), or None when calbench has no such task."""
-    base = task.split(":", 1)[0]
-    path = _TASKS_DIR / f"{base}.yaml"
-    if not re.fullmatch(r"[a-z0-9_]+", base) or not path.is_file():
-        return None
-    try:
-        meta = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("metadata") or {}
-    except (OSError, yaml.YAMLError):
-        return None
-    ok = meta.get("calbench_name") == base and meta.get("grader")
-    return str(meta["grader"]) if ok else None
-
-
-def calbench_task(dataset: str) -> str:
-    """The calbench task a released dataset name means: the name lower-cased without
-    punctuation when that is a calbench task (``math-500`` -> ``math500``), else the name."""
-    norm = re.sub(r"[^a-z0-9]", "", dataset.lower())
-    return norm if task_grader(norm) is not None else dataset
-
-
-def gold_for(grader: str | None, gold: Any, where: str) -> str:
-    """The gold as ``grader`` compares it: for ``letter``, the option letter ("Option A which
-    is : bank" -> "A", as calbench's loader gives it); RecordError naming ``where`` if none."""
-    if gold is None or isinstance(gold, (dict, list, bool)):
-        raise RecordError(f"{where}: 'gold' must be text or a number, got {gold!r}")
-    text = str(gold)
-    if grader == "letter":
-        letter = letter_of(text)
-        if letter is None:
-            raise RecordError(f"{where}: 'gold' {text[:60]!r} names no option letter")
-        return letter
-    return text
-
-
-def reread(rec: dict, where: str, grader: str | None) -> None:
-    """Give ``rec`` calbench's reading of its response (``answer``, ``parse``,
-    ``confidence_as_parsed``); with ``grader``, calbench's verdict as ``correct`` and the
-    file's as ``correct_as_published``. The file's ``confidence`` stays."""
-    text, elicitation = rec.get("response"), rec.get("elicitation")
-    if not isinstance(text, str):
-        raise RecordError(f"{where}: 'response' must be text, got {type(text).__name__}")
-    if grader and elicitation in MULTI_PASS:
-        raise UsageError(
-            f"{where}: --regrade: elicitation {elicitation!r} takes its confidence "
-            "from further requests; regrade calbench runs with `calbench regrade`"
-        )
-    # The prefill the response was generated after is part of it (an unclosed <answer>).
-    prefill = build_prompt("?", elicitation).prefill if elicitation in ELICITATIONS else ""
-    if grader is None:
-        graded = GradedResponse(*read_response(text, prefill), bool(rec["correct"]), None)
-    else:
-        graded = grade_response(
-            text, rec["gold"], grader, prefill=prefill, question=str(rec.get("question") or "")
-        )
-        rec.setdefault("correct_as_published", rec["correct"])  # the file's, kept on a rerun
-    fields = graded.record_fields()
-    fields.pop("confidence")
-    rec.update(fields, confidence_as_parsed=graded.confidence.value, meta=rec.pop("meta", {}))
-
-
-def regrade_stats(records: list[dict], grader: str) -> dict:
-    """What regrading changed in one run: counts and both accuracies."""
-    n = len(records)
-    rw = sum(1 for r in records if r["correct_as_published"] and not r["correct"])
-    wr = sum(1 for r in records if not r["correct_as_published"] and r["correct"])
-    return {
-        "grader": f"calbench:{grader}",
-        "n": n,
-        "changed": rw + wr,
-        "right_to_wrong": rw,
-        "wrong_to_right": wr,
-        "accuracy_as_published": sum(bool(r["correct_as_published"]) for r in records) / n,
-        "accuracy": sum(bool(r["correct"]) for r in records) / n,
-        "no_answer": sum(r["answer"] is None for r in records),
-    }
-
-
-def confidence_stats(records: list[dict]) -> dict:
-    """How the kept (published) confidences compare with calbench's parse of the responses."""
-
-    def differs(r: dict) -> bool:
-        a, b = r["confidence"], r["confidence_as_parsed"]
-        return (a is None) != (b is None) or (a is not None and abs(a - b) > 1e-9)
-
-    return {
-        "kept": "as published",
-        "n": len(records),
-        "differs_from_parse": sum(map(differs, records)),
-        "unparsed_by_calbench": sum(r["confidence_as_parsed"] is None for r in records),
-    }
-
-
-# --- runs ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Imported:
-    """One (dataset, model) of an input file, as a run to write."""
-
-    key: Key  # as the file names it
-    model: str
-    task: str
-    elicitation: str
-    records: list[dict]
-    fmt: str
-    file: Path
-    file_sha256: str
-    published_grader: str
-    family: str | None = None
-    grader: str | None = None  # calbench's, once regraded
-    regrade: dict | None = None
-
-    @property
-    def where(self) -> str:
-        return f"{self.file} ({self.model}, {self.task})"
-
-    def folder(self, output: Path) -> Path:
-        parts = [safe_component(p) for p in self.model.split("/") if p]
-        run_dir = output.joinpath(
-            *parts, safe_component(self.task), safe_component(self.elicitation)
-        )
-        if not run_dir.resolve().is_relative_to(output.resolve()):
-            raise UsageError(
-                f"run folder {run_dir} resolves outside --output {output}; remove "
-                "the symlink or choose another --output"
-            )
-        return run_dir
-
-
-def _sha256(path: Path) -> str:
-    if path.is_dir():  # an lm-eval output folder: its samples files' names and hashes
-        files = sorted(p for p in path.rglob("samples_*.jsonl") if p.is_file())
-        return sha256_text(json.dumps([[str(p.relative_to(path)), _sha256(p)] for p in files]))
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _rlcr_run(path: Path, key: Key, objs: list[dict], sha: str) -> Imported:
-    dataset, model = key
-    task = calbench_task(dataset)
-    grader = task_grader(task)
-    records = []
-    for obj in objs:
-        where = obj.pop("_where")
-        extra = {
-            k: v for k, v in obj.items() if k not in RLCR_FIELDS + ("question", "gold", "response")
-        }
-        rec = {
-            "id": obj["id"],
-            "task": task,
-            "elicitation": RLCR_ELICITATION,
-            "question": obj.get("question"),
-            "gold": gold_for(grader, obj.get("gold"), where),
-            "response": obj.get("response"),
-            "correct": obj["correct"],
-            "confidence": obj["confidence"],
-            "meta": {
-                "source": RLCR,
-                "dataset": dataset,
-                "model": model,
-                "line": int(where.rsplit(":", 1)[1]),
-                **extra,
-            },
-        }
-        reread(rec, where, None)
-        records.append(rec)
-    family = sorted({str(o["family"]) for o in objs if o.get("family") is not None})
-    return Imported(
-        key,
-        f"{RLCR_MODEL_PREFIX}/{model}",
-        task,
-        RLCR_ELICITATION,
-        records,
-        RLCR,
-        path,
-        sha,
-        RLCR_GRADER,
-        family=", ".join(family) or None,
-    )
-
-
-def _lmeval_run(path: Path, key: Key, records: list[dict], sha: str) -> Imported:
-    elic = {r.get("elicitation") for r in records}
-    elicitation = str(elic.pop()) if len(elic) == 1 and None not in elic else LMEVAL_ELICITATION
-    for r in records:
-        reread(r, _where(r, path), None)
-    fields = sorted({r["meta"]["correct_field"] for r in records})
-    return Imported(
-        key, key[1], key[0], elicitation, records, LMEVAL, path, sha, f"lm-eval:{','.join(fields)}"
-    )
-
-
-def _where(rec: dict, path: Path) -> str:
-    meta = rec.get("meta") or {}
-    if "line" in meta:
-        return f"{path}:{meta['line']}"
-    return f"{path}: {meta.get('samples_file', '')} doc {meta.get('doc_id')}"
-
-
-def file_runs(path: str | os.PathLike) -> list[Imported]:
-    """The runs of one input (SkippedInput for a file with nothing to import)."""
-    path = Path(path)
-    fmt, groups = read_released(path)
-    sha = _sha256(path)
-    make = _rlcr_run if fmt == RLCR else _lmeval_run
-    return [make(path, key, recs, sha) for key, recs in groups.items()]
-
-
-def regrade_grader(run: Imported, grader: str | None = None) -> str:
-    """The grader that regrades ``run``: ``grader``, else its calbench task's; UsageError when
-    there is none or it needs a model (a judge, embeddings)."""
-    grader = grader or task_grader(run.task)
-    if grader is None:
-        raise UsageError(
-            f"{run.where}: --regrade: calbench has no task {run.task!r}, so no "
-            f"grader; name one with --grader ({', '.join(GRADERS)})"
-        )
-    if grader not in GRADERS:
-        raise UsageError(
-            f"{run.where}: --regrade: grader {grader!r} needs a judge or an "
-            f"embedding model; calbench import regrades with {', '.join(GRADERS)}"
-        )
-    return grader
-
-
-def regrade_run(run: Imported, grader: str | None = None) -> dict:
-    """Grade ``run``'s responses with calbench (:func:`regrade_grader`); its stats."""
-    grader = regrade_grader(run, grader)
-    for r in run.records:
-        where = _where(r, run.file)
-        r["gold"] = gold_for(grader, r.get("gold"), where)
-        reread(r, where, grader)
-    run.grader, run.regrade = grader, regrade_stats(run.records, grader)
-    return run.regrade
-
-
-def regraded_groups(path: str | os.PathLike) -> dict[Key, tuple[list[dict], dict]]:
-    """``calbench score --regrade``: each (dataset, model) of a released-outputs file, as the
-    file names it, with its records regraded by calbench and :func:`regrade_stats`."""
-    runs = file_runs(path)
-    for run in runs:
-        regrade_grader(run)  # every group has a grader before any grading starts
-    return {run.key: (run.records, regrade_run(run)) for run in runs}
-
 
 # --- writing ---------------------------------------------------------------------------------
 
