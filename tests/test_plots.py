@@ -10,7 +10,9 @@ import pytest
 
 from calbench.cli import main
 from calbench.core.runs import find_run_dirs, load_run, load_runs, parse_rate, wilson_interval
-from calbench.report.plots import fmt_ci, reliability_figure, risk_coverage_figure, save_figure
+from calbench.report.plot_reliability import reliability_figure
+from calbench.report.plot_risk_coverage import risk_coverage_figure
+from calbench.report.plot_style import fmt_ci, save_figure
 from tests.fixtures import runs_make
 
 
@@ -230,7 +232,7 @@ def _grouped_run(root: Path, sizes: dict[int, int]) -> Path:
 
 def test_by_draws_one_reliability_panel_per_group(tmp_path: Path) -> None:
     from calbench import metrics as M
-    from calbench.report.plots import group_runs
+    from calbench.report.plot_groups import group_runs
 
     d = _grouped_run(tmp_path / "res", {2: 60, 3: 50, 10: 40})
     run = load_run(d)
@@ -253,7 +255,7 @@ def test_by_draws_one_reliability_panel_per_group(tmp_path: Path) -> None:
 
 
 def test_by_more_than_max_panels_is_a_clear_usage_error(tmp_path: Path, capsys) -> None:
-    from calbench.report.plots import MAX_PANELS
+    from calbench.report.plot_groups import MAX_PANELS
 
     d = _grouped_run(tmp_path / "res", {t: 10 for t in range(MAX_PANELS + 1)})
     out = tmp_path / "by.png"

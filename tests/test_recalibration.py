@@ -20,8 +20,8 @@ from sklearn.linear_model import LogisticRegression
 from calbench import metrics as M
 from calbench.metrics import MetricInputError
 from calbench.metrics import recalibration as R
-from calbench.report import score
 from calbench.report.leaderboard import build
+from calbench.report.score_inputs import load_records
 from tests.fixtures import runs_make
 
 
@@ -313,7 +313,7 @@ def test_score_recalibrate_writes_every_method_with_cis_and_settings(two_runs, t
     assert rc == 0
     entry = json.loads((tmp_path / "scores.json").read_text())["synthmath"]["over"]
     assert list(entry["recalibrated"]) == list(R.METHODS)
-    recs = score.load_records(a)[("synthmath", "over")]
+    recs = load_records(a)[("synthmath", "over")]
     y = [r["correct"] for r in recs]
     conf = [r["confidence"] for r in recs]
     ids = [r["id"] for r in recs]
@@ -352,7 +352,7 @@ def test_score_calibration_run_applies_maps_fitted_on_it(two_runs, tmp_path, cap
     )
     assert rc == 0
     r = json.loads((tmp_path / "scores.json").read_text())["synthmath"]["over"]["recalibrated"]
-    cal = score.load_records(b)[("synthmath", "other")]
+    cal = load_records(b)[("synthmath", "other")]
     for method in ("platt", "isotonic"):
         fitted = R.fit([x["correct"] for x in cal], [x["confidence"] for x in cal], method)
         assert r[method]["fit"]["mode"] == "calibration_run"

@@ -12,7 +12,9 @@ from calbench import metrics as M
 from calbench.core.errors import UsageError
 from calbench.core.records import RecordError
 from calbench.report import score
-from calbench.report.score import load_records, score_files
+from calbench.report.score import score_files
+from calbench.report.score_groups import MAX_GROUPS, group_records
+from calbench.report.score_inputs import load_records
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RLCR = SHARED / "rlcr"
@@ -322,7 +324,7 @@ def test_by_groups_records_without_the_field_under_question_mark(tmp_path):
     rows = _chain_rows(30)
     for r in rows[:5]:
         del r["meta"]
-    groups = score.group_records(rows, ["num_terms"])
+    groups = group_records(rows, ["num_terms"])
     assert list(groups)[-1] == "num_terms=?" and len(groups["num_terms=?"]) == 5
 
 
@@ -332,5 +334,5 @@ def test_by_too_many_groups_is_a_usage_error(tmp_path, capsys):
         r["meta"]["index"] = i
     write_jsonl(tmp_path / "m" / "samples.jsonl", rows)
     assert main(["score", str(tmp_path / "m"), "-o", str(tmp_path), "--by", "index"]) == 2
-    assert f"60 groups, more than {score.MAX_GROUPS}" in capsys.readouterr().err
+    assert f"60 groups, more than {MAX_GROUPS}" in capsys.readouterr().err
     assert not (tmp_path / "scores.json").exists()

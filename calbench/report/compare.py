@@ -35,7 +35,7 @@ from calbench.core.records import atomic_write_json
 from calbench.metrics import MetricInputError, align_records, paired_bootstrap, summarize
 from calbench.metrics.bootstrap import LEVEL
 from calbench.report.ranking import HEADERS, HIGHER_IS_BETTER
-from calbench.report.score import load_records
+from calbench.report.score_inputs import load_records
 
 N_BOOTSTRAP = 1000  # as calbench score
 POLICIES = ("drop", "fill=0.5", "fill=0")  # calbench.metrics.POLICIES, checked by the metrics

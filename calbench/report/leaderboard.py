@@ -143,9 +143,10 @@ def build(
     out_dir.mkdir(parents=True, exist_ok=True)
     diag_dir = out_dir / DIAGRAMS
     if diagrams:
-        # lazy: plots with matplotlib +0.7-1.4 s at import (python -X importtime), which
-        # --no-diagrams never uses
-        from calbench.report.plots import reliability_figure, save_figure
+        # lazy: the plot modules with matplotlib +0.7-1.4 s at import (python -X importtime),
+        # which --no-diagrams never uses
+        from calbench.report.plot_reliability import reliability_figure
+        from calbench.report.plot_style import save_figure
 
         # a recalibrated row shares its run's folder: the model name tells them apart
         by_run = {

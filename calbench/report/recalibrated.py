@@ -25,7 +25,7 @@ from calbench.core.records import RecordError
 from calbench.core.runs import Run, summarize_records
 from calbench.metrics import MetricInputError, summarize
 from calbench.metrics import recalibration as recal
-from calbench.report.score import load_records
+from calbench.report.score_inputs import load_records
 
 CI_NOTE = (
     "conditional on the fitted maps: the bootstrap resamples the recalibrated confidences with "
@@ -190,7 +190,7 @@ def score_entry(
 
 def calibration(path, methods: list[str]) -> dict:
     """``--calibration-run``: the maps of ``methods`` fitted on the records of ``path`` (a file or
-    run folder :func:`calbench.report.score.load_records` reads as one dataset/model), with
+    run folder :func:`calbench.report.score_inputs.load_records` reads as one dataset/model), with
     where they came from (for :func:`recalibrated_entries`)."""
     try:
         loaded = load_records(path)

@@ -1,27 +1,20 @@
 """``calbench score FILE... [--compat rlcr] [--output DIR]``: the metric suite from saved records,
 without running any model.
 
-Inputs, detected per file:
-
-* calbench ``samples.jsonl`` (the file, or the run folder holding it); dataset and model come from
-  the sibling ``manifest.json`` (``task``, ``model``) when present, else the records' ``task``
-  field and the folder name;
-* RLCR evaluation outputs (JSON lines with ``dataset``, ``model``, ``correct``, ``confidence``),
-  grouped by (dataset, model);
-* lm-evaluation-harness ``samples_*.jsonl``, through :mod:`calbench.report.lmeval_import` when present.
+Inputs (calbench ``samples.jsonl`` or run folders, RLCR evaluation outputs, lm-evaluation-harness
+``samples_*.jsonl``) are detected per file by :func:`calbench.report.score_inputs.load_records`.
 
 Writes ``DIR/scores.json`` keyed by dataset, then model: each entry has the headline values at
 top level (``n``, ``accuracy``, ``ece``, ``brier``, ``auroc``, ``mean_confidence``, and every
 other metric of the suite) and the full :func:`calbench.metrics.summarize` output (CIs, policies,
 reliability table, curves). With ``--by KEY[,KEY]`` each entry also holds ``by``: the keys, and
 per group of those record meta fields n, accuracy and ECE, Brier and AUROC with CIs
-(:func:`breakdown`).
+(:func:`calbench.report.score_groups.breakdown`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -32,30 +25,14 @@ from rich.table import Table
 from rich.text import Text
 
 from calbench.core.errors import UsageError
-from calbench.core.records import (
-    REQUIRED_FIELDS,
-    RecordError,
-    atomic_write_json,
-    iter_jsonl_lines,
-    read_samples,
-)
-from calbench.core.runs import wilson_interval
-from calbench.report import lmeval_import
-from calbench.report.importer import (
-    SkippedInput,
-    is_rlcr_outputs,
-    is_rlcr_parse_cases,
-    read_rlcr,
-    regraded_groups,
-)
+from calbench.core.records import atomic_write_json
+from calbench.report.import_runs import SkippedInput, regraded_groups
+from calbench.report.score_groups import BY_METRICS, breakdown
+from calbench.report.score_inputs import Key, load_records
 
 # calbench.metrics and calbench.report.recalibrated (numpy, scipy) are imported where records
-# are scored, not here: +0.7-1.9 s at import (python -X importtime), and `calbench plot` imports
-# this module for group_records while it draws from metrics.json.
-
-Key = tuple[str, str]  # (dataset, model)
-BY_METRICS = ("ece", "brier", "auroc")  # per group of --by, with CIs
-MAX_GROUPS = 50  # --by: each group is bootstrapped on its own (~0.3 s) and read as a table row
+# are scored, not here: +0.7-1.9 s at import (python -X importtime), which `calbench score
+# --help` and a usage error never need.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -129,90 +106,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-# --- reading ---------------------------------------------------------------------------------
-
-
-def _slim(rec: dict) -> dict:
-    """What scoring keeps of a validated record (the rest, e.g. prompts, is not needed)."""
-    out = {"id": rec["id"], "correct": rec["correct"], "confidence": rec["confidence"]}
-    if isinstance(rec.get("meta"), dict):
-        out["meta"] = rec["meta"]
-    return out
-
-
-# The RLCR format (outputs, and the parse cases beside them that are skipped) is the importer's.
-_is_rlcr, _is_rlcr_parse_cases = is_rlcr_outputs, is_rlcr_parse_cases
-
-
-def _first_object(path: Path) -> dict | None:
-    for _, obj in iter_jsonl_lines(path):
-        return obj
-    return None
-
-
-def _read_rlcr(path: Path) -> dict[Key, list[dict]]:
-    return {key: [_slim(r) for r in recs] for key, recs in read_rlcr(path).items()}
-
-
-def _manifest(folder: Path) -> dict:
-    path = folder / "manifest.json"
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise RecordError(f"{path}: not valid JSON ({e})") from None
-    return data if isinstance(data, dict) else {}
-
-
-def _read_samples(path: Path) -> dict[Key, list[dict]]:
-    full = read_samples(path)
-    tasks = {str(r["task"]) for r in full if r.get("task")}
-    records = [_slim(r) for r in full]
-    folder = path.resolve().parent
-    manifest = _manifest(folder)
-    dataset = manifest.get("task") or (tasks.pop() if len(tasks) == 1 else folder.name)
-    model = manifest.get("model") or folder.name
-    return {(str(dataset), str(model)): records}
-
-
-def load_records(path: str | os.PathLike) -> dict[Key, list[dict]]:
-    """Records of one input, grouped by (dataset, model). Each record is a dict with ``id``,
-    ``correct`` (bool) and ``confidence`` (float in [0, 1], or None when unparsed).
-
-    A malformed file raises RecordError naming the file and line; an unrecognised format raises
-    RecordError saying what was expected.
-    """
-    path = Path(path)
-    if path.is_dir():
-        if (path / "samples.jsonl").is_file():
-            return _read_samples(path / "samples.jsonl")
-        if lmeval_import.is_lmeval_samples(path):
-            return lmeval_import.read_lmeval_samples(path)
-        raise RecordError(f"{path}: folder holds no samples.jsonl (not a calbench run folder)")
-    if not path.is_file():
-        raise RecordError(f"{path}: no such file")
-    if lmeval_import.is_lmeval_samples(path):
-        return lmeval_import.read_lmeval_samples(path)
-    first = _first_object(path)
-    if first is None:
-        raise RecordError(f"{path}: empty file (no records)")
-    if _is_rlcr_parse_cases(first):
-        raise SkippedInput(
-            f"skipping {path}: RLCR confidence-parsing cases (how the RLCR evaluator read odd "
-            "confidences), not evaluation outputs"
-        )
-    if _is_rlcr(first):
-        return _read_rlcr(path)
-    if all(k in first for k in REQUIRED_FIELDS):
-        return _read_samples(path)
-    raise RecordError(
-        f"{path}: unknown format: expected calbench samples.jsonl records (id, correct, "
-        "confidence), RLCR records (dataset, model, correct, confidence) or lm-eval samples; "
-        f"the first record has keys {sorted(first)[:12]}"
-    )
-
-
 # --- scoring ---------------------------------------------------------------------------------
 
 
@@ -258,7 +151,7 @@ def score_files(
     ``recalibrate`` (methods), ``recalibrated`` =
     :func:`calbench.report.recalibrated.recalibrated_entries`, cross-fitted (``recal_folds``,
     ``recal_seed``) or fitted on ``calibration_run``; with ``regrade`` (released outputs only),
-    ``regrade`` = :func:`calbench.report.importer.regrade_stats` and calbench's verdicts."""
+    ``regrade`` = :func:`calbench.report.import_grading.regrade_stats` and calbench's verdicts."""
     from calbench.metrics import MetricInputError  # lazy: see the note at the imports
 
     groups: dict[Key, list[dict]] = {}
@@ -327,82 +220,7 @@ def score_files(
     return scores
 
 
-def _natural(value: Any) -> tuple:
-    # numbers in numeric order (num_terms=10 after num_terms=9), then text
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return (0, float(value), "")
-    return (1, 0.0, str(value))
-
-
-def group_records(records: list[dict], keys: list[str]) -> dict[str, list[dict]]:
-    """Records grouped by the values of ``meta[keys]``, as ``{"k1=v1,k2=v2": records}`` in
-    natural order of the values. A record without one of the fields has "?" there. More than
-    ``MAX_GROUPS`` groups is a usage error (a breakdown is read group by group)."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in records:
-        meta = r.get("meta") if isinstance(r.get("meta"), dict) else {}
-        groups.setdefault(tuple(meta.get(k, "?") for k in keys), []).append(r)
-    if len(groups) > MAX_GROUPS:
-        raise UsageError(
-            f"--by {','.join(keys)}: {len(groups)} groups, more than {MAX_GROUPS}; "
-            "choose coarser meta fields"
-        )
-    ordered = sorted(groups, key=lambda vals: tuple(_natural(v) for v in vals))
-    return {
-        ",".join(f"{k}={v}" for k, v in zip(keys, vals, strict=True)): groups[vals]
-        for vals in ordered
-    }
-
-
-def breakdown(
-    records: list[dict],
-    keys: list[str],
-    *,
-    compat: str | None = None,
-    policy: str = "drop",
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-) -> list[dict]:
-    """Per group of ``meta[keys]`` (:func:`group_records`): ``n``, ``accuracy`` [95% Wilson CI],
-    confidence ``parse_rate``, ``mean_confidence`` over the parsed ones, and ``BY_METRICS``
-    (ECE, Brier, AUROC) as ``{"value", "lo", "hi"}`` from :func:`calbench.metrics.summarize` on
-    that group's records alone (same policy, compat, resamples and seed as the whole run), with
-    ``n_scored`` and ``reasons`` for a metric undefined in that group (e.g. AUROC when every
-    answer in it is right). Shows where a run is miscalibrated, e.g. whether confidence falls
-    with difficulty the way accuracy does."""
-    from calbench.metrics import summarize  # lazy: see the note at the imports
-
-    out = []
-    for label, recs in group_records(records, keys).items():
-        n = len(recs)
-        k = sum(bool(r["correct"]) for r in recs)
-        conf = [r["confidence"] for r in recs if r["confidence"] is not None]
-        lo, hi = wilson_interval(k, n)
-        summary = summarize(
-            [r["correct"] for r in recs],
-            [r["confidence"] for r in recs],
-            n_bootstrap=n_bootstrap,
-            seed=seed,
-            policy=policy,
-            compat=compat,
-            ids=[r["id"] for r in recs],
-        )
-        row = {
-            "group": label,
-            "n": n,
-            "accuracy": k / n,
-            "accuracy_lo": lo,
-            "accuracy_hi": hi,
-            "parse_rate": len(conf) / n,
-            "mean_confidence": sum(conf) / len(conf) if conf else None,
-            "n_scored": summary["n_scored"],
-        }
-        row.update({m: summary["metrics"][m] for m in BY_METRICS})
-        reasons = {m: why for m, why in (summary.get("reasons") or {}).items() if m in BY_METRICS}
-        if reasons:
-            row["reasons"] = reasons
-        out.append(row)
-    return out
+# --- the command and its tables --------------------------------------------------------------
 
 
 def _cell(m: dict) -> str:
