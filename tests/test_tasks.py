@@ -231,14 +231,14 @@ def test_one_yaml_task_via_tasks_path(tmp_path):
 
 
 def test_entry_point_plugin(tmp_path):
-    """A third-party distribution exposing `calbench.eval.task_catalog` (a dist-info on sys.path, as pip
+    """A third-party distribution exposing `calbench.tasks` (a dist-info on sys.path, as pip
     would install it)."""
     _write_plugin(tmp_path / "mypkg_tasks")
     dist = tmp_path / "site" / "mypkg-0.1.dist-info"
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mypkg\nVersion: 0.1\n")
     (tmp_path / "site" / "mypkg.py").write_text(f"TASKS = {str(tmp_path / 'mypkg_tasks')!r}\n")
-    (dist / "entry_points.txt").write_text("[calbench.eval.task_catalog]\nmypkg = mypkg:TASKS\n")
+    (dist / "entry_points.txt").write_text("[calbench.tasks]\nmypkg = mypkg:TASKS\n")
     env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{REPO}"}
     r = subprocess.run(CLI + ["tasks", "--json"], capture_output=True, text=True, env=env, cwd=REPO)
     assert r.returncode == 0, r.stderr

@@ -34,11 +34,11 @@ class _Loader(yaml.SafeLoader):
 _Loader.add_constructor("!function", lambda loader, node: f"!function {node.value}")
 
 
-ENTRY_POINT_GROUP = "calbench.eval.task_catalog"
+ENTRY_POINT_GROUP = "calbench.tasks"
 
 
 def _entry_point_dirs() -> list[tuple[Path, str]]:
-    """Task folders from installed packages: an entry point in group ``calbench.eval.task_catalog`` names a
+    """Task folders from installed packages: an entry point in group ``calbench.tasks`` names a
     folder path (str/Path), or a callable returning one or a list of them."""
     dirs = []
     for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -55,7 +55,7 @@ def _entry_point_dirs() -> list[tuple[Path, str]]:
 
 def tasks_dirs() -> list[tuple[Path, str]]:
     """Where task YAMLs live: calbench's ``tasks/``, ``$CALBENCH_TASKS_PATH`` (os.pathsep
-    separated), and the folders of ``calbench.eval.task_catalog`` entry points."""
+    separated), and the folders of ``calbench.tasks`` entry points."""
     extra = os.environ.get("CALBENCH_TASKS_PATH", "")
     return (
         [(TASKS_DIR, "calbench")]
