@@ -39,9 +39,10 @@ from calbench.core.records import (
 from calbench.core.responses import grade_response
 from calbench.core.runs import MANIFEST, METRICS, SAMPLES, find_run_dirs, summarize_records
 from calbench.eval.elicit import apply_consistency, apply_stage_two
-from calbench.eval.evaluate import GENERATED_TASK_SIZE, grader_used
 from calbench.eval.harness import load_docs
+from calbench.eval.manifest import grader_used
 from calbench.eval.registry import TaskInfo, get_tasks, task_metadata
+from calbench.eval.run_task import GENERATED_TASK_SIZE
 
 VERDICT = ("answer", "correct", "confidence")
 

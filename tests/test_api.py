@@ -21,7 +21,7 @@ from calbench.cli import build_parser
 from calbench.cli import main as calbench_main
 from calbench.core.errors import RuntimeFailure, UsageError
 from calbench.core.records import atomic_write_json
-from calbench.eval.evaluate import model_specs
+from calbench.eval.options import model_specs
 from tests.conftest import REPO
 from tests.fixtures.runs_make import make_results, make_run
 

@@ -128,7 +128,7 @@ def _requests(n: int) -> list[Instance]:
 def test_caching_lm_logs_cached_requests_and_skips_the_model(tmp_path, cache_log, capsys):
     from lm_eval.api.model import CachingLM
 
-    from calbench.eval.evaluate import _ResumeNote
+    from calbench.eval.run_task import ResumeNote
 
     db = str(tmp_path / "cache" / "requests.db")
     first = FakeLM()
@@ -146,7 +146,7 @@ def test_caching_lm_logs_cached_requests_and_skips_the_model(tmp_path, cache_log
     ]
     # calbench eval's resume note picks exactly these out of lm-eval's log
     capsys.readouterr()
-    note = _ResumeNote()
+    note = ResumeNote()
     for m in cache_log:
         note.emit(logging.makeLogRecord({"msg": m}))
     assert capsys.readouterr().err.splitlines() == [

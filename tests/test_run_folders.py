@@ -25,7 +25,7 @@ from calbench.core.models import resolve_model
 from calbench.core.records import atomic_write_json
 from calbench.core.runs import find_run_dirs
 from calbench.eval import runfolder
-from calbench.eval.evaluate import _model_info
+from calbench.eval.manifest import model_info
 from tests.conftest import REPO
 
 CLI = [sys.executable, "-m", "calbench.cli"]
@@ -217,7 +217,7 @@ def _manifest(spec: str, backend: str = "hf", **decoding) -> dict:
     """The manifest fields calbench eval writes before a run, for ``spec``."""
     model = resolve_model(spec)
     return {
-        "model_info": _model_info(SimpleNamespace(model=spec), model),
+        "model_info": model_info(SimpleNamespace(model=spec), model),
         "backend": backend,
         "endpoint": None,
         "elicitation": "tags",
