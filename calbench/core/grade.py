@@ -370,7 +370,7 @@ def grade(
 
 ALL_GRADERS = (*GRADERS, "similarity", "judge", "judge_or_similarity", "judge_or_exact")
 
-# One line per grader, printed by `calbench tasks` (the README states the same rules at length).
+# One line per grader, printed by `calbench tasks` (docs/eval-and-tasks.md states the same rules at length).
 GRADER_RULES: dict[str, str] = {
     "math": 'plain-number gold: the stated value the answer ends on ("$1,250", "4 - 1 = 3"; '
     "never an operand of 2^10 or 3/4); otherwise math-verify on both whole expressions",

@@ -3,7 +3,7 @@
 The parsing half of the response contract (:mod:`calbench.core.responses` adds prefill repair and
 grading); every client reads responses through it, so a number means the same thing everywhere.
 
-Contract (see docs: README "Parser"):
+Contract (also in docs/elicitation.md, "Response contract"):
 
 * ``extract_answer``: content of the last complete answer tag — the last ``</answer>`` and the
   last ``<answer>`` before it (tags case-insensitive, content stripped, empty -> None). A

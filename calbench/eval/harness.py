@@ -2,7 +2,7 @@
 
 Two halves:
 
-* hooks called from the lm-eval task plugins in ``tasks/*/utils.py``: :func:`make_docs` renders
+* hooks called from the lm-eval task plugins in ``calbench/tasks/_calbench/hooks.py``: :func:`make_docs` renders
   each question into the prompt fields the YAML templates read (``description: "{{system}}"``,
   ``doc_to_text: "{{user}}"``, ``gen_prefix: "{{prefill}}"``), and :func:`process_results`
   grades a response with :mod:`calbench.core.responses` — the same code the trainer's rewards use;

@@ -1,7 +1,7 @@
 """``calbench leaderboard``: one CI-aware table per task from every run under a results folder.
 
 Which rows are ranked, on what number and in which order is :mod:`calbench.report.ranking` (the
-rule is also stated on the page and in the README): by default the Brier score over all n
+rule is also stated on the page and in docs/reports.md): by default the Brier score over all n
 records, an unparsed confidence counted as 0.5; rows that cannot be compared (run not complete,
 parse rate below 50%, accuracy at the floor, other questions) are listed unranked with the
 reason. The other metric columns are the ``drop`` view from ``metrics.json``.

@@ -1,6 +1,6 @@
 """Which leaderboard rows are ranked, on what, and in which order.
 
-Ranking rule (also in the page and the README): within a task, rows are ordered by the primary
+Ranking rule (also on the page and in docs/reports.md): within a task, rows are ordered by the primary
 metric — the **Brier score** by default, a proper scoring rule, so it rewards a model for being
 right *and* for saying how sure it is honestly, and cannot be gamed by calibrating a useless model
 (a model that always answers "50%" on a coin-flip task has ECE 0 but Brier 0.25) — computed over

@@ -12,7 +12,7 @@ elicitation a final assistant message holding ``<answer>``, which TRL continues)
     trainer.train()
 
 Launch that script with ``accelerate launch --config_file <deepspeed_zero3.yaml> script.py`` to
-spread it over GPUs (see the README, "Training calibrated models").
+spread it over GPUs (see docs/scaling-out.md).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ Why those targets:
   small model can write as a single short token sequence.
 
 The reference warm-up's held-out accuracy and format rate: its train_log.jsonl and the
-README ("Reference models").
+docs/reference-models.md.
 """
 
 from __future__ import annotations
