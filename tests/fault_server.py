@@ -5,8 +5,9 @@ answers ``POST /v1/chat/completions`` and ``POST /v1/completions``. Request numb
 from 0 in arrival order) gets the behaviour ``script[i]``, and every request after the script
 gets ``then``. Behaviours:
 
-* ``ok``: a well-formed completion, one choice per prompt, text ``ok_text`` (completions with
-  ``echo``/``logprobs`` get token log-probabilities too);
+* ``ok``: a well-formed completion, one choice per prompt, text ``ok_text`` (a string, or a
+  function from the request's JSON body to one; completions with ``echo``/``logprobs`` get
+  token log-probabilities too);
 * ``500``: HTTP 500 with a JSON error body; ``401``: HTTP 401;
 * ``429``: HTTP 429 with ``Retry-After: <retry_after>``;
 * ``hang``: no answer for ``hang_s`` seconds (then the connection is closed);
@@ -28,6 +29,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -96,7 +98,9 @@ class FaultServer:
         script: list[str] | tuple[str, ...] = (),
         then: str = "ok",
         *,
-        ok_text: str = "<answer>7</answer>\n<confidence>0.8</confidence>",
+        ok_text: str | Callable[[dict[str, Any]], str] = (
+            "<answer>7</answer>\n<confidence>0.8</confidence>"
+        ),
         retry_after: str = "1",
         hang_s: float = 5.0,
         lifetime: float = 180.0,
@@ -185,7 +189,10 @@ class FaultServer:
                     self.close_connection = True
                     return
                 if behaviour == "ok":
-                    out = ok_body(self.path, body or {}, server.ok_text)
+                    text = server.ok_text
+                    if callable(text):
+                        text = text(body or {})
+                    out = ok_body(self.path, body or {}, text)
                     self._send(200, json.dumps(out).encode())
                 elif behaviour in ("500", "401"):
                     msg = {"error": {"message": f"injected {behaviour}", "type": "fault"}}
