@@ -401,3 +401,82 @@ def test_one_yaml_task_runs_in_calbench_eval(smollm2_path, tmp_path):
     ]
     assert [x["id"] for x in recs] == ["capitals/fr", "capitals/it"]
     assert [x["gold"] for x in recs] == ["Paris", "Rome"]
+
+
+# ------------------------------------------------------------------ shifted chain_sum tasks
+
+SHIFTED = {  # task -> (variant, terms, digits) of its questions; None: the test pool's own
+    "chain_sum_4terms": ("4terms", {4}, {1}),
+    "chain_sum_3digits": ("3digits", {2}, {3}),
+    "chain_sum_spelled": ("spelled", None, None),
+}
+
+
+def _value(expression: str) -> int:
+    parts = expression.split()
+    total = int(parts[0])
+    for op, n in zip(parts[1::2], parts[2::2], strict=True):
+        total += int(n) if op == "+" else -int(n)
+    return total
+
+
+def _shifted_docs(task: str, size: int, seed: int = 0) -> list[dict]:
+    """Items of a shifted task as `calbench eval` loads them: through the YAML's metadata."""
+    from calbench.eval.registry import task_metadata
+
+    meta = task_metadata(available_tasks()[task])
+    kw = {k: v for k, v in meta.items() if k not in ("loader", "calbench_name")}
+    return LOADERS[meta["loader"]](task=task, **{**kw, "size": size, "seed": seed})
+
+
+@pytest.mark.parametrize("task", sorted(SHIFTED))
+def test_shifted_chain_sum_tasks_load_offline_and_deterministically(task):
+    from calbench.core.chain_sum import chain_sum_items
+
+    variant, terms, digits = SHIFTED[task]
+    assert available_tasks()[task].n_items == 500
+    items = _shifted_docs(task, 200)
+    assert items == _shifted_docs(task, 200)  # deterministic
+    assert _shifted_docs(task, 20) == items[:20]  # --limit takes a prefix
+    assert [x["id"] for x in items] == [f"chain_sum_{variant}/s0/{i}" for i in range(200)]
+    assert len({x["question"] for x in items}) == 200  # distinct
+    for x in items:  # the gold is the sum's value
+        assert x["gold"] == str(_value(x["meta"]["expression"]))
+    test = chain_sum_items("test", 200)
+    test_q = {t["question"] for t in test}
+    if terms is None:  # respelled: item i is test item i, in words
+        assert [x["meta"]["test_id"] for x in items] == [t["id"] for t in test]
+        assert [x["gold"] for x in items] == [t["gold"] for t in test]
+        assert not test_q & {x["question"] for x in items}
+    else:  # a size training never has, so never a train or test question
+        assert {x["meta"]["num_terms"] for x in items} == terms
+        assert {x["meta"]["num_digits"] for x in items} == digits
+        assert {len(x["meta"]["expression"].split()) for x in items} == {2 * min(terms) - 1}
+        assert not test_q & {x["question"] for x in items}
+    other_seed = _shifted_docs(task, 50, seed=1)
+    assert {x["question"] for x in other_seed} != {x["question"] for x in items[:50]}
+
+
+def test_shifted_chain_sum_wording():
+    from calbench.core.chain_sum import spell_number
+
+    assert [spell_number(n) for n in (0, 13, 40, 42, 99)] == [
+        "zero",
+        "thirteen",
+        "forty",
+        "forty-two",
+        "ninety-nine",
+    ]
+    with pytest.raises(ValueError):
+        spell_number(100)
+    spelled = _shifted_docs("chain_sum_spelled", 3)
+    assert spelled[1]["question"].endswith("two plus three minus nine =")
+    for x in spelled:  # no digit is left in the question
+        assert not any(c.isdigit() for c in x["question"])
+
+
+def test_shifted_chain_sum_bad_metadata_is_a_usage_error():
+    with pytest.raises(UsageError, match="chain_sum_x.*unknown chain_sum shift 'nope'"):
+        LOADERS["chain_sum_shift"](task="chain_sum_x", variant="nope", size=5)
+    with pytest.raises(UsageError, match="0..500"):
+        LOADERS["chain_sum_shift"](task="chain_sum_4terms", variant="4terms", size=501)

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from calbench.core.errors import UsageError
+
 TASK = "chain_sum"
 CONFIG = {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2}
 TEST_POOL = 500  # the most test items one seed offers; all of them are kept out of train
@@ -35,13 +37,14 @@ _TEST_BASE = 1_000_000_000
 _SEED_STRIDE = 10_000_000
 
 
-def _dataset(base_seed: int):
+def _dataset(base_seed: int, config: dict[str, int] | None = None):
     # lazy: reasoning-gym +0.8-3 s at import (python -X importtime); the loaders and the
     # trainer's data modules import this module without always generating questions
     from reasoning_gym.arithmetic.chain_sum import ChainSumConfig, ChainSumDataset
 
     # size only bounds len(); items are generated on demand from (seed + index).
-    return ChainSumDataset(ChainSumConfig(seed=base_seed, size=_SEED_STRIDE, **CONFIG))
+    cfg = ChainSumConfig(seed=base_seed, size=_SEED_STRIDE, **(config or CONFIG))
+    return ChainSumDataset(cfg)
 
 
 def _stream(
@@ -50,8 +53,9 @@ def _stream(
     exclude: frozenset[str] = frozenset(),
     distinct: bool = True,
     start: int = 0,
+    config: dict[str, int] | None = None,
 ) -> list[dict]:
-    ds = _dataset(base_seed)
+    ds = _dataset(base_seed, config)
     seen: set[str] = set()
     out = []
     idx = start
@@ -155,3 +159,94 @@ def stratified_train_items(n: int, seed: int = 0) -> list[dict]:
         size *= 2
     order = sorted(bins)
     return [bins[order[i % 4]][i // 4] for i in range(n)]
+
+
+# --------------------------------------------------------------------------------------------
+# Shifted evaluation tasks: held-out sums outside the training distribution
+# --------------------------------------------------------------------------------------------
+#
+# Training sees 2–3 terms of 1–2 digits written as ``a + b - c =``. Each shift changes one thing:
+# more terms, longer numbers (reasoning-gym chain_sum with another config, a stream of its own),
+# or how the test pool's own sums are written (numbers and operators in words: they pair
+# question by question with the ``chain_sum`` test split, and like it never meet a training
+# question). Kept where the format warm-up is right 10–90% of the time (measured in
+# docs/reference-models.md). Tried and dropped, the warm-up being right less often: 5 terms of
+# 1 digit (6.5%) and the test sums told as word problems (2%).
+
+# variant -> reasoning-gym ChainSumConfig, each from its own stream (base seed below + run seed ×
+# 10^7): none of these sizes occurs in training, so they never meet a train or test question.
+SHIFT_CONFIGS: dict[str, dict[str, int]] = {
+    "4terms": {"min_terms": 4, "max_terms": 4, "min_digits": 1, "max_digits": 1},
+    "3digits": {"min_terms": 2, "max_terms": 2, "min_digits": 3, "max_digits": 3},
+}
+_SHIFT_BASES = {"4terms": 2_000_000_000, "3digits": 3_000_000_000}
+# variants that reword the test pool's sums
+WORDED = ("spelled",)
+SHIFTS = (*SHIFT_CONFIGS, *WORDED)
+
+_ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+_ONES += "fifteen sixteen seventeen eighteen nineteen"
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety"
+
+
+def spell_number(n: int) -> str:
+    """English words for 0 <= n <= 99: ``42`` -> ``"forty-two"``."""
+    if not 0 <= n <= 99:
+        raise ValueError(f"spell_number covers 0..99, not {n}")
+    ones, tens = _ONES.split(), _TENS.split()
+    if n < 20:
+        return ones[n]
+    return tens[n // 10] + ("" if n % 10 == 0 else "-" + ones[n % 10])
+
+
+def _terms(expression: str) -> tuple[int, list[tuple[str, int]]]:
+    """``"2 + 3 - 9"`` -> ``(2, [("+", 3), ("-", 9)])``."""
+    parts = expression.split()
+    return int(parts[0]), [(parts[i], int(parts[i + 1])) for i in range(1, len(parts), 2)]
+
+
+def _spelled(expression: str) -> str:
+    first, steps = _terms(expression)
+    words = [spell_number(first)]
+    for op, n in steps:
+        words += ["plus" if op == "+" else "minus", spell_number(n)]
+    return "State the final answer to the following arithmetic problem: " + " ".join(words) + " ="
+
+
+def shifted_items(variant: str, n: int, seed: int = 0) -> list[dict]:
+    """``n`` questions of the shifted task ``variant`` (one of :data:`SHIFTS`) for run seed
+    ``seed``; items as :func:`chain_sum_items`, ids ``chain_sum_<variant>/s<seed>/<i>``.
+
+    ``4terms`` / ``3digits``: distinct reasoning-gym chain sums of that size (at most
+    :data:`TEST_POOL` per seed, like the test split). ``spelled``: the first ``n`` questions of
+    the ``chain_sum`` test split of the same seed with numbers and operators in English words —
+    item i is test item i, so the two compare question by question. Pure and deterministic; the
+    first k items of a larger n are the items of n = k.
+    """
+    if variant not in SHIFTS:
+        raise ValueError(f"unknown chain_sum shift {variant!r}; known: {', '.join(SHIFTS)}")
+    if not 0 <= n <= TEST_POOL:
+        raise ValueError(f"a shifted chain_sum task has 0..{TEST_POOL} items per seed; asked {n}")
+    out = []
+    if variant in WORDED:
+        for rec in chain_sum_items("test", n, seed):
+            meta = {**rec["meta"], "test_id": rec["id"]}
+            out.append({**rec, "question": _spelled(rec["meta"]["expression"]), "meta": meta})
+    else:
+        base = _SHIFT_BASES[variant] + seed * _SEED_STRIDE
+        items = _stream(base, n, config=SHIFT_CONFIGS[variant])
+        out = [_record("shift", i, seed, item) for i, item in enumerate(items)]
+    for i, rec in enumerate(out):
+        rec["id"] = f"chain_sum_{variant}/s{seed}/{i}"
+    return out
+
+
+def load_chain_sum_shift(
+    variant: str = "", size: int = TEST_POOL, seed: int = 0, task: str = "", **_: object
+) -> list[dict]:
+    """Loader of the shifted ``chain_sum_*`` task plugins (their YAML's metadata names the
+    ``variant``); a bad variant or size is a usage error naming the task."""
+    try:
+        return shifted_items(variant, int(size), seed=int(seed))
+    except ValueError as e:
+        raise UsageError(f"task {task or variant!r}: {e}") from None

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from calbench.core.chain_sum import chain_sum_items
+from calbench.core.chain_sum import chain_sum_items, load_chain_sum_shift
 from calbench.core.errors import UsageError
 from calbench.core.grade import gsm8k_gold
 
@@ -479,6 +479,7 @@ def load_chain_sum(split: str = "test", size: int = 500, seed: int = 0, **_: obj
 
 LOADERS: dict[str, Callable[..., list[dict]]] = {
     "chain_sum": load_chain_sum,
+    "chain_sum_shift": load_chain_sum_shift,  # the shifted chain_sum_* tasks
     "gsm8k": load_gsm8k,
     "gsm_symbolic": load_gsm_symbolic,
     "math500": load_math500,
