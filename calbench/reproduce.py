@@ -1,110 +1,78 @@
 """``calbench reproduce``: the reference models, from nothing to the leaderboard, in one command.
 
-    warm-up  ->  GRPO rlvr | GRPO rlcr  ->  publish adapters  ->  calbench eval  ->  leaderboard
+    warmup   format warm-up, one per seed (seed 0's ships as smollm2-135m-warmup)
+    rl       RLVR and RLCR of seed 0, 120 GRPO steps each, a copy of the adapter every 20 steps
+    select   RLCR's six copies on chain_sum_val (200 questions): the rule below picks a step k
+    rl       the other arms straight to k: RLVR and RLCR of seeds 1 and 2, RLCR with PPO
+             (and, with --ablation, RLVR with RLCR's entropy bonus)
+    publish  every arm at step k into calbench/reference/<name>/
+    eval     calbench eval of every model (a seed-s model with --seed s: its own test pool)
+    leaderboard
 
-Every stage is an ordinary ``calbench train`` / ``calbench eval`` / ``calbench leaderboard``
-command (printed before it runs, its output kept in ``OUT/logs/<stage>.log``), so the recipe is
-readable here and each step can be rerun by hand. Killed? Run the same command again: a finished
-stage is skipped (its adapter or a complete run manifest exists) and an unfinished one resumes
-(the trainer from its last checkpoint, evals from lm-eval's request cache). ``--jobs 2`` runs
-independent stages side by side, one torch thread each — on two cores that beats one job with two
-threads, because small-batch CPU kernels do not scale to two threads.
+The arms, their arguments and the seeds are :mod:`calbench.reproduce_recipe`'s; every stage is an
+ordinary ``calbench train`` / ``calbench eval`` / ``calbench leaderboard`` command (printed before
+it runs, its output kept in ``OUT/logs/<name>.log``), so the recipe is readable and each step can
+be rerun by hand. Killed? Run the same command again: a finished step is skipped (its adapter,
+snapshot, selection or a complete run manifest of the same weights exists) and an unfinished one
+resumes (the trainer from its last checkpoint, evals from lm-eval's request cache). Training to
+step 20, then resuming to 40, … gives the run one 120-step command would: the trainer has no
+learning-rate schedule, its questions for n steps are the first of those for more, and it
+resumes exactly (optimizer, RNG, sampling seeded by step). ``--jobs 2`` runs independent steps
+side by side, one torch thread each: on two cores that beats one job with two threads.
 
-The two RL arms differ only in ``--method``; everything else in :data:`RL_ARGS` is shared.
+Selection rule, written down before any v2 run was evaluated: RLCR (seed 0) trains 120 steps and
+keeps its adapter every 20 steps. Each is evaluated greedily on the first 200 questions of
+chain_sum_val (tags, 64 new tokens). Candidates: the checkpoints whose confidence parse rate is
+>= 95% (all of them if none is) and whose accuracy is within 3 points of the best candidate's.
+Among the candidates with AUROC >= 0.80, the lowest ECE (10 equal-width bins) wins; if none
+reaches that AUROC, the highest AUROC wins. Metrics are compared rounded to 3 decimals; a tie
+goes to fewer steps. Every arm and seed ships at the chosen step.
+
+The choice and every checkpoint's validation numbers go to ``OUT/selection.json`` (and beside
+each published RL adapter); wall times per stage and per command to ``OUT/reproduce_times.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from calbench.core.errors import RuntimeFailure, UsageError
-from calbench.core.models import REFERENCE_DIR, REFERENCE_MODELS
+from calbench.core.models import REFERENCE_DIR, REFERENCE_MODELS, weights_hash
+from calbench.core.records import atomic_write_json
+from calbench.reproduce_publish import SELECTION_FILE, publish
+from calbench.reproduce_recipe import (
+    BASE_MODEL,
+    EVALS,
+    NEEDS_DATA_DIR,
+    PLOTTED,
+    SELECT_ARM,
+    SELECT_N,
+    SELECT_TASK,
+    SELECTION_RULE,
+    SNAPSHOT_STEPS,
+    WARMUP_ARGS,
+    Arm,
+    arms,
+    choose_step,
+    parse_seeds,
+    warmup_name,
+)
 
-# LoRA r16 on the top 12 of 30 layers: 1.96M parameters, a 7.8 MB adapter (the issue's cap is 10).
-LORA_ARGS = ["--lora-r", "16", "--lora-alpha", "32", "--lora-last-layers", "12"]
-# 640 worked examples, one epoch (40 steps). lr 1e-3: at 3e-4 the same 20 steps reached 22%
-# held-out accuracy with 84% format, at 1e-3 34% with 100% (120 questions each, this machine).
-WARMUP_ARGS = [
-    "--examples",
-    "640",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "16",
-    "--lr",
-    "1e-3",
-    "--eval-size",
-    "120",
-    "--eval-every",
-    "20",
-    *LORA_ARGS,
-]
-RL_STEPS = 60
-# 48 new tokens: the worked steps + tags of the longest chains are 43 tokens. --conf-grad
-# expected (a no-op for rlvr, whose reward ignores the confidence): with the sampled estimator
-# 40 steps at lr 2e-4 left RLCR stating 0.5 for 479 of 500 held-out questions (AUROC 0.48).
-# lr 1e-3: at 2e-4 the mean of RLCR's confidence distribution spanned only 0.014-0.015 across
-# the difficulty bins after 10 steps. --conf-entropy 0.02 (both arms): keeps the digit's optimum
-# interior, a bell of width ~0.1 around P(correct) (grpo.py docstring); without it RLCR fell onto
-# 0.2 for every question. --conf-weight 10 (λ; it scales τ too, so the optimum is unchanged):
-# at λ = 1 the digit distribution was still far from even its question-independent optimum after
-# 40 steps (entropy 1.91 nats; the bell around p ≈ 0.3 has 1.42).
-# Steps and batch: 40 steps of 4 questions × 8 samples (160 questions) left the confidence one
-# number however λ was set — its spread across a batch (digit_eq_std) stayed ≤ 0.01 for 50 steps
-# and only then grew (0.17 by step 100 of a 120-step probe). Chosen on the validation split
-# (chain_sum_val, never the test split) between two equal-cost RLCR probes by a rule fixed
-# before either was evaluated (higher greedy AUROC unless > 5 points less accurate):
-# 120 × (4 × 8) reached AUROC 0.841, accuracy 0.290, ECE 0.078; 60 × (16 × 4) — four questions
-# per difficulty bin per step — AUROC 0.879, accuracy 0.380, ECE 0.181. The second is used.
-RL_ARGS = [
-    "--algo",
-    "grpo",
-    "--steps",
-    str(RL_STEPS),
-    "--prompts-per-step",
-    "16",
-    "--group-size",
-    "4",
-    "--max-new-tokens",
-    "48",
-    "--lr",
-    "1e-3",
-    "--beta",
-    "0.04",
-    "--train-order",
-    "stratified",
-    "--conf-grad",
-    "expected",
-    "--conf-entropy",
-    "0.02",
-    "--conf-weight",
-    "10",
-    "--eval-size",
-    "0",
-    "--save-every",
-    "10",
-]
-RL_METHODS = ("rlvr", "rlcr")
-# (task, extra eval args): the in-domain held-out split and the out-of-domain checks.
-EVALS: list[tuple[str, list[str]]] = [
-    ("chain_sum", ["--max-new-tokens", "64"]),  # all 500 held-out questions
-    ("gsm_symbolic", ["--limit", "100", "--max-new-tokens", "48"]),
-    ("truthfulqa_mc", ["--max-new-tokens", "32"]),  # all 817; needs --data-dir
-    ("gsm8k", ["--limit", "300", "--max-new-tokens", "48"]),  # needs --data-dir
-]
-MODELS = ("smollm2-135m", *REFERENCE_MODELS)
 # RL needs right answers to compare with wrong ones: a warm-up below this held-out accuracy
 # (its final evaluation) stops the run instead of spending an hour of RL at the floor.
 WARMUP_MIN_ACCURACY = 0.15
-STAGES = ("warmup", "rl", "publish", "eval", "leaderboard")
+STAGES = ("warmup", "rl", "select", "publish", "eval", "leaderboard")
+EVAL_ARGS = ["--elicitation", "tags", "--batch-size", "16"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -122,9 +90,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tasks",
         default=None,
-        help=f"comma-separated subset of the eval tasks ({', '.join(t for t, _ in EVALS)})",
+        help=f"comma-separated subset of the eval tasks ({', '.join(t for t, _, _ in EVALS)})",
     )
-    parser.add_argument("--jobs", type=int, default=2, help="stages run side by side")
+    parser.add_argument("--seeds", default="0,1,2", help="run seeds (0,1,2); seed 0 ships as is")
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="also train and evaluate smollm2-135m-rlvr-entropy (RLVR with RLCR's entropy bonus)",
+    )
+    parser.add_argument("--jobs", type=int, default=2, help="steps run side by side")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
 
 
@@ -136,7 +110,8 @@ class Runner:
     def __init__(self, out: Path, jobs: int, dry_run: bool):
         self.out, self.jobs, self.dry_run = out, max(1, jobs), dry_run
         self.logs = out / "logs"
-        self.times: dict[str, float] = {}
+        self.times: dict[str, float] = {}  # per command
+        self.stage_times: dict[str, float] = {}
 
     def run(self, name: str, cmd: list[str], threads: int | None = None) -> None:
         shown = " ".join(["calbench", *cmd[3:]])
@@ -156,7 +131,7 @@ class Runner:
             rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.times[name] = time.perf_counter() - t0
         if rc != 0:
-            raise RuntimeFailure(f"stage {name} failed (exit {rc}); see {self.logs / name}.log")
+            raise RuntimeFailure(f"{name} failed (exit {rc}); see {self.logs / name}.log")
         print(f"[{time.strftime('%H:%M:%S')}] {name}: done in {self.times[name]:.0f} s", flush=True)
 
     @property
@@ -164,26 +139,49 @@ class Runner:
         return max(1, (os.cpu_count() or 1) // self.jobs)
 
     def parallel(self, named: list[tuple[str, list[str]]]) -> None:
-        if not named:
+        self.parallel_fns([lambda n=n, c=c: self.run(n, c) for n, c in named])
+
+    def parallel_fns(self, fns: list[Callable[[], None]]) -> None:
+        if not fns:
+            return
+        if self.dry_run:  # nothing to wait for: print the commands in order
+            for fn in fns:
+                fn()
             return
         with ThreadPoolExecutor(self.jobs) as pool:
-            for f in [pool.submit(self.run, n, c) for n, c in named]:
+            for f in [pool.submit(fn) for fn in fns]:
                 f.result()
 
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_times[name] = self.stage_times.get(name, 0.0) + time.perf_counter() - t0
 
-def _done_training(folder: Path, steps: int | None) -> bool:
-    info = folder / "adapter" / "calbench_train.json"
+
+def _trained(info: Path, steps: int | None) -> bool:
+    """Whether ``info`` (a saved model's calbench_train.json) exists, at ``steps`` if given."""
     if not info.is_file():
         return False
     return steps is None or json.loads(info.read_text()).get("steps") == steps
 
 
-def _done_eval(results: Path, model: str, task: str) -> bool:
-    m = results / model / task / "tags" / "manifest.json"
+def _eval_state(results: Path, spec: str, task: str) -> str:
+    """ "done" (a complete run of the current weights), "stale" (complete, other weights: the
+    published adapter has changed since) or "todo"."""
+    m = results / spec / task / "tags" / "manifest.json"
     try:
-        return json.loads(m.read_text()).get("status") == "complete"
+        manifest = json.loads(m.read_text())
     except (OSError, json.JSONDecodeError):
-        return False
+        return "todo"
+    if manifest.get("status") != "complete":
+        return "todo"
+    folder = REFERENCE_DIR / REFERENCE_MODELS.get(spec, "")
+    published = spec in REFERENCE_MODELS and (folder / "adapter_config.json").is_file()
+    ran = (manifest.get("model_info") or {}).get("weights_sha256")
+    return "stale" if published and ran != weights_hash(folder) else "done"
 
 
 def check_warmup(run: Path, floor: float = WARMUP_MIN_ACCURACY) -> float:
@@ -195,119 +193,154 @@ def check_warmup(run: Path, floor: float = WARMUP_MIN_ACCURACY) -> float:
         raise RuntimeFailure(f"{info}: no finished warm-up with a final evaluation ({e})") from e
     if acc < floor:
         raise RuntimeFailure(
-            f"the warm-up answers {acc:.1%} of held-out questions right (< {floor:.0%}): RL "
-            "from there has almost no right answers to learn from; fix the warm-up first"
+            f"{run}: the warm-up answers {acc:.1%} of held-out questions right (< {floor:.0%}): "
+            "RL from there has almost no right answers to learn from; fix the warm-up first"
         )
     return float(acc)
 
 
-def publish(
-    out: Path, dest_root: Path = REFERENCE_DIR, only: tuple[str, ...] | None = None
-) -> None:
-    """Copy each trained adapter (or those named in ``only``: warmup, rlvr, rlcr), its config,
-    log and a model card into calbench/reference/."""
-    for spec, short in REFERENCE_MODELS.items():
-        if only is not None and short not in only:
+def _train_cmd(out: Path, arm: Arm, steps: int | str, threads: int) -> list[str]:
+    start = str(out / arm.warmup / "adapter")
+    common = ["--model", start, "--out", str(out / arm.name), "--no-progress"]
+    return _calbench("train", *common, "--threads", str(threads), *arm.train_args(steps))
+
+
+def _train_in_snapshots(r: Runner, out: Path, arm: Arm) -> None:
+    """Train ``arm`` to each of SNAPSHOT_STEPS in turn (each resumes the last), keeping a copy of
+    the adapter at each."""
+    for k in SNAPSHOT_STEPS:
+        snap = out / arm.name / "snapshots" / f"step{k}"
+        if _trained(snap / "calbench_train.json", k):
             continue
-        run = out / short
-        dest = dest_root / short
-        src = run / "adapter"
-        if not (src / "adapter_config.json").is_file():
-            # a run stopped before its last step: publish its latest checkpoint, and say so
-            src = run / "checkpoint"
-            if not (src / "adapter_config.json").is_file():
-                raise RuntimeFailure(f"{run}: no adapter or checkpoint to publish")
-        if dest.exists():
-            shutil.rmtree(dest)
-        shutil.copytree(src, dest, ignore=shutil.ignore_patterns("trainer_state.pt"))
-        for name in ("log.jsonl", "config.json"):
-            shutil.copy2(run / name, dest / f"train_{name}")
-        info = json.loads((dest / "calbench_train.json").read_text())
-        size = sum(p.stat().st_size for p in dest.iterdir() if p.suffix == ".safetensors")
-        (dest / "README.md").write_text(model_card(spec, short, info, size))
-        print(f"published {spec}: {dest} ({size / 1e6:.1f} MB of weights)")
+        r.run(f"{arm.name}-step{k}", _train_cmd(out, arm, k, r.threads))
+        if r.dry_run:
+            continue
+        tmp = snap.with_name(snap.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(out / arm.name / "adapter", tmp)
+        tmp.rename(snap)
 
 
-def model_card(spec: str, short: str, info: dict, size: int) -> str:
-    cfg = info.get("config", {})
-    what = {
-        "warmup": "the supervised format warm-up only (the starting point of both RL arms)",
-        "rlvr": "the warm-up, then GRPO with the correctness-only reward (RLVR)",
-        "rlcr": "the warm-up, then GRPO with correctness + Brier (RLCR, Damani et al. 2025)",
-    }[short]
-    partial = ""
-    if short != "warmup" and info.get("steps") != cfg.get("steps"):
-        partial = (
-            " — **a checkpoint of a run stopped early**, not the finished run the "
-            "command below describes"
+def read_selection(out: Path) -> int | None:
+    """The step the select stage chose (None before it has)."""
+    f = out / SELECTION_FILE
+    if not f.is_file():
+        return None
+    try:
+        return int(json.loads(f.read_text())["chosen_step"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise RuntimeFailure(f"{f}: unreadable ({e}); delete it to select again") from e
+
+
+def _val_metrics(folder: Path, snapshot: Path) -> Path | None:
+    """The metrics.json of the complete validation run of ``snapshot``'s weights under
+    ``folder`` (a run of other weights — the arm was retrained since — does not count)."""
+    want = weights_hash(snapshot) if snapshot.is_dir() else None
+    for m in sorted(folder.glob(f"*/{SELECT_TASK}/tags/metrics.json")):
+        try:
+            manifest = json.loads((m.parent / "manifest.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        ran = (manifest.get("model_info") or {}).get("weights_sha256")
+        if manifest.get("status") == "complete" and ran == want:
+            return m
+    return None
+
+
+def val_row(metrics: Path, step: int) -> dict:
+    """One checkpoint's validation numbers from its ``calbench eval`` run's metrics.json."""
+    m = json.loads(metrics.read_text())
+    if m.get("n") != SELECT_N:
+        raise RuntimeFailure(f"{metrics}: {m.get('n')} questions, the rule needs {SELECT_N}")
+    val = {k: (v or {}).get("value") for k, v in m["metrics"].items()}
+    keep = ("accuracy", "ece", "auroc", "brier", "smooth_ece", "mean_confidence")
+    return {"step": step, "n": m["n"], "parse_rate": m.get("coverage")} | {
+        k: val.get(k) for k in keep
+    }
+
+
+def select(r: Runner, out: Path, arm_list: list[Arm]) -> int | None:
+    """The select stage: evaluate RLCR seed 0's snapshots on the validation split and apply the
+    rule; returns the chosen step (None in a dry run that has not chosen yet)."""
+    done = read_selection(out)
+    if done is not None:
+        print(f"select: step {done} already chosen ({out / SELECTION_FILE})")
+        return done
+    arm = next((a for a in arm_list if a.name == SELECT_ARM), None)
+    if arm is None:
+        raise UsageError("the select stage reads RLCR of seed 0: include seed 0 in --seeds")
+    todo = []
+    snaps = {k: out / arm.name / "snapshots" / f"step{k}" for k in SNAPSHOT_STEPS}
+    for k, snap in snaps.items():
+        dest = out / "select" / f"step{k}"
+        if _val_metrics(dest, snap):
+            continue
+        if not r.dry_run and not (snap / "adapter_config.json").is_file():
+            raise RuntimeFailure(f"{snap}: missing; the rl stage makes it")
+        cmd = ["eval", "--model", str(snap), "--tasks", SELECT_TASK, "--limit", str(SELECT_N)]
+        todo.append(
+            (
+                f"select-step{k}",
+                _calbench(*cmd, *EVAL_ARGS, "--max-new-tokens", "64", "--output", str(dest)),
+            )
         )
-    cmd = (
-        [
-            "calbench",
-            "train",
-            "--method",
-            "warmup",
-            "--model",
-            "smollm2-135m",
-            "--out",
-            "runs/reference/warmup",
-            *WARMUP_ARGS,
-        ]
-        if short == "warmup"
-        else [
-            "calbench",
-            "train",
-            "--method",
-            short,
-            "--model",
-            "runs/reference/warmup/adapter",
-            "--out",
-            f"runs/reference/{short}",
-            *RL_ARGS,
-            *LORA_ARGS,
-        ]
+    r.parallel(todo)
+    if r.dry_run:
+        return None
+    table = []
+    for k, snap in snaps.items():
+        metrics = _val_metrics(out / "select" / f"step{k}", snap)
+        if metrics is None:
+            raise RuntimeFailure(f"{out / 'select' / f'step{k}'}: no complete run of {snap}")
+        table.append(val_row(metrics, k))
+    step, why = choose_step(table)
+    record = {"rule": SELECTION_RULE, "task": SELECT_TASK, "n": SELECT_N, "arm": arm.spec}
+    atomic_write_json(
+        out / SELECTION_FILE, record | {"checkpoints": table, "chosen_step": step, "why": why}
     )
-    start = (
-        ""
-        if short == "warmup"
-        else (
-            f", starting from `{cfg.get('model')}`: the warm-up run of the same `reproduce` output "
-            "folder, published beside this adapter as `smollm2-135m-warmup`"
-        )
-    )
-    return f"""# {spec}
-
-LoRA adapter on SmolLM2-135M-Instruct (Apache-2.0): {what}.
-Trained by `calbench reproduce` (calbench commit {info.get("git_commit") or "unknown"}){start}.
-
-| | |
-|---|---|
-| data | reasoning-gym `chain_sum` (2–3 terms of 1–2 digits), train stream of seed {cfg.get("seed", 0)}; never the 500-question held-out pool |
-| method / algorithm | {info.get("method")} / {info.get("algo")} |
-| steps | {info.get("steps")} of {cfg.get("steps") if short != "warmup" else info.get("steps")} configured{partial} |
-| wall time | {info.get("wall_time_s", 0) / 60:.1f} min |
-| machine | {_machine(info)} |
-| adapter | {size / 1e6:.1f} MB (`adapter_model.safetensors`) |
-
-Exact command (as run by `calbench reproduce`):
-
-```
-{" ".join(cmd)}
-```
-
-`train_config.json` holds every hyperparameter, `train_log.jsonl` one line per step (reward and
-its parts, accuracy, mean / std / distinct stated confidences, KL, step time). Use it as
-`calbench eval --model {spec} --tasks chain_sum`. Results: the README's headline table and
-`leaderboard/`.
-"""
+    print(f"select: step {step} — {why}")
+    return step
 
 
-def _machine(info: dict) -> str:
-    if "dtype" not in info:  # runs from before the trainer recorded it (all were on AVX2 CPUs)
-        return "2 shared AMD EPYC cores (AVX2), fp32, 1 torch thread per run, no GPU"
-    threads = info.get("config", {}).get("threads") or "default"
-    dtype = "bf16 autocast (fp32 weights)" if info["dtype"] == "bfloat16" else info["dtype"]
-    return f"{info.get('cpu', info['device'])}, {dtype}, torch threads: {threads}"
+def _train_rest(r: Runner, out: Path, arm_list: list[Arm], k: int | None) -> None:
+    """The arms that train straight to the chosen step ``k`` (``K`` in a dry run before it)."""
+    rest = [a for a in arm_list if not a.snapshots]
+    if rest and k is None and not r.dry_run:
+        print(f"rl: {', '.join(a.name for a in rest)} wait for the select stage's step")
+        return
+    todo = []
+    for a in rest:
+        ckpt = out / a.name / "checkpoint" / "calbench_train.json"
+        if k is not None and ckpt.is_file() and json.loads(ckpt.read_text())["steps"] > k:
+            raise RuntimeFailure(f"{ckpt.parent}: trained past the chosen step {k}; remove it")
+        if not _trained(out / a.name / "adapter" / "calbench_train.json", k):
+            todo.append((a.name, _train_cmd(out, a, k if k is not None else "K", r.threads)))
+    r.parallel(todo)
+
+
+def _evals(args: argparse.Namespace, tasks: list[str], arm_list: list[Arm]) -> list:
+    results = Path(args.results)
+    # (spec, seed, headline): the untrained base and seed 0's warm-up are headline models
+    models = [(BASE_MODEL, 0, True), (f"{BASE_MODEL}-warmup", 0, True)]
+    models += [(a.spec, a.seed, a.headline) for a in arm_list]
+    todo = []
+    for task, extra, every_model in EVALS:
+        if task not in tasks:
+            continue
+        if task in NEEDS_DATA_DIR and not args.data_dir:
+            print(f"skipping {task}: needs --data-dir (e.g. ../shared/data)")
+            continue
+        for spec, seed, headline in models:
+            state = _eval_state(results, spec, task)
+            if state == "done" or not (every_model or headline):
+                continue
+            cmd = ["eval", "--model", spec, "--tasks", task, *EVAL_ARGS, "--redact"]
+            cmd += ["--output", str(results), *extra]
+            cmd += ["--data-dir", args.data_dir] if args.data_dir else []
+            cmd += ["--seed", str(seed)] if seed else []
+            cmd += ["--overwrite"] if state == "stale" else []
+            todo.append((f"eval-{spec}-{task}", _calbench(*cmd)))
+    return todo
 
 
 def run(args: argparse.Namespace) -> int:
@@ -315,112 +348,89 @@ def run(args: argparse.Namespace) -> int:
     bad = [s for s in stages if s not in STAGES]
     if bad:
         raise UsageError(f"unknown stage(s) {', '.join(bad)}; choose from {', '.join(STAGES)}")
-    tasks = [t for t, _ in EVALS] if not args.tasks else args.tasks.split(",")
-    unknown = [t for t in tasks if t not in dict(EVALS)]
+    known = [t for t, _, _ in EVALS]
+    tasks = known if not args.tasks else args.tasks.split(",")
+    unknown = [t for t in tasks if t not in known]
     if unknown:
-        raise UsageError(f"unknown eval task(s) {', '.join(unknown)}")
-    out, results = Path(args.out), Path(args.results)
+        raise UsageError(
+            f"unknown eval task(s) {', '.join(unknown)}; choose from {', '.join(known)}"
+        )
+    seeds = parse_seeds(args.seeds)
+    arm_list = arms(seeds, args.ablation)
+    out = Path(args.out)
     r = Runner(out, args.jobs, args.dry_run)
     t0 = time.perf_counter()
-    if "warmup" in stages and not _done_training(out / "warmup", None):
-        cores = os.cpu_count() or 1  # the warm-up runs alone
-        r.run(
-            "warmup",
-            _calbench(
-                "train",
-                "--method",
-                "warmup",
-                "--model",
-                "smollm2-135m",
-                "--out",
-                str(out / "warmup"),
-                "--no-progress",
-                "--threads",
-                str(cores),
-                *WARMUP_ARGS,
-            ),
-            threads=cores,
-        )
-    if "rl" in stages:
+    try:
+        _stages(r, args, stages, seeds, tasks, arm_list)
+    finally:
+        total = time.perf_counter() - t0
+        print(f"reproduce: {total / 60:.1f} min wall for stages {', '.join(stages)}")
         if not args.dry_run:
-            check_warmup(out / "warmup")
-        r.parallel(
-            [
-                (
-                    m,
-                    _calbench(
-                        "train",
-                        "--method",
-                        m,
-                        "--model",
-                        str(out / "warmup" / "adapter"),
-                        "--out",
-                        str(out / m),
-                        "--no-progress",
-                        "--threads",
-                        str(r.threads),
-                        *RL_ARGS,
-                        *LORA_ARGS,
-                    ),
-                )
-                for m in RL_METHODS
-                if not _done_training(out / m, RL_STEPS)
-            ]
-        )
-    if "publish" in stages and not args.dry_run:
-        publish(out)
-    if "eval" in stages:
-        data = ["--data-dir", args.data_dir] if args.data_dir else []
-        todo = []
-        for task in tasks:
-            if task in ("gsm8k", "truthfulqa_mc") and not args.data_dir:
-                print(f"skipping {task}: needs --data-dir (e.g. ../shared/data)")
-                continue
-            for model in MODELS:
-                if _done_eval(results, model, task):
-                    continue
-                todo.append(
-                    (
-                        f"eval-{model}-{task}",
-                        _calbench(
-                            "eval",
-                            "--model",
-                            model,
-                            "--tasks",
-                            task,
-                            "--elicitation",
-                            "tags",
-                            "--batch-size",
-                            "16",
-                            "--redact",
-                            "--output",
-                            str(results),
-                            *data,
-                            *dict(EVALS)[task],
-                        ),
-                    )
-                )
-        r.parallel(todo)
-    if "leaderboard" in stages:
-        r.run("leaderboard", _calbench("leaderboard", str(results), "--out", args.leaderboard))
-        # the README's side-by-side reliability diagrams of the reference models, per task
-        for task in tasks:
-            runs = [str(results / m / task / "tags") for m in REFERENCE_MODELS]
-            if args.dry_run or all((Path(x) / "metrics.json").is_file() for x in runs):
-                r.run(
-                    f"plot-{task}",
-                    _calbench(
-                        "plot",
-                        *runs,
-                        "--out",
-                        str(Path(args.leaderboard) / "figures" / f"reference_{task}.png"),
-                    ),
-                )
-    total = time.perf_counter() - t0
-    print(f"reproduce: {total / 60:.1f} min wall for stages {', '.join(stages)}")
-    if not args.dry_run:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "reproduce_times.json").write_text(
-            json.dumps({"stages": stages, "wall_s": total, "per_step_s": r.times}, indent=1)
-        )
+            _write_times(out, stages, seeds, total, r)
     return 0
+
+
+def _stages(
+    r: Runner,
+    args: argparse.Namespace,
+    stages: list[str],
+    seeds: list[int],
+    tasks: list[str],
+    arm_list: list[Arm],
+) -> None:
+    out = r.out
+    if "warmup" in stages:
+        cores = os.cpu_count() or 1  # a warm-up runs alone
+        with r.stage("warmup"):
+            for s in seeds:
+                name = warmup_name(s)
+                if _trained(out / name / "adapter" / "calbench_train.json", None):
+                    continue
+                cmd = ["--model", BASE_MODEL, "--out", str(out / name), "--no-progress"]
+                cmd += ["--threads", str(cores), *WARMUP_ARGS, "--seed", str(s)]
+                r.run(name, _calbench("train", "--method", "warmup", *cmd), threads=cores)
+    k = read_selection(out)
+    if "rl" in stages:
+        with r.stage("rl"):
+            if not args.dry_run:
+                for s in seeds:
+                    check_warmup(out / warmup_name(s))
+            r.parallel_fns(
+                [lambda a=a: _train_in_snapshots(r, out, a) for a in arm_list if a.snapshots]
+            )
+    if "select" in stages:
+        with r.stage("select"):
+            k = select(r, out, arm_list)
+    if "rl" in stages:
+        with r.stage("rl"):
+            _train_rest(r, out, arm_list, k)
+    if "publish" in stages and not args.dry_run:
+        with r.stage("publish"):
+            if k is None:
+                raise RuntimeFailure("publish needs the select stage's step: run it first")
+            publish(out, arm_list, k)
+    if "eval" in stages:
+        with r.stage("eval"):
+            r.parallel(_evals(args, tasks, arm_list))
+    if "leaderboard" in stages:
+        with r.stage("leaderboard"):
+            results = Path(args.results)
+            r.run("leaderboard", _calbench("leaderboard", str(results), "--out", args.leaderboard))
+            # the side-by-side reliability diagrams of seed 0's warm-up, RLVR and RLCR, per task
+            for task in tasks:
+                runs = [str(results / f"{BASE_MODEL}-{m}" / task / "tags") for m in PLOTTED]
+                if args.dry_run or all((Path(x) / "metrics.json").is_file() for x in runs):
+                    png = Path(args.leaderboard) / "figures" / f"reference_{task}.png"
+                    r.run(f"plot-{task}", _calbench("plot", *runs, "--out", str(png)))
+
+
+def _write_times(out: Path, stages: list[str], seeds: list[int], total: float, r: Runner) -> None:
+    """This invocation's wall times, with every earlier invocation's kept under ``previous``."""
+    f = out / "reproduce_times.json"
+    previous: list = []
+    with contextlib.suppress(OSError, json.JSONDecodeError, AttributeError):
+        old = json.loads(f.read_text())
+        previous = old.pop("previous", []) + [old]
+    out.mkdir(parents=True, exist_ok=True)
+    now = {"stages": stages, "seeds": seeds, "wall_s": total, "per_stage_s": r.stage_times}
+    atomic_write_json(f, now | {"per_step_s": r.times, "previous": previous})

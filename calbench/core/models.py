@@ -36,12 +36,21 @@ ALIASES: dict[str, dict[str, str]] = {
     },
 }
 # The reference models calbench trains and ships (LoRA adapters on smollm2-135m, made by
-# `calbench reproduce`; model cards in calbench/reference/<name>/README.md).
+# `calbench reproduce`; model cards in calbench/reference/<name>/README.md). A name whose folder
+# is not in the checkout (an arm not trained yet) is known but refused with a hint to train it.
 REFERENCE_DIR = Path(__file__).resolve().parents[1] / "reference"
 REFERENCE_MODELS: dict[str, str] = {
     "smollm2-135m-warmup": "warmup",  # format warm-up only (the "base")
     "smollm2-135m-rlvr": "rlvr",  # warm-up + GRPO on correctness
     "smollm2-135m-rlcr": "rlcr",  # warm-up + GRPO on correctness + Brier
+    "smollm2-135m-rlcr-ppo": "rlcr-ppo",  # warm-up + PPO on correctness + Brier
+    # the same recipes from run seeds 1 and 2 (their own warm-up, data and test pool)
+    "smollm2-135m-rlvr-seed1": "rlvr-seed1",
+    "smollm2-135m-rlvr-seed2": "rlvr-seed2",
+    "smollm2-135m-rlcr-seed1": "rlcr-seed1",
+    "smollm2-135m-rlcr-seed2": "rlcr-seed2",
+    # ablation: RLVR with RLCR's entropy bonus on its (unrewarded) confidence digit
+    "smollm2-135m-rlvr-entropy": "rlvr-entropy",
 }
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
