@@ -32,7 +32,8 @@ demo: setup
 	$(VENV)/bin/calbench plot $(foreach m,$(DEMO_MODELS),results-demo/$(m)/gsm_symbolic/tags) \
 	    --out results-demo/reliability_gsm_symbolic.png
 
-# The reference models from scratch (warm-up, RLVR, RLCR, evals, leaderboard); resumable.
+# The reference models from scratch (experiment v2: warm-ups, RLVR and RLCR arms over three seeds,
+# the RLCR step chosen on validation, a PPO arm, evals, leaderboard); resumable, hours on a CPU.
 # ../shared/data supplies GSM8K and TruthfulQA; without it those evals are skipped.
 reproduce: setup
 	$(VENV)/bin/calbench reproduce --data-dir ../shared/data --jobs 2
