@@ -42,7 +42,7 @@ from calbench.eval.elicit import apply_consistency, apply_stage_two
 from calbench.eval.harness import load_docs
 from calbench.eval.manifest import grader_used
 from calbench.eval.registry import TaskInfo, get_tasks, task_metadata
-from calbench.eval.run_task import GENERATED_TASK_SIZE
+from calbench.eval.run_task import GENERATED_TASK_SIZE, format_block
 
 VERDICT = ("answer", "correct", "confidence")
 
@@ -212,18 +212,6 @@ def regrade_record(
     return new
 
 
-def _format(records: list[dict]) -> dict:
-    """metrics.json's ``format`` block, as ``calbench eval`` writes it."""
-    n = len(records)
-    return {
-        "answer_parse_rate": sum(r["answer"] is not None for r in records) / n,
-        "confidence_parse_rate": sum(r["confidence"] is not None for r in records) / n,
-        "confidence_rescaled": sum(
-            bool((r.get("parse") or {}).get("confidence_rescaled")) for r in records
-        ),
-    }
-
-
 def _point(summary: dict, name: str) -> float | None:
     return ((summary.get("metrics") or {}).get(name) or {}).get("value")
 
@@ -293,7 +281,7 @@ def regrade_run(path: Path, data_dir: str | None, commit: str | None) -> Regrade
         seed=int(ci.get("seed", manifest.get("seed") or 0)),
         **settings,
     )
-    metrics["format"] = _format(news)
+    metrics["format"] = format_block(news)
     metrics = json.loads(json.dumps(metrics, default=str))
     dirty = raw_changed or metrics != old_metrics or "regraded" not in manifest
     new_manifest = dict(manifest)

@@ -92,6 +92,19 @@ def compute_metrics(records: list[dict], n_bootstrap: int, seed: int) -> dict:
     )
 
 
+def format_block(records: list[dict]) -> dict:
+    """``metrics.json``'s ``format`` block: how often the answer and the confidence parsed, and
+    how many confidences were rescaled (``calbench eval`` and ``calbench regrade`` both write it)."""
+    n = len(records)
+    return {
+        "answer_parse_rate": sum(r["answer"] is not None for r in records) / n,
+        "confidence_parse_rate": sum(r["confidence"] is not None for r in records) / n,
+        "confidence_rescaled": sum(
+            bool((r.get("parse") or {}).get("confidence_rescaled")) for r in records
+        ),
+    }
+
+
 class ResumeNote(logging.Handler):
     """Surface lm-eval's request-cache count, so a resumed run says how much it reused."""
 
@@ -233,11 +246,7 @@ def run_task(
     for r in records:
         data_hash.update(json.dumps([r["id"], r["question"], r["gold"]]).encode())
     metrics = compute_metrics(records, args.bootstrap, args.seed)
-    metrics["format"] = {
-        "answer_parse_rate": sum(r["answer"] is not None for r in records) / len(records),
-        "confidence_parse_rate": sum(r["confidence"] is not None for r in records) / len(records),
-        "confidence_rescaled": sum(bool(r["parse"]["confidence_rescaled"]) for r in records),
-    }
+    metrics["format"] = format_block(records)
     write_jsonl(run_dir / SAMPLES, [redact(r) for r in records] if args.redact else records)
     atomic_write_json(run_dir / METRICS, metrics)
     manifest.update(
