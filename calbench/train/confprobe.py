@@ -28,7 +28,7 @@ import torch
 from calbench.core.chain_sum import chain_sum_items, difficulty_bin
 from calbench.core.errors import UsageError
 from calbench.core.records import RecordError, read_samples
-from calbench.metrics.selective import auroc
+from calbench.metrics import auroc, brier
 from calbench.train.config import RunConfig
 from calbench.train.credit import DIGITS
 from calbench.train.policy import load_policy, render_prompt
@@ -77,7 +77,7 @@ def summary(rows: list[dict]) -> dict[str, Any]:
         res[key] = {
             "mean": float(c.mean()),
             "std": float(c.std()),
-            "brier": float(((c - y) ** 2).mean()),
+            "brier": brier(y, c),
             "auroc": float(auroc(y, c)),
         }
     res["bins"] = {}
