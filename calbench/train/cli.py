@@ -19,8 +19,10 @@ import sys
 from typing import Any
 
 from calbench.core.errors import UsageError
+from calbench.train.rewards import METHODS as REWARD_METHODS
 
-METHODS = ("rlcr", "rlvr", "brier", "log", "asymmetric", "warmup")
+# the rewards (one source: rewards.METHODS) plus the supervised warm-up
+METHODS = (*REWARD_METHODS, "warmup")
 ALGOS = ("grpo", "ppo")
 
 # flag -> (config field, type, help). Defaults come from the chosen config dataclass.
