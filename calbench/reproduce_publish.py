@@ -122,7 +122,7 @@ def model_card(arm: Arm | None, info: dict, size: int, step: int | None) -> str:
         if arm is None
         else f"""
 The number of steps was chosen on the validation split (never the test split) by a rule written
-down before any run was evaluated (`{"selection.json"}` holds every checkpoint's numbers):
+down before any run was evaluated (`{SELECTION_FILE}` holds every checkpoint's numbers):
 {SELECTION_RULE}
 """
     )
