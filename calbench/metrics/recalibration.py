@@ -54,6 +54,7 @@ from calbench.metrics.inputs import (
     MetricInputError,
     as_conf,
     as_correct,
+    group,
     int_param,
 )
 
@@ -89,14 +90,6 @@ def _parsed(correct, conf) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return y, c, ~np.isnan(c)
 
 
-def _grouped(y: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct confidences (ascending), records and right answers at each."""
-    values, inverse = np.unique(c, return_inverse=True)
-    cnt = np.bincount(inverse, minlength=values.size).astype(np.float64)
-    pos = np.bincount(inverse, weights=y, minlength=values.size)
-    return values, cnt, pos
-
-
 # --- fitting ---------------------------------------------------------------------------------
 
 
@@ -114,8 +107,8 @@ def fit(correct, conf, method: str, *, n_bins: int = HIST_BINS) -> dict:
     y, c = y[ok], c[ok]
     if y.size == 0:
         raise MetricInputError("no record with a parsed confidence to fit a recalibration map on")
-    values, cnt, pos = _grouped(y, c)
-    params = _FITTERS[method](values, cnt, pos, n_bins)
+    values, pos, neg = group(y, c)  # distinct confidences, right/wrong answers at each
+    params = _FITTERS[method](values, (pos + neg)[0], pos[0], n_bins)
     return {"method": method, "n_fit": int(y.size), **params}
 
 
