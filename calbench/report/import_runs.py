@@ -49,9 +49,19 @@ class SkippedInput(RecordError):
     """An input that is recognised but holds nothing to score or import (reported, not fatal)."""
 
 
+class UnknownFormat(RecordError):
+    """A file of JSON records that are neither RLCR outputs nor lm-eval samples; ``first`` is
+    its first record (a caller that reads other formats, e.g. calbench samples, checks it)."""
+
+    def __init__(self, message: str, first: dict) -> None:
+        super().__init__(message)
+        self.first = first
+
+
 def read_released(path: str | os.PathLike) -> tuple[str, dict[Key, list[dict]]]:
     """(format, records by (dataset, model)) of a released-outputs file or lm-eval folder.
-    SkippedInput for RLCR parse cases; RecordError naming file:line for anything else."""
+    SkippedInput for RLCR parse cases; UnknownFormat for other records; RecordError naming
+    file:line for anything else."""
     path = Path(path)
     if not path.exists():
         raise RecordError(f"{path}: no such file or folder")
@@ -61,7 +71,10 @@ def read_released(path: str | os.PathLike) -> tuple[str, dict[Key, list[dict]]]:
         raise RecordError(f"{path}: a folder without lm-eval samples_*.jsonl; name the files")
     for lineno, first in iter_jsonl_lines(path):
         if is_rlcr_parse_cases(first):
-            raise SkippedInput(f"skipping {path}: RLCR confidence-parsing cases, not outputs")
+            raise SkippedInput(
+                f"skipping {path}: RLCR confidence-parsing cases (how the RLCR evaluator read odd "
+                "confidences), not evaluation outputs"
+            )
         if is_rlcr_outputs(first):
             return RLCR, read_rlcr(path)
         what = (
@@ -69,9 +82,10 @@ def read_released(path: str | os.PathLike) -> tuple[str, dict[Key, list[dict]]]:
             if all(k in first for k in REQUIRED_FIELDS)
             else f"a record with keys {sorted(first)[:12]}"
         )
-        raise RecordError(
+        raise UnknownFormat(
             f"{path}:{lineno}: unknown format: expected RLCR outputs (dataset, model, id, correct, "
-            f"confidence, response, gold) or lm-eval samples_*.jsonl; found {what}"
+            f"confidence, response, gold) or lm-eval samples_*.jsonl; found {what}",
+            first,
         )
     raise RecordError(f"{path}: empty file (no records)")
 

@@ -16,12 +16,12 @@ import json
 import os
 from pathlib import Path
 
-from calbench.core.records import REQUIRED_FIELDS, RecordError, iter_jsonl_lines, read_samples
+from calbench.core.records import REQUIRED_FIELDS, RecordError, read_samples
 from calbench.report import lmeval_import
 
-# The RLCR format (outputs, and the parse cases beside them that are skipped) is rlcr_import's.
-from calbench.report.import_runs import SkippedInput
-from calbench.report.rlcr_import import is_rlcr_outputs, is_rlcr_parse_cases, read_rlcr
+# Released outputs (RLCR, lm-eval) are detected and read by import_runs, as for `calbench import`.
+from calbench.report.import_runs import UnknownFormat, read_released
+from calbench.report.rlcr_import import RLCR
 
 Key = tuple[str, str]  # (dataset, model)
 
@@ -34,14 +34,8 @@ def _slim(rec: dict) -> dict:
     return out
 
 
-def _first_object(path: Path) -> dict | None:
-    for _, obj in iter_jsonl_lines(path):
-        return obj
-    return None
-
-
-def _read_rlcr(path: Path) -> dict[Key, list[dict]]:
-    return {key: [_slim(r) for r in recs] for key, recs in read_rlcr(path).items()}
+def _slimmed(groups: dict[Key, list[dict]]) -> dict[Key, list[dict]]:
+    return {key: [_slim(r) for r in recs] for key, recs in groups.items()}
 
 
 def _manifest(folder: Path) -> dict:
@@ -82,22 +76,14 @@ def load_records(path: str | os.PathLike) -> dict[Key, list[dict]]:
         raise RecordError(f"{path}: folder holds no samples.jsonl (not a calbench run folder)")
     if not path.is_file():
         raise RecordError(f"{path}: no such file")
-    if lmeval_import.is_lmeval_samples(path):
-        return lmeval_import.read_lmeval_samples(path)
-    first = _first_object(path)
-    if first is None:
-        raise RecordError(f"{path}: empty file (no records)")
-    if is_rlcr_parse_cases(first):
-        raise SkippedInput(
-            f"skipping {path}: RLCR confidence-parsing cases (how the RLCR evaluator read odd "
-            "confidences), not evaluation outputs"
-        )
-    if is_rlcr_outputs(first):
-        return _read_rlcr(path)
-    if all(k in first for k in REQUIRED_FIELDS):
-        return _read_samples(path)
-    raise RecordError(
-        f"{path}: unknown format: expected calbench samples.jsonl records (id, correct, "
-        "confidence), RLCR records (dataset, model, correct, confidence) or lm-eval samples; "
-        f"the first record has keys {sorted(first)[:12]}"
-    )
+    try:
+        fmt, groups = read_released(path)  # RLCR outputs, lm-eval samples (or SkippedInput)
+    except UnknownFormat as e:
+        if all(k in e.first for k in REQUIRED_FIELDS):
+            return _read_samples(path)
+        raise RecordError(
+            f"{path}: unknown format: expected calbench samples.jsonl records (id, correct, "
+            "confidence), RLCR records (dataset, model, correct, confidence) or lm-eval samples; "
+            f"the first record has keys {sorted(e.first)[:12]}"
+        ) from None
+    return _slimmed(groups) if fmt == RLCR else groups
