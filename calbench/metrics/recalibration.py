@@ -290,7 +290,12 @@ def crossfit_folds(correct, conf, k: int = CROSSFIT_K, seed: int = 0, groups=Non
     """
     k = int_param("k", k, 2)
     seed = int_param("seed", seed, 0)
-    y, c, ok = _parsed(correct, conf)
+    y, _, ok = _parsed(correct, conf)
+    return _folds(y, ok, k, seed, groups)
+
+
+def _folds(y: np.ndarray, ok: np.ndarray, k: int, seed: int, groups) -> np.ndarray:
+    """:func:`crossfit_folds` on validated outcomes ``y`` and parsed mask ``ok``."""
     fold = np.full(y.size, -1, dtype=np.int64)
     if groups is None:
         unit = np.arange(y.size)
@@ -346,9 +351,10 @@ def crossfit_detail(
     scored fold f and was fitted on every other fold)."""
     method = _method(method)
     n_bins = int_param("n_bins", n_bins, 1)
-    fold = crossfit_folds(correct, conf, k, seed, groups)
-    y = as_correct(correct)
-    c = as_conf(conf, allow_missing=True)
+    k = int_param("k", k, 2)
+    seed = int_param("seed", seed, 0)
+    y, c, ok = _parsed(correct, conf)  # validated once; the folds and the fits reuse them
+    fold = _folds(y, ok, k, seed, groups)
     out = np.full(c.shape, np.nan)
     maps = []
     for f in range(int(fold.max()) + 1):
