@@ -23,13 +23,12 @@ from calbench.core.errors import RuntimeFailure, UsageError
 from calbench.core.models import ResolvedModel, resolve_model
 from calbench.core.prompts import MULTI_PASS
 from calbench.core.records import atomic_write_json, redact, write_jsonl
-from calbench.core.runs import MANIFEST, METRICS, SAMPLES
+from calbench.core.runs import MANIFEST, METRICS, SAMPLES, summarize_records
 from calbench.eval.backends import BackendCall
 from calbench.eval.elicit import second_pass
 from calbench.eval.harness import TASKS_DIR, lmeval_samples_to_records
 from calbench.eval.manifest import now
 from calbench.eval.registry import TaskInfo
-from calbench.metrics import summarize
 
 GENERATED_TASK_SIZE = 500  # questions generated for offline tasks unless --limit asks for more
 
@@ -81,15 +80,6 @@ def generation_kwargs(args: argparse.Namespace, call: BackendCall) -> dict[str, 
         "temperature": 0.0,
         **call.extra_gen_kwargs,
     }
-
-
-def compute_metrics(records: list[dict], n_bootstrap: int, seed: int) -> dict:
-    """The full metric suite of :mod:`calbench.metrics` over a run's records."""
-    correct = [bool(r["correct"]) for r in records]
-    conf = [r["confidence"] if r["confidence"] is not None else float("nan") for r in records]
-    return summarize(
-        correct, conf, n_bootstrap=n_bootstrap, seed=seed, ids=[r["id"] for r in records]
-    )
 
 
 def format_block(records: list[dict]) -> dict:
@@ -245,7 +235,7 @@ def run_task(
     data_hash = hashlib.sha256()
     for r in records:
         data_hash.update(json.dumps([r["id"], r["question"], r["gold"]]).encode())
-    metrics = compute_metrics(records, args.bootstrap, args.seed)
+    metrics = summarize_records(records, n_bootstrap=args.bootstrap, seed=args.seed)
     metrics["format"] = format_block(records)
     write_jsonl(run_dir / SAMPLES, [redact(r) for r in records] if args.redact else records)
     atomic_write_json(run_dir / METRICS, metrics)
