@@ -37,6 +37,7 @@ from calbench.report.ranking import (
     ranking,
     run_reasons,
 )
+from calbench.report.recal_options import add_recal_arguments, recal_keywords
 
 DIAGRAMS = "diagrams"
 
@@ -194,27 +195,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="recompute metrics from samples.jsonl instead of reading metrics.json",
     )
-    parser.add_argument(
-        "--recalibrate",
-        default=None,
-        metavar="METHOD[,METHOD]",
-        help="add unranked rows '<model> +METHOD' scoring each run's confidences "
-        "after cross-fitted recalibration (temperature, platt, isotonic, "
-        "histogram)",
-    )
-    parser.add_argument(
-        "--recal-folds",
-        type=int,
-        default=None,
-        metavar="K",
-        help="cross-fitting folds for --recalibrate (default 5)",
-    )
-    parser.add_argument(
-        "--recal-seed",
-        type=int,
-        default=None,
-        metavar="S",
-        help="seed of the cross-fitting folds (default 0)",
+    add_recal_arguments(
+        parser,
+        "add unranked rows '<model> +METHOD' scoring each run's confidences after cross-fitted "
+        "recalibration (temperature, platt, isotonic, histogram)",
     )
 
 
@@ -227,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
         rank_by=args.rank_by,
         diagrams=not args.no_diagrams,
         recompute=args.recompute,
-        **_recal_args(args),
+        **recal_keywords(args),
     )
     tasks = len({r["task"] for r in rows})
     print(
@@ -235,11 +219,3 @@ def run(args: argparse.Namespace) -> int:
         f"{len(rows)} rows, {tasks} task{'s' if tasks != 1 else ''}"
     )
     return 0
-
-
-def _recal_args(args: argparse.Namespace) -> dict[str, Any]:
-    if args.recalibrate is None and args.recal_folds is None and args.recal_seed is None:
-        return {}  # the recalibration module (and scipy.optimize) only when asked for
-    from calbench.report.recalibrated import cli_options  # lazy: as in build
-
-    return cli_options(args.recalibrate, args.recal_folds, args.recal_seed)

@@ -27,6 +27,7 @@ from rich.text import Text
 from calbench.core.errors import UsageError
 from calbench.core.records import atomic_write_json
 from calbench.report.import_runs import SkippedInput, regraded_groups
+from calbench.report.recal_options import add_recal_arguments, recal_keywords
 from calbench.report.score_groups import BY_METRICS, breakdown
 from calbench.report.score_inputs import Key, load_records
 
@@ -76,26 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "for chain_sum): per group n, accuracy, parse rate, mean stated confidence, and "
         "ECE, Brier and AUROC with bootstrap CIs",
     )
-    parser.add_argument(
-        "--recalibrate",
-        default=None,
-        metavar="METHOD[,METHOD]",
-        help="also score the confidences after post-hoc recalibration: temperature, platt, "
+    add_recal_arguments(
+        parser,
+        "also score the confidences after post-hoc recalibration: temperature, platt, "
         "isotonic, histogram (cross-fitted; see docs/recalibration.md)",
-    )
-    parser.add_argument(
-        "--recal-folds",
-        type=int,
-        default=None,
-        metavar="K",
-        help="cross-fitting folds for --recalibrate (default 5)",
-    )
-    parser.add_argument(
-        "--recal-seed",
-        type=int,
-        default=None,
-        metavar="S",
-        help="seed of the cross-fitting folds (default 0)",
     )
     parser.add_argument(
         "--calibration-run",
@@ -312,7 +297,7 @@ def print_table(scores: dict[str, dict[str, dict]]) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.n_bootstrap < 0:
         raise UsageError("--n-bootstrap must be >= 0")
-    recal = _recal_args(args)
+    recal = recal_keywords(args, args.calibration_run)
     scores = score_files(
         args.files,
         compat=args.compat,
@@ -336,15 +321,3 @@ def run(args: argparse.Namespace) -> int:
         print_recalibrated(scores)
     print(f"wrote {out}")
     return 0
-
-
-def _recal_args(args: argparse.Namespace) -> dict:
-    """score_files keywords of --recalibrate, --recal-folds, --recal-seed, --calibration-run."""
-    if not any(
-        x is not None
-        for x in (args.recalibrate, args.recal_folds, args.recal_seed, args.calibration_run)
-    ):
-        return {}
-    from calbench.report.recalibrated import cli_options  # lazy: see the imports
-
-    return cli_options(args.recalibrate, args.recal_folds, args.recal_seed, args.calibration_run)
