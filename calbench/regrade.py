@@ -42,7 +42,7 @@ from calbench.eval.elicit import apply_consistency, apply_stage_two
 from calbench.eval.harness import load_docs
 from calbench.eval.manifest import grader_used
 from calbench.eval.registry import TaskInfo, get_tasks, task_metadata
-from calbench.eval.run_task import GENERATED_TASK_SIZE, format_block
+from calbench.eval.run_task import format_block, loader_metadata
 
 VERDICT = ("answer", "correct", "confidence")
 
@@ -118,13 +118,13 @@ def _questions(
     """The task's questions by id, loaded as ``calbench eval`` loads them for this run."""
     meta: dict[str, Any] = {
         **task_metadata(task),
-        "elicitation": manifest["elicitation"],
-        "seed": int(manifest.get("seed") or 0),
-        "size": max(GENERATED_TASK_SIZE, int(manifest.get("limit") or 0)),
+        **loader_metadata(
+            manifest["elicitation"],
+            int(manifest.get("seed") or 0),
+            int(manifest.get("limit") or 0),
+            data_dir or manifest.get("data_dir"),
+        ),
     }
-    data_dir = data_dir or manifest.get("data_dir")
-    if data_dir:
-        meta["data_dir"] = str(Path(data_dir).resolve())
     key = json.dumps(meta, sort_keys=True, default=str)
     if key not in _QUESTIONS:
         try:

@@ -135,6 +135,18 @@ def build_lm(call: BackendCall) -> Any:
         ) from e
 
 
+def loader_metadata(
+    elicitation: str, seed: int, limit: int | None, data_dir: str | None
+) -> dict[str, Any]:
+    """What ``calbench eval`` passes every task's loader (lm-eval's task ``metadata``); regrade
+    loads a run's questions again with the same."""
+    size = max(GENERATED_TASK_SIZE, limit or 0)
+    metadata: dict[str, Any] = {"elicitation": elicitation, "seed": seed, "size": size}
+    if data_dir:
+        metadata["data_dir"] = str(Path(data_dir).resolve())
+    return metadata
+
+
 def lmeval_samples(
     args: argparse.Namespace,
     lm: Any,
@@ -151,10 +163,7 @@ def lmeval_samples(
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    size = max(GENERATED_TASK_SIZE, args.limit or 0)
-    metadata: dict[str, Any] = {"elicitation": args.elicitation, "seed": args.seed, "size": size}
-    if args.data_dir:
-        metadata["data_dir"] = str(Path(args.data_dir).resolve())
+    metadata = loader_metadata(args.elicitation, args.seed, args.limit, args.data_dir)
     if judge:
         metadata["judge"] = judge
     paths = list(dict.fromkeys([str(TASKS_DIR), str(task.yaml_path.parent)]))
