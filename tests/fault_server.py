@@ -3,7 +3,8 @@
 ``FaultServer(script, then="ok")`` listens on 127.0.0.1 (a free port) in a daemon thread and
 answers ``POST /v1/chat/completions`` and ``POST /v1/completions``. Request number ``i`` (counted
 from 0 in arrival order) gets the behaviour ``script[i]``, and every request after the script
-gets ``then``. Behaviours:
+gets ``then`` (a behaviour, or a function from the request's JSON body to one, e.g. a 500 for
+one model name only). Behaviours:
 
 * ``ok``: a well-formed completion, one choice per prompt, text ``ok_text`` (a string, or a
   function from the request's JSON body to one; completions with ``echo``/``logprobs`` get
@@ -34,6 +35,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 BEHAVIOURS = ("ok", "500", "401", "429", "hang", "badjson", "nochoices", "emptychoices")
+Then = str | Callable[[dict[str, Any]], str]  # a behaviour, or one chosen from the request body
+
+
+def _check(behaviour: str) -> str:
+    if behaviour not in BEHAVIOURS:
+        raise ValueError(f"unknown behaviour {behaviour!r}; known: {BEHAVIOURS}")
+    return behaviour
 
 
 def closed_port_url() -> str:
@@ -96,7 +104,7 @@ class FaultServer:
     def __init__(
         self,
         script: list[str] | tuple[str, ...] = (),
-        then: str = "ok",
+        then: Then = "ok",
         *,
         ok_text: str | Callable[[dict[str, Any]], str] = (
             "<answer>7</answer>\n<confidence>0.8</confidence>"
@@ -134,11 +142,10 @@ class FaultServer:
             self._httpd.shutdown()
             self._httpd.server_close()
 
-    def set_script(self, script: list[str] | tuple[str, ...], then: str = "ok") -> None:
+    def set_script(self, script: list[str] | tuple[str, ...], then: Then = "ok") -> None:
         """Behaviours for the next requests (counted from now), then ``then`` for the rest."""
-        for b in [*script, then]:
-            if b not in BEHAVIOURS:
-                raise ValueError(f"unknown behaviour {b!r}; known: {BEHAVIOURS}")
+        for b in [*script, *([] if callable(then) else [then])]:
+            _check(b)
         with self._lock:
             self._offset = len(self.requests)
             self.script, self.then = list(script), then
@@ -155,7 +162,10 @@ class FaultServer:
             self.requests.append(
                 {"t": time.monotonic(), "path": path, "headers": headers, "body": body}
             )
-            return self.script[i] if i < len(self.script) else self.then
+            if i < len(self.script):
+                return self.script[i]
+            then = self.then
+        return _check(then(body or {})) if callable(then) else then
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self

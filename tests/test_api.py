@@ -9,8 +9,6 @@ import json
 import math
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +21,7 @@ from calbench.core.errors import RuntimeFailure, UsageError
 from calbench.core.records import atomic_write_json
 from calbench.eval.options import model_specs
 from tests.conftest import REPO
+from tests.fault_server import FaultServer
 from tests.fixtures.runs_make import make_results, make_run
 
 # --- import cost ------------------------------------------------------------------------------
@@ -223,49 +222,20 @@ def test_evaluate_names_with_commas_in_a_list_are_refused():
 # --- several models in one command ------------------------------------------------------------
 
 
-class _Chat(BaseHTTPRequestHandler):
-    """An OpenAI-compatible /chat/completions endpoint whose answer names the model it was
-    asked for; the model named ``broken`` gets HTTP 500."""
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if body["model"] == "broken":
-            self.send_response(500)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        text = f"<answer>{body['model']}</answer> <confidence>0.6</confidence>"
-        data = json.dumps(
-            {
-                "id": "c",
-                "object": "chat.completion",
-                "model": body["model"],
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": text},
-                    }
-                ],
-            }
-        )
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data.encode())
-
-    def log_message(self, *args) -> None:
-        pass
+def _names_the_model(body: dict) -> str:
+    return f"<answer>{body['model']}</answer> <confidence>0.6</confidence>"
 
 
 @pytest.fixture(scope="module")
 def server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Chat)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
-    srv.shutdown()
-    srv.server_close()
+    """An OpenAI-compatible endpoint whose answer names the model it was asked for; the model
+    named ``broken`` gets HTTP 500."""
+    with FaultServer(
+        then=lambda body: "500" if body.get("model") == "broken" else "ok",
+        ok_text=_names_the_model,
+        lifetime=1800,  # module-scoped: outlive every test of the module
+    ) as srv:
+        yield srv.url
 
 
 def _eval(models: str, url: str, out: Path, *extra: str) -> list[str]:
