@@ -39,11 +39,8 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 
 from calbench.core.errors import RuntimeFailure, UsageError
@@ -67,6 +64,7 @@ from calbench.reproduce_recipe import (
     parse_seeds,
     warmup_name,
 )
+from calbench.reproduce_runner import Runner, calbench_command
 
 # RL needs right answers to compare with wrong ones: a warm-up below this held-out accuracy
 # (its final evaluation) stops the run instead of spending an hour of RL at the floor.
@@ -100,65 +98,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--jobs", type=int, default=2, help="steps run side by side")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
-
-
-def _calbench(*args: str) -> list[str]:
-    return [sys.executable, "-m", "calbench.cli", *args]
-
-
-class Runner:
-    def __init__(self, out: Path, jobs: int, dry_run: bool):
-        self.out, self.jobs, self.dry_run = out, max(1, jobs), dry_run
-        self.logs = out / "logs"
-        self.times: dict[str, float] = {}  # per command
-        self.stage_times: dict[str, float] = {}
-
-    def run(self, name: str, cmd: list[str], threads: int | None = None) -> None:
-        shown = " ".join(["calbench", *cmd[3:]])
-        print(f"[{time.strftime('%H:%M:%S')}] {name}: {shown}", flush=True)
-        if self.dry_run:
-            return
-        self.logs.mkdir(parents=True, exist_ok=True)
-        env = {
-            **os.environ,
-            "OMP_NUM_THREADS": str(threads or self.threads),
-            "TOKENIZERS_PARALLELISM": "false",
-        }
-        t0 = time.perf_counter()
-        with open(self.logs / f"{name}.log", "a") as log:
-            log.write(f"\n$ {shown}\n")
-            log.flush()
-            rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        self.times[name] = time.perf_counter() - t0
-        if rc != 0:
-            raise RuntimeFailure(f"{name} failed (exit {rc}); see {self.logs / name}.log")
-        print(f"[{time.strftime('%H:%M:%S')}] {name}: done in {self.times[name]:.0f} s", flush=True)
-
-    @property
-    def threads(self) -> int:
-        return max(1, (os.cpu_count() or 1) // self.jobs)
-
-    def parallel(self, named: list[tuple[str, list[str]]]) -> None:
-        self.parallel_fns([lambda n=n, c=c: self.run(n, c) for n, c in named])
-
-    def parallel_fns(self, fns: list[Callable[[], None]]) -> None:
-        if not fns:
-            return
-        if self.dry_run:  # nothing to wait for: print the commands in order
-            for fn in fns:
-                fn()
-            return
-        with ThreadPoolExecutor(self.jobs) as pool:
-            for f in [pool.submit(fn) for fn in fns]:
-                f.result()
-
-    @contextlib.contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.stage_times[name] = self.stage_times.get(name, 0.0) + time.perf_counter() - t0
 
 
 def _trained(info: Path, steps: int | None) -> bool:
@@ -202,7 +141,7 @@ def check_warmup(run: Path, floor: float = WARMUP_MIN_ACCURACY) -> float:
 def _train_cmd(out: Path, arm: Arm, steps: int | str, threads: int) -> list[str]:
     start = str(out / arm.warmup / "adapter")
     common = ["--model", start, "--out", str(out / arm.name), "--no-progress"]
-    return _calbench("train", *common, "--threads", str(threads), *arm.train_args(steps))
+    return calbench_command("train", *common, "--threads", str(threads), *arm.train_args(steps))
 
 
 def _train_in_snapshots(r: Runner, out: Path, arm: Arm) -> None:
@@ -221,9 +160,15 @@ def _train_in_snapshots(r: Runner, out: Path, arm: Arm) -> None:
         tmp.rename(snap)
 
 
-def read_selection(out: Path) -> int | None:
-    """The step the select stage chose (None before it has)."""
+def read_selection(out: Path, published: bool = False) -> int | None:
+    """The step the select stage chose (None before it has). ``published``: without one in
+    ``out``, read the copy shipped beside the published RLCR adapter — for runs without seed 0
+    (``--seeds 1,2`` in a later session), which train to the step seed 0's selection chose."""
     f = out / SELECTION_FILE
+    shipped = REFERENCE_DIR / SELECT_ARM / SELECTION_FILE
+    if not f.is_file() and published and shipped.is_file():
+        print(f"select: no {f}; using the published choice {shipped}")
+        f = shipped
     if not f.is_file():
         return None
     try:
@@ -262,13 +207,16 @@ def val_row(metrics: Path, step: int) -> dict:
 def select(r: Runner, out: Path, arm_list: list[Arm]) -> int | None:
     """The select stage: evaluate RLCR seed 0's snapshots on the validation split and apply the
     rule; returns the chosen step (None in a dry run that has not chosen yet)."""
-    done = read_selection(out)
-    if done is not None:
-        print(f"select: step {done} already chosen ({out / SELECTION_FILE})")
-        return done
     arm = next((a for a in arm_list if a.name == SELECT_ARM), None)
+    done = read_selection(out, published=arm is None)
+    if done is not None:
+        print(f"select: step {done} already chosen")
+        return done
     if arm is None:
-        raise UsageError("the select stage reads RLCR of seed 0: include seed 0 in --seeds")
+        raise UsageError(
+            "the select stage reads RLCR of seed 0: include seed 0 in --seeds "
+            f"(or publish seed 0 first: its {SELECTION_FILE} ships with it)"
+        )
     todo = []
     snaps = {k: out / arm.name / "snapshots" / f"step{k}" for k in SNAPSHOT_STEPS}
     for k, snap in snaps.items():
@@ -281,7 +229,7 @@ def select(r: Runner, out: Path, arm_list: list[Arm]) -> int | None:
         todo.append(
             (
                 f"select-step{k}",
-                _calbench(*cmd, *EVAL_ARGS, "--max-new-tokens", "64", "--output", str(dest)),
+                calbench_command(*cmd, *EVAL_ARGS, "--max-new-tokens", "64", "--output", str(dest)),
             )
         )
     r.parallel(todo)
@@ -308,17 +256,54 @@ def _train_rest(r: Runner, out: Path, arm_list: list[Arm], k: int | None) -> Non
     if rest and k is None and not r.dry_run:
         print(f"rl: {', '.join(a.name for a in rest)} wait for the select stage's step")
         return
-    todo = []
-    for a in rest:
-        ckpt = out / a.name / "checkpoint" / "calbench_train.json"
-        if k is not None and ckpt.is_file() and json.loads(ckpt.read_text())["steps"] > k:
-            raise RuntimeFailure(f"{ckpt.parent}: trained past the chosen step {k}; remove it")
-        if not _trained(out / a.name / "adapter" / "calbench_train.json", k):
-            todo.append((a.name, _train_cmd(out, a, k if k is not None else "K", r.threads)))
-    r.parallel(todo)
+    r.parallel_fns([lambda a=a: _train_to(r, out, a, k) for a in rest])
 
 
-def _evals(args: argparse.Namespace, tasks: list[str], arm_list: list[Arm]) -> list:
+def _train_to(r: Runner, out: Path, a: Arm, k: int | None) -> None:
+    """Train ``a`` straight to step ``k`` unless it is there already."""
+    ckpt = out / a.name / "checkpoint" / "calbench_train.json"
+    if k is not None and ckpt.is_file() and json.loads(ckpt.read_text())["steps"] > k:
+        raise RuntimeFailure(f"{ckpt.parent}: trained past the chosen step {k}; remove it")
+    if not _trained(out / a.name / "adapter" / "calbench_train.json", k):
+        r.run(a.name, _train_cmd(out, a, k if k is not None else "K", r.threads))
+
+
+def _train_publish_eval(
+    r: Runner,
+    args: argparse.Namespace,
+    tasks: list[str],
+    arm_list: list[Arm],
+    k: int | None,
+    seeds: list[int],
+) -> None:
+    """The rl (arms still to train), publish and eval stages as one queue of ``--jobs``
+    workers: an arm is published as soon as it is trained and its evals queue behind it, so
+    the models that are ready are evaluated while the rest still train (after the select
+    stage of ``--seeds 0`` only the PPO arm is left, which alone would leave a core idle)."""
+    out = r.out
+    if k is None and not r.dry_run:
+        _train_rest(r, out, arm_list, k)  # says that they wait for the select stage
+        return
+    rest = [a for a in arm_list if not a.snapshots]
+    if not r.dry_run:  # the warm-up and the snapshot arms are trained already
+        publish(out, [a for a in arm_list if a.snapshots], k, warmup=0 in seeds)
+
+    def train(a: Arm) -> None:
+        _train_to(r, out, a, k)
+        if not r.dry_run:
+            publish(out, [a], k, warmup=False)
+
+    jobs = [(a.spec, lambda a=a: train(a), None) for a in rest]
+    for name, spec, command in _evals(args, tasks, arm_list):
+        jobs.append((name, lambda n=name, c=command: r.run_if(n, c()), spec))
+    r.graph(jobs)
+
+
+def _evals(
+    args: argparse.Namespace, tasks: list[str], arm_list: list[Arm]
+) -> list[tuple[str, str, Callable[[], list[str] | None]]]:
+    """(name, model, command) per eval; ``command()`` is called when the eval's turn comes (its
+    model may be published only then) and is None if a complete run of those weights exists."""
     results = Path(args.results)
     # (spec, seed, headline): the untrained base and seed 0's warm-up are headline models
     models = [(BASE_MODEL, 0, True), (f"{BASE_MODEL}-warmup", 0, True)]
@@ -331,15 +316,21 @@ def _evals(args: argparse.Namespace, tasks: list[str], arm_list: list[Arm]) -> l
             print(f"skipping {task}: needs --data-dir (e.g. ../shared/data)")
             continue
         for spec, seed, headline in models:
-            state = _eval_state(results, spec, task)
-            if state == "done" or not (every_model or headline):
+            if not (every_model or headline):
                 continue
-            cmd = ["eval", "--model", spec, "--tasks", task, *EVAL_ARGS, "--redact"]
-            cmd += ["--output", str(results), *extra]
-            cmd += ["--data-dir", args.data_dir] if args.data_dir else []
-            cmd += ["--seed", str(seed)] if seed else []
-            cmd += ["--overwrite"] if state == "stale" else []
-            todo.append((f"eval-{spec}-{task}", _calbench(*cmd)))
+
+            def command(spec=spec, seed=seed, task=task, extra=extra) -> list[str] | None:
+                state = _eval_state(results, spec, task)
+                if state == "done":
+                    return None
+                cmd = ["eval", "--model", spec, "--tasks", task, *EVAL_ARGS, "--redact"]
+                cmd += ["--output", str(results), *extra]
+                cmd += ["--data-dir", args.data_dir] if args.data_dir else []
+                cmd += ["--seed", str(seed)] if seed else []
+                cmd += ["--overwrite"] if state == "stale" else []
+                return calbench_command(*cmd)
+
+            todo.append((f"eval-{spec}-{task}", spec, command))
     return todo
 
 
@@ -388,8 +379,8 @@ def _stages(
                     continue
                 cmd = ["--model", BASE_MODEL, "--out", str(out / name), "--no-progress"]
                 cmd += ["--threads", str(cores), *WARMUP_ARGS, "--seed", str(s)]
-                r.run(name, _calbench("train", "--method", "warmup", *cmd), threads=cores)
-    k = read_selection(out)
+                r.run(name, calbench_command("train", "--method", "warmup", *cmd), threads=cores)
+    k = read_selection(out, published=0 not in seeds)
     if "rl" in stages:
         with r.stage("rl"):
             if not args.dry_run:
@@ -401,27 +392,36 @@ def _stages(
     if "select" in stages:
         with r.stage("select"):
             k = select(r, out, arm_list)
-    if "rl" in stages:
-        with r.stage("rl"):
-            _train_rest(r, out, arm_list, k)
-    if "publish" in stages and not args.dry_run:
-        with r.stage("publish"):
-            if k is None:
-                raise RuntimeFailure("publish needs the select stage's step: run it first")
-            publish(out, arm_list, k)
-    if "eval" in stages:
-        with r.stage("eval"):
-            r.parallel(_evals(args, tasks, arm_list))
+    if {"rl", "publish", "eval"} <= set(stages):
+        with r.stage("rl+publish+eval"):
+            _train_publish_eval(r, args, tasks, arm_list, k, seeds)
+    else:
+        if "rl" in stages:
+            with r.stage("rl"):
+                _train_rest(r, out, arm_list, k)
+        if "publish" in stages and not args.dry_run:
+            with r.stage("publish"):
+                if k is None:
+                    raise RuntimeFailure("publish needs the select stage's step: run it first")
+                publish(out, arm_list, k, warmup=0 in seeds)
+        if "eval" in stages:
+            with r.stage("eval"):
+                r.parallel_fns(
+                    [lambda n=n, c=c: r.run_if(n, c()) for n, _, c in _evals(args, tasks, arm_list)]
+                )
     if "leaderboard" in stages:
         with r.stage("leaderboard"):
             results = Path(args.results)
-            r.run("leaderboard", _calbench("leaderboard", str(results), "--out", args.leaderboard))
+            r.run(
+                "leaderboard",
+                calbench_command("leaderboard", str(results), "--out", args.leaderboard),
+            )
             # the side-by-side reliability diagrams of seed 0's warm-up, RLVR and RLCR, per task
             for task in tasks:
                 runs = [str(results / f"{BASE_MODEL}-{m}" / task / "tags") for m in PLOTTED]
                 if args.dry_run or all((Path(x) / "metrics.json").is_file() for x in runs):
                     png = Path(args.leaderboard) / "figures" / f"reference_{task}.png"
-                    r.run(f"plot-{task}", _calbench("plot", *runs, "--out", str(png)))
+                    r.run(f"plot-{task}", calbench_command("plot", *runs, "--out", str(png)))
 
 
 def _write_times(out: Path, stages: list[str], seeds: list[int], total: float, r: Runner) -> None:

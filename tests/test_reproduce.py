@@ -103,7 +103,66 @@ def test_ablation_and_seeds_flags(capsys, tmp_path):
     assert "--no-split-credit" not in c
     for bad in ("3", "0,x", ""):
         assert main(["reproduce", "--dry-run", "--seeds", bad]) == 2
+
+
+def test_runs_without_seed_0_use_the_published_selection(capsys, tmp_path, monkeypatch):
+    # a later session's --seeds 1,2 has no runs/reference of seed 0: only what was published
+    monkeypatch.setattr(reproduce, "REFERENCE_DIR", tmp_path / "reference")
     assert main(["reproduce", "--dry-run", "--seeds", "1", "--stages", "select"]) == 2
+    assert "include seed 0" in capsys.readouterr().err
+    (tmp_path / "reference" / "rlcr").mkdir(parents=True)
+    (tmp_path / "reference" / "rlcr" / "selection.json").write_text('{"chosen_step": 60}')
+    cmds = _dry(capsys, tmp_path, "--seeds", "1", "--stages", "select,rl")
+    assert _flag(cmds["rlcr-seed1"], "--steps") == "60" and "rlcr" not in cmds
+    # with seed 0 in the run, only its own selection counts (it may be a new run of seed 0)
+    cmds = _dry(capsys, tmp_path, "--seeds", "0", "--stages", "rl")
+    assert _flag(cmds["rlcr-ppo"], "--steps") == "K"
+
+
+def test_overlapped_stages_evaluate_ready_models_while_others_train(capsys, tmp_path):
+    # rl + publish + eval form one queue: in a dry run its order shows training first
+    cmds = list(_dry(capsys, tmp_path, "--seeds", "0", "--stages", "rl,publish,eval"))
+    assert cmds.index("rlcr-ppo") < cmds.index("eval-smollm2-135m-rlcr-ppo-chain_sum")
+
+
+def test_runner_graph_waits_only_on_its_dependency_and_reports_failures(tmp_path):
+    import threading
+
+    from calbench.reproduce_runner import Runner
+
+    events: list[str] = []
+    release = threading.Event()
+
+    def job(name: str, wait: bool = False, fail: bool = False):
+        def fn() -> None:
+            if wait:
+                assert release.wait(10)
+            events.append(name)
+            if fail:
+                raise RuntimeError(name)
+
+        return fn
+
+    def free() -> None:  # runs beside "train" although listed after its dependents' dependency
+        events.append("free")
+        release.set()
+
+    r = Runner(tmp_path, 2, dry_run=False)
+    r.graph(
+        [("train", job("train", wait=True), None), ("e1", job("e1"), "train"), ("free", free, None)]
+    )
+    assert events.index("free") < events.index("train") < events.index("e1")
+    events.clear()
+    release.set()
+    with pytest.raises(RuntimeError, match="bad"):
+        r.graph(
+            [
+                ("bad", job("bad", fail=True), None),
+                ("after", job("after"), "bad"),
+                ("other", job("other"), None),
+            ]
+        )
+    assert "after" not in events and "other" in events
 
 
 def test_unknown_stage_or_task_is_a_usage_error(capsys):
