@@ -537,3 +537,41 @@ def test_published_rows_and_page_say_which_test(board) -> None:
         if r["rank_vs_above"] is not None
     )
     assert "by a paired test" in (out / "index.html").read_text()
+
+
+# ---------------------------------------------------------------------------- across seeds
+
+
+def test_seeds_of_one_recipe_get_mean_and_sd_next_to_their_cis(tmp_path: Path) -> None:
+    from statistics import fmean, stdev
+
+    from calbench.report.seeds import recipe_and_seed
+
+    res = tmp_path / "results"
+    for seed, over in ((0, 0.05), (1, 0.15), (2, 0.25)):
+        name = "m-rlcr" + (f"-seed{seed}" if seed else "")
+        runs_make.make_run(res, model=name, overconfidence=over, seed=seed)
+    runs_make.make_run(res, model="m-rlvr", seed=0)  # one seed only: no group
+    runs_make.make_run(res, model="other-seedling", seed=0)  # not a seed suffix
+    rows = build(res, tmp_path / "lb", diagrams=False)
+    groups = json.loads((tmp_path / "lb" / "seeds.json").read_text())
+    assert [(g["task"], g["recipe"]) for g in groups] == [("synthmath", "m-rlcr")]
+    (g,) = groups
+    assert [s["seed"] for s in g["seeds"]] == [0, 1, 2]
+    by_model = {r["model"]: r for r in rows}
+    for k in ("accuracy", "ece", "brier", "auroc"):
+        vals = [by_model[s["model"]][k]["value"] for s in g["seeds"]]
+        assert g["summary"][k]["mean"] == pytest.approx(fmean(vals))
+        assert g["summary"][k]["sd"] == pytest.approx(stdev(vals))
+        assert g["summary"][k]["n_seeds"] == 3
+        assert all(s[k]["lo"] <= s[k]["value"] <= s[k]["hi"] for s in g["seeds"])
+    md = (tmp_path / "lb" / "leaderboard.md").read_text()
+    section = md.split("## Across seeds", 1)[1]
+    acc = g["summary"]["accuracy"]
+    assert f"**{acc['mean']:.3f} ± {acc['sd']:.3f}** (3 seeds)" in section
+    assert "m-rlvr" not in section and "other-seedling" not in section
+    assert recipe_and_seed("a-seed12") == ("a", 12) and recipe_and_seed("seed3") == ("seed3", 0)
+    # no recipe with two seeds: no section, an empty seeds.json
+    build(res / "m-rlvr", tmp_path / "lb2", diagrams=False)
+    assert "Across seeds" not in (tmp_path / "lb2" / "leaderboard.md").read_text()
+    assert json.loads((tmp_path / "lb2" / "seeds.json").read_text()) == []

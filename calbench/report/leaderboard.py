@@ -38,6 +38,7 @@ from calbench.report.ranking import (
     run_reasons,
 )
 from calbench.report.recal_options import add_recal_arguments, recal_keywords
+from calbench.report.seeds import seed_groups, seeds_markdown
 
 DIAGRAMS = "diagrams"
 
@@ -165,7 +166,12 @@ def build(
         for stale in diag_dir.glob("*.svg"):
             if stale.name not in wanted:
                 stale.unlink()
-    atomic_write_text(out_dir / "leaderboard.md", to_markdown(rows, rank_by))
+    groups = seed_groups(rows)
+    markdown = to_markdown(rows, rank_by)
+    atomic_write_text(
+        out_dir / "leaderboard.md", markdown + ("\n" if groups else "") + seeds_markdown(groups)
+    )
+    atomic_write_json(out_dir / "seeds.json", groups)
     atomic_write_text(out_dir / "leaderboard.csv", to_csv(rows))
     atomic_write_json(out_dir / "leaderboard.json", to_json_rows(rows))
     atomic_write_text(out_dir / "index.html", to_html(rows, rank_by))
