@@ -570,8 +570,11 @@ def test_seeds_of_one_recipe_get_mean_and_sd_next_to_their_cis(tmp_path: Path) -
     acc = g["summary"]["accuracy"]
     assert f"**{acc['mean']:.3f} ± {acc['sd']:.3f}** (3 seeds)" in section
     assert "m-rlvr" not in section and "other-seedling" not in section
+    page = (tmp_path / "lb" / "index.html").read_text()
+    assert 'id="seeds"' in page and f"{acc['mean']:.3f} ± {acc['sd']:.3f} (3 seeds)" in page
     assert recipe_and_seed("a-seed12") == ("a", 12) and recipe_and_seed("seed3") == ("seed3", 0)
     # no recipe with two seeds: no section, an empty seeds.json
     build(res / "m-rlvr", tmp_path / "lb2", diagrams=False)
     assert "Across seeds" not in (tmp_path / "lb2" / "leaderboard.md").read_text()
+    assert 'id="seeds"' not in (tmp_path / "lb2" / "index.html").read_text()
     assert json.loads((tmp_path / "lb2" / "seeds.json").read_text()) == []

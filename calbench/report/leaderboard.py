@@ -38,7 +38,7 @@ from calbench.report.ranking import (
     run_reasons,
 )
 from calbench.report.recal_options import add_recal_arguments, recal_keywords
-from calbench.report.seeds import seed_groups, seeds_markdown
+from calbench.report.seeds import seed_groups, seeds_html, seeds_markdown
 
 DIAGRAMS = "diagrams"
 
@@ -174,7 +174,7 @@ def build(
     atomic_write_json(out_dir / "seeds.json", groups)
     atomic_write_text(out_dir / "leaderboard.csv", to_csv(rows))
     atomic_write_json(out_dir / "leaderboard.json", to_json_rows(rows))
-    atomic_write_text(out_dir / "index.html", to_html(rows, rank_by))
+    atomic_write_text(out_dir / "index.html", to_html(rows, rank_by, seeds_html(groups)))
     return rows
 
 

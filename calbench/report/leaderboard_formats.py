@@ -273,7 +273,8 @@ def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
-def to_html(rows: list[dict[str, Any]], metric: str) -> str:
+def to_html(rows: list[dict[str, Any]], metric: str, after_table: str = "") -> str:
+    """The sortable page; ``after_table``: HTML placed below the table (e.g. the seeds')."""
     tasks = sorted({r["task"] for r in rows})
     head = (
         [
@@ -361,6 +362,7 @@ def to_html(rows: list[dict[str, Any]], metric: str) -> str:
 </tbody>
 </table>
 </div>
+{after_table}
 <dialog id="diagram" aria-label="reliability diagram">
 <header><strong class="title"></strong><button type="button" class="close">close</button></header>
 <img alt="">

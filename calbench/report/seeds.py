@@ -13,6 +13,7 @@ CI (resampling that seed's questions) does not.
 from __future__ import annotations
 
 import re
+from html import escape
 from statistics import fmean, stdev
 from typing import Any
 
@@ -99,3 +100,29 @@ def seeds_markdown(groups: list[dict[str, Any]]) -> str:
         cells = [*name, "mean ± sd", "", *(_mean_sd(g["summary"][k]) for k, _ in METRICS)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def seeds_html(groups: list[dict[str, Any]]) -> str:
+    """The same section for index.html ("" without any group)."""
+    if not groups:
+        return ""
+    head = ["task", "recipe", "seed", "n", *(h for _, h in METRICS)]
+    trs = []
+    for g in groups:
+        name = [escape(g["task"]), escape(g["recipe"])]
+        for s in g["seeds"]:
+            cells = [*name, str(s["seed"]), str(s["n"]), *(_ci(s[k]) for k, _ in METRICS)]
+            trs.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        means = [_mean_sd(g["summary"][k]).replace("**", "") for k, _ in METRICS]
+        cells = [*name, "mean ± sd", "", *means]
+        trs.append("<tr><th>" + "</th><th>".join(cells) + "</th></tr>")
+    return (
+        '<h2 id="seeds">Across seeds</h2>\n<p class="note">Models named <code>X-seed&lt;N&gt;'
+        "</code> are seed N of the recipe <code>X</code> (<code>X</code> itself is seed 0): each "
+        "seed's value [95% bootstrap CI], then the mean ± sd (ddof 1) over seeds.</p>\n"
+        '<div class="table-wrap"><table class="seeds"><thead><tr>'
+        + "".join(f"<th>{h}</th>" for h in head)
+        + "</tr></thead><tbody>\n"
+        + "\n".join(trs)
+        + "\n</tbody></table></div>"
+    )
