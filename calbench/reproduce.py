@@ -1,8 +1,8 @@
 """``calbench reproduce``: the reference models, from nothing to the leaderboard, in one command.
 
     warmup   format warm-up, one per seed (seed 0's ships as smollm2-135m-warmup)
-    rl       RLVR and RLCR of seed 0, 120 GRPO steps each, a copy of the adapter every 20 steps
-    select   RLCR's six copies on chain_sum_val (200 questions): the rule below picks a step k
+    rl       RLVR and RLCR of seed 0, 80 GRPO steps each, a copy of the adapter every 20 steps
+    select   RLCR's four copies on chain_sum_val (200 questions): the rule below picks a step k
     rl       the other arms straight to k: RLVR and RLCR of seeds 1 and 2, RLCR with PPO
              (and, with --ablation, RLVR with RLCR's entropy bonus)
     publish  every arm at step k into calbench/reference/<name>/
@@ -15,12 +15,12 @@ it runs, its output kept in ``OUT/logs/<name>.log``), so the recipe is readable 
 be rerun by hand. Killed? Run the same command again: a finished step is skipped (its adapter,
 snapshot, selection or a complete run manifest of the same weights exists) and an unfinished one
 resumes (the trainer from its last checkpoint, evals from lm-eval's request cache). Training to
-step 20, then resuming to 40, … gives the run one 120-step command would: the trainer has no
+step 20, then resuming to 40, … gives the run one 80-step command would: the trainer has no
 learning-rate schedule, its questions for n steps are the first of those for more, and it
 resumes exactly (optimizer, RNG, sampling seeded by step). ``--jobs 2`` runs independent steps
 side by side, one torch thread each: on two cores that beats one job with two threads.
 
-Selection rule, written down before any v2 run was evaluated: RLCR (seed 0) trains 120 steps and
+Selection rule, written down before any v2 run was evaluated: RLCR (seed 0) trains 80 steps and
 keeps its adapter every 20 steps. Each is evaluated greedily on the first 200 questions of
 chain_sum_val (tags, 64 new tokens). Candidates: the checkpoints whose confidence parse rate is
 >= 95% (all of them if none is) and whose accuracy is within 3 points of the best candidate's.
@@ -305,9 +305,10 @@ def _evals(
     """(name, model, command) per eval; ``command()`` is called when the eval's turn comes (its
     model may be published only then) and is None if a complete run of those weights exists."""
     results = Path(args.results)
-    # (spec, seed, headline): the untrained base and seed 0's warm-up are headline models
-    models = [(BASE_MODEL, 0, True), (f"{BASE_MODEL}-warmup", 0, True)]
-    models += [(a.spec, a.seed, a.headline) for a in arm_list]
+    # (spec, seed, headline): the untrained base and seed 0's warm-up are headline models,
+    # queued after the arms (the comparison the experiment is about)
+    models = [(a.spec, a.seed, a.headline) for a in arm_list]
+    models += [(BASE_MODEL, 0, True), (f"{BASE_MODEL}-warmup", 0, True)]
     todo = []
     for task, extra, every_model in EVALS:
         if task not in tasks:

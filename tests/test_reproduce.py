@@ -53,14 +53,14 @@ def test_dry_run_prints_every_arm_seed_and_stage(capsys, tmp_path):
         assert _flag(cmds[name], "--seed") == str(s) and _flag(cmds[name], "--out") == str(
             ref / name
         )
-    # seed 0's RLVR and RLCR: 120 steps in legs of 20, each leg resuming the same folder
+    # seed 0's RLVR and RLCR: RL_STEPS in legs of 20, each leg resuming the same folder
     for arm in ("rlvr", "rlcr"):
         for k in SNAPSHOT_STEPS:
             c = cmds[f"{arm}-step{k}"]
             assert _flag(c, "--steps") == str(k) and _flag(c, "--seed") == "0"
             assert _flag(c, "--out") == str(ref / arm)
             assert _flag(c, "--model") == str(ref / "warmup" / "adapter")
-    rlvr, rlcr = cmds["rlvr-step120"], cmds["rlcr-step120"]
+    rlvr, rlcr = cmds[f"rlvr-step{SNAPSHOT_STEPS[-1]}"], cmds[f"rlcr-step{SNAPSHOT_STEPS[-1]}"]
     # RLVR as in the paper: correctness only, sequence-level credit, no confidence options
     assert _flag(rlvr, "--method") == "rlvr" and "--no-split-credit" in rlvr
     assert not any(f in rlvr for f in CONF_FLAGS)
@@ -71,7 +71,7 @@ def test_dry_run_prints_every_arm_seed_and_stage(capsys, tmp_path):
     assert common == rlcr.replace("--method rlcr", "").replace(
         " " + " ".join(CONF_ARGS), ""
     ).replace(str(ref / "rlcr"), "OUT")
-    # the selection reads RLCR's six copies on the validation split, never the test split
+    # the selection reads RLCR's copies on the validation split, never the test split
     for k in SNAPSHOT_STEPS:
         c = cmds[f"select-step{k}"]
         assert _flag(c, "--tasks") == "chain_sum_val" and _flag(c, "--limit") == "200"
