@@ -43,6 +43,11 @@ MATH_CASES = [
     # --- MATH style: math-verify's verdict on whole expressions
     ("14/3", r"\frac{14}{3}", True, "the same fraction (RLCR evaluator: wrong)"),
     ("3 * sqrt(13)", r"3\sqrt{13}", True, "plain-text sqrt (RLCR evaluator: wrong)"),
+    ("pi", r"\pi", True, "plain-text pi (math-verify alone: p times i)"),
+    ("2pi", r"2\pi", True, "plain-text pi with a coefficient"),
+    ("pi/2", r"\frac{\pi}{2}", True, "plain-text pi in a fraction"),
+    ("3.14", r"\pi", False, "an approximation is not the exact value"),
+    ("spin", r"\pi", False, "pi inside a word is not pi"),
     ("x = 5", "x=5", True, "spacing (RLCR evaluator: wrong)"),
     ("12/5", "2.4", True, "equal values"),
     (r"\frac{1}{2}", "0.5", True, "equal values"),

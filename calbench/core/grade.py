@@ -64,13 +64,15 @@ def _numbers_equal(a: float, b: float) -> bool:
 
 
 _DELIMITED = ("$", "\\(", "\\[", "\\boxed")
-# Plain-text math a model writes, in the LaTeX math-verify reads: sqrt(13), √5, ∞, π.
+# Plain-text math a model writes, in the LaTeX math-verify reads: sqrt(13), √5, ∞, π, pi.
 _PLAIN_MATH = (
     (re.compile(r"(?<!\\)\bsqrt\s*\(([^()]*)\)"), r"\\sqrt{\1}"),
     (re.compile(r"√\s*\(([^()]*)\)"), r"\\sqrt{\1}"),
     (re.compile(r"√\s*(\d+(?:\.\d+)?|[A-Za-z])"), r"\\sqrt{\1}"),
     (re.compile("∞"), r"\\infty "),
     (re.compile("π"), r"\\pi "),
+    # the word: "2pi", "pi/2" (math-verify's LaTeX reads bare "pi" as p·i); not "spin", "pie"
+    (re.compile(r"(?<![A-Za-z\\])[Pp]i(?![A-Za-z])"), r"\\pi "),
 )
 
 
