@@ -26,14 +26,8 @@ from pathlib import Path
 import pytest
 
 from calbench import cli
-from calbench.eval.backends.openai import (
-    RETRY_AFTER_CAP,
-    BadResponse,
-    backoff_seconds,
-    chat_texts,
-    completion_texts,
-    retry_after_seconds,
-)
+from calbench.core.retry import RETRY_AFTER_CAP, backoff_seconds, retry_after_seconds
+from calbench.eval.backends.openai import BadResponse, chat_texts, completion_texts
 from calbench.eval.backends.secrets import add_secret, redact, strip_credentials
 from tests.conftest import REPO
 from tests.fault_server import FaultServer, closed_port_url

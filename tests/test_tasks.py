@@ -359,6 +359,40 @@ def test_judge_down_is_a_runtime_failure():
         )
 
 
+def test_judge_follows_the_backends_retry_rules():
+    import time
+
+    from calbench.core.errors import RuntimeFailure
+    from tests.fault_server import FaultServer
+
+    def ask(server, answer, **kw):
+        cfg = {"model": "judge-1", "base_url": server.url, **kw}
+        return judge_grade(answer, "Paris", question="Capital of France?", **cfg)
+
+    # 401: refused at once, one request, no wait
+    with FaultServer(["401"], ok_text="CORRECT") as server:
+        t0 = time.monotonic()
+        with pytest.raises(RuntimeFailure, match="refused the request: HTTP 401"):
+            ask(server, "Paris 401", max_retries=3)
+        assert len(server.requests) == 1 and time.monotonic() - t0 < 0.5
+    # 429 with Retry-After 1, then an answer: waits the server's second
+    with FaultServer(["429"], ok_text="CORRECT", retry_after="1") as server:
+        t0 = time.monotonic()
+        ok, d = ask(server, "Paris 429", max_retries=2)
+        assert ok and len(server.requests) == 2 and time.monotonic() - t0 >= 0.9
+    # 500 throughout: max_retries + 1 requests, then a failure naming the attempt; no wait after
+    # the last (backoff 0.5 s after the first attempt only)
+    with FaultServer(then="500") as server:
+        t0 = time.monotonic()
+        with pytest.raises(RuntimeFailure, match=r"HTTP 500 \(attempt 2 of 2"):
+            ask(server, "Paris 500", max_retries=1)
+        assert len(server.requests) == 2 and time.monotonic() - t0 < 1.5
+    # a 200 without choices is retried like a server error
+    with FaultServer(["nochoices"], ok_text="INCORRECT") as server:
+        ok, d = ask(server, "Lyon nochoices", max_retries=1)
+        assert not ok and d["verdict"] == "INCORRECT" and len(server.requests) == 2
+
+
 def test_offline_fallbacks_without_a_judge():
     assert grade("judge_or_exact", "tokyo", "Tokyo")[1] == {"grader": "exact"}
     with pytest.raises(ValueError, match="--judge-model"):

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from calbench.core.errors import RuntimeFailure
 from calbench.core.models import find_package_file
+from calbench.core.retry import retryable_status, wait_before_retry
 
 # A plain number: "1250", "-3", "2.5", "1,250" ("1,2,3" is not one number). A gold written so
 # (GSM8K, chain_sum) lets a prediction that states one number be read by value.
@@ -293,7 +294,9 @@ def judge_grade(
     timeout: float = 120.0,
 ) -> tuple[bool, dict]:
     """LLM-judge grader on any OpenAI-compatible ``/chat/completions`` endpoint (greedy).
-    Stores the judge prompt, raw verdict and judge model; memoised per process."""
+    Stores the judge prompt, raw verdict and judge model; memoised per process. Requests
+    follow :mod:`calbench.core.retry` (``max_retries`` retries after the first attempt,
+    ``timeout`` seconds each); a judge that never answers is a :class:`RuntimeFailure`."""
     correct_refs, incorrect_refs = _references(gold)
     if not prediction:
         return False, {
@@ -324,18 +327,7 @@ def judge_grade(
     headers = {"Content-Type": "application/json"}
     if os.environ.get(api_key_env):
         headers["Authorization"] = f"Bearer {os.environ[api_key_env]}"
-    last: Exception | None = None
-    for attempt in range(max_retries):
-        try:
-            req = urllib.request.Request(url, data=body, headers=headers, method="POST")
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                verdict = json.loads(resp.read())["choices"][0]["message"]["content"] or ""
-            break
-        except (urllib.error.URLError, OSError, KeyError, ValueError) as e:
-            last = e
-            time.sleep(min(2**attempt, 30))
-    else:
-        raise RuntimeFailure(f"the judge at {url} failed after {max_retries} tries: {last}")
+    verdict = _ask_judge(url, body, headers, max_retries, timeout)
     v = verdict.strip().upper()
     ok = "INCORRECT" not in v and "CORRECT" in v
     out = (
@@ -344,6 +336,31 @@ def judge_grade(
     )
     _JUDGE_MEMO[key] = out
     return out
+
+
+def _ask_judge(url: str, body: bytes, headers: dict, max_retries: int, timeout: float) -> str:
+    """The judge's reply text, retried per :mod:`calbench.core.retry`."""
+    attempts = max_retries + 1
+    for attempt in range(1, attempts + 1):
+        status, retry_after = None, None
+        try:
+            req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return json.loads(resp.read())["choices"][0]["message"]["content"] or ""
+        except urllib.error.HTTPError as e:
+            status, retry_after = e.code, e.headers.get("Retry-After")
+            problem = f"HTTP {e.code}"
+        except (urllib.error.URLError, OSError) as e:  # refused, reset, timed out
+            problem = f"no answer ({type(e).__name__}: {getattr(e, 'reason', e)})"
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            problem = f"an unusable response ({type(e).__name__}: {e})"
+        at = f"attempt {attempt} of {attempts}, timeout {timeout:g} s"
+        if status is not None and not retryable_status(status):
+            raise RuntimeFailure(f"the judge at {url} refused the request: {problem} ({at})")
+        if attempt == attempts:
+            raise RuntimeFailure(f"the judge at {url} failed: {problem} ({at})")
+        time.sleep(wait_before_retry(status, retry_after, attempt))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def grade(

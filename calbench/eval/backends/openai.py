@@ -13,8 +13,9 @@ What lm-eval's classes leave to chance and this module fixes:
 * **retries**: ``max_retries`` retries after the first attempt, on connection errors,
   timeouts, malformed 2xx responses, HTTP 408/409/425/429 and 5xx; other 4xx fail at once
   (the same request would be refused again). The wait is ``Retry-After`` when a 429/503 sends
-  one (at most :data:`RETRY_AFTER_CAP` seconds), else exponential backoff (0.5, 1, 2, ... s, at
-  most :data:`BACKOFF_MAX`). The request slot is freed while waiting.
+  one (at most 60 s), else exponential backoff (0.5, 1, 2, ... s, at most 8 s): the rules of
+  :mod:`calbench.core.retry`, which the LLM judge follows too. The request slot is freed while
+  waiting.
 * **timeout**: ``timeout`` seconds per attempt (connect to last byte); a timeout is reported
   with the URL, the timeout and the attempt number.
 * **secrets**: the API key (read from ``api_key_env``) and URL credentials (``basic_auth``,
@@ -32,10 +33,7 @@ import base64
 import copy
 import json
 import logging
-import math
 import os
-import time
-from email.utils import parsedate_to_datetime
 from functools import cached_property
 from typing import Any
 
@@ -46,12 +44,9 @@ from lm_eval.models.utils import chunks, postprocess_generated_text
 from tqdm import tqdm
 
 from calbench.core.errors import RuntimeFailure
+from calbench.core.retry import backoff_seconds, retry_after_seconds, retryable_status
 from calbench.eval.backends.secrets import add_secret, redact
 
-RETRY_AFTER_CAP = 60.0  # seconds: a Retry-After longer than this is cut to it
-BACKOFF_BASE = 0.5  # seconds before the first retry; doubles per retry
-BACKOFF_MAX = 8.0
-RETRY_STATUSES = frozenset({408, 409, 425, 429})  # and every 5xx
 EXCERPT = 300  # characters of a bad response quoted in messages
 
 logger = logging.getLogger("calbench.eval.backends")
@@ -68,30 +63,6 @@ class BadResponse(ValueError):
         super().__init__(message)
         self.retryable = retryable
         self.wait = wait
-
-
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait for a ``Retry-After`` header (delta-seconds or an HTTP date), within
-    [0, RETRY_AFTER_CAP]; None when absent or unreadable."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), RETRY_AFTER_CAP)
-
-
-def backoff_seconds(attempt: int) -> float:
-    """The wait after failed attempt number ``attempt`` (1-based) without a Retry-After."""
-    return min(BACKOFF_BASE * 2 ** (attempt - 1), BACKOFF_MAX)
 
 
 def excerpt(raw: bytes | str) -> str:
@@ -334,7 +305,7 @@ class _RequestPolicy:
             wait = retry_after_seconds(retry_after) if status in (429, 503) else None
             raise BadResponse(
                 f"HTTP {status}: {excerpt(raw)}",
-                retryable=status in RETRY_STATUSES or status >= 500,
+                retryable=retryable_status(status),
                 wait=wait,
             )
         try:
