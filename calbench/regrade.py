@@ -18,7 +18,10 @@ unchanged (after its first regrade) is not written again.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import shlex
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +40,7 @@ from calbench.core.records import (
     write_jsonl,
 )
 from calbench.core.responses import grade_response
+from calbench.core.runlock import exclusive
 from calbench.core.runs import MANIFEST, METRICS, SAMPLES, find_run_dirs, summarize_records
 from calbench.eval.elicit import apply_consistency, apply_stage_two
 from calbench.eval.harness import load_docs
@@ -367,14 +371,18 @@ def print_table(results: list[Regraded], root: Path | None = None) -> None:
 def run(args: argparse.Namespace) -> int:
     dirs = find_run_dirs(args.runs)
     commit = git_commit()
-    results = [regrade_run(d, args.data_dir, commit) for d in dirs]  # all graded, then written
-    root = Path(args.runs[0]) if len(args.runs) == 1 else None  # rows named relative to it
-    print_table(results, root)
-    if args.dry_run:
-        print(f"calbench regrade: dry run, nothing written ({len(results)} runs)")
-        return 0
-    todo = [r for r in results if r.dirty]
-    for r in todo:
-        write(r)
+    command = shlex.join(["calbench", *sys.argv[1:]])
+    with contextlib.ExitStack() as held:  # no eval or import writes them meanwhile
+        for d in dirs:
+            held.enter_context(exclusive(d, command))
+        results = [regrade_run(d, args.data_dir, commit) for d in dirs]  # all graded, then written
+        root = Path(args.runs[0]) if len(args.runs) == 1 else None  # rows named relative to it
+        print_table(results, root)
+        if args.dry_run:
+            print(f"calbench regrade: dry run, nothing written ({len(results)} runs)")
+            return 0
+        todo = [r for r in results if r.dirty]
+        for r in todo:
+            write(r)
     print(f"calbench regrade: wrote {len(todo)} of {len(results)} runs (grader commit {commit})")
     return 0

@@ -133,6 +133,7 @@ def test_import_round_trip_and_provenance(tmp_path: Path, rlcr_file: Path) -> No
     assert main(["import", str(rlcr_file), "--output", str(out), "--n-bootstrap", "20"]) == 0
     run_dir = out / "rlcr-paper" / "Base" / "math500" / "rlcr"
     assert sorted(p.name for p in run_dir.iterdir()) == [
+        ".cache",  # the run folder's lock (calbench.core.runlock), as in an eval's folder
         "manifest.json",
         "metrics.json",
         "samples.jsonl",
@@ -378,3 +379,24 @@ def test_real_rlcr_release_reproduces_published_accuracy(tmp_path: Path) -> None
             assert run.metric("brier")["value"] == pytest.approx(exp["brier_score"], abs=1e-12)
             n += 1
     assert n == 10
+
+
+def test_import_refuses_a_run_folder_another_process_holds(
+    tmp_path: Path, rlcr_file: Path, capsys
+) -> None:
+    import os
+    import signal
+
+    from tests.test_run_folders import _holder
+
+    out = tmp_path / "out"
+    run_dir = out / "rlcr-paper" / "RLCR" / "math500" / "rlcr"
+    run_dir.mkdir(parents=True)
+    holder = _holder(run_dir)
+    try:
+        assert main(["import", str(rlcr_file), "-o", str(out), "--n-bootstrap", "0"]) == 2
+        assert f"pid {holder.pid}" in capsys.readouterr().err
+        assert not any(p.is_file() for p in out.rglob("*") if ".cache" not in p.parts)
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()

@@ -318,7 +318,7 @@ def test_second_process_on_a_run_folder_exits_2_naming_the_holder(tmp_path, serv
     run.mkdir(parents=True)
     holder = _holder(run)
     try:
-        held = f"in use by another calbench eval \\(pid {holder.pid} on "
+        held = f"in use by another calbench process \\(pid {holder.pid} on "
         with pytest.raises(UsageError, match=held), runfolder.exclusive(run):
             pass
         r = subprocess.run(
@@ -365,3 +365,22 @@ def test_temp_files_of_killed_writes_are_removed_when_a_run_starts(tmp_path, ser
     assert calbench_main(eval_args("m", server, out)) == 0
     assert not (run / stale[0]).exists()
     assert all((run / name).exists() for name in keep)
+
+
+def test_regrade_refuses_a_run_folder_another_process_holds(tmp_path):
+    """calbench regrade takes the run folder's lock too (so does calbench import: see
+    test_importer): while another process holds it, exit 2 naming it, nothing changed."""
+    from tests.fixtures.runs_make import make_run
+
+    run = make_run(tmp_path / "res", model="m")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    holder = _holder(run)
+    try:
+        r = subprocess.run(
+            CLI + ["regrade", str(run)], cwd=REPO, capture_output=True, text=True, timeout=120
+        )
+        assert r.returncode == 2 and f"pid {holder.pid}" in r.stderr, r.stderr[-2000:]
+        assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()

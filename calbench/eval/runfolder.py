@@ -22,17 +22,15 @@ its holder dies, so a killed run never blocks the next one.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import shutil
-import socket
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from calbench.core import runlock
 from calbench.core.errors import UsageError
 from calbench.core.models import REFERENCE_MODELS
 from calbench.core.records import remove_stale_temp_files
@@ -57,7 +55,6 @@ DECODING_KEYS = (
     "consistency_temperature",
     "extra",
 )
-LOCK = Path(".cache") / "run.lock"
 
 
 def _short_hash(text: str) -> str:
@@ -185,7 +182,7 @@ def prepare(run_dir: Path, manifest: dict[str, Any], overwrite: bool) -> None:
 
 def _clear(run_dir: Path) -> None:
     """Remove everything inside ``run_dir`` except the lock, following no symlink."""
-    keep = run_dir / LOCK
+    keep = run_dir / runlock.LOCK
     for entry in run_dir.iterdir():
         if entry == keep.parent:
             for inner in entry.iterdir():
@@ -202,42 +199,11 @@ def _remove(p: Path) -> None:
         p.unlink()
 
 
-def _holder(fd: int) -> str:
-    with contextlib.suppress(OSError, ValueError):
-        info = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
-        return f"pid {info['pid']} on {info['host']}, since {info['started_at']}: {info['command']}"
-    return "holder unknown"
-
-
 @contextlib.contextmanager
 def exclusive(run_dir: Path) -> Iterator[None]:
-    """Hold ``run_dir``'s lock for the ``with`` block; UsageError naming the holder when another
-    process has it. The lock file is never removed (removing it would let two processes lock two
-    different files)."""
-    path = run_dir / LOCK
-    if path.parent.is_symlink():  # the run's caches and lock belong inside the run folder
-        raise UsageError(f"{path.parent} is a symlink; remove it (it is only a cache)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
-    except OSError as e:
-        raise UsageError(f"{path}: cannot open the run folder's lock ({e.strerror})") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UsageError(
-                f"{run_dir} is in use by another calbench eval ({_holder(fd)}); "
-                "wait for it to finish or write elsewhere with --output"
-            ) from None
-        info = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": command_line(),
-        }  # URL credentials masked
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode("utf-8"), 0)
+    """Hold ``run_dir``'s lock (:func:`calbench.core.runlock.exclusive`) for a ``calbench eval``
+    run: the holder is recorded with URL credentials masked."""
+    with runlock.exclusive(
+        run_dir, command_line(), "wait for it to finish or write elsewhere with --output"
+    ):
         yield
-    finally:
-        os.close(fd)  # releases the flock

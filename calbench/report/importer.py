@@ -36,6 +36,7 @@ This module writes the run folders and holds the command; the inputs become runs
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -49,6 +50,7 @@ from calbench import __version__
 from calbench.core.errors import UsageError
 from calbench.core.grade import GRADERS
 from calbench.core.records import atomic_write_json, git_commit, redact, write_jsonl
+from calbench.core.runlock import exclusive
 from calbench.core.runs import MANIFEST, METRICS, SAMPLES, summarize_records
 from calbench.report.import_grading import confidence_stats, task_grader
 from calbench.report.import_runs import (
@@ -160,22 +162,26 @@ def import_files(
         d = run.folder(output)
         if d in folders:
             raise UsageError(f"{run.where} and {folders[d].where} both import into {d}")
-        _check_folder(d, run, overwrite)
-        if regrade:
-            regrade_grader(run, grader)  # fail before any grading starts
         folders[d] = run
-    for run in runs if regrade else ():
-        t0 = time.time()
-        s = regrade_run(run, grader)
-        print(
-            f"calbench import: regraded {run.model} · {run.task}: accuracy "
-            f"{s['accuracy_as_published']:.3f} -> {s['accuracy']:.3f} ({s['changed']} "
-            f"changed) in {time.time() - t0:.0f}s",
-            file=sys.stderr,
-            flush=True,
-        )
-    for d, run in folders.items():
-        write_run(run, d, n_bootstrap=n_bootstrap, seed=seed, redacted=redacted)
+    command = shlex.join(["calbench", *sys.argv[1:]])
+    with contextlib.ExitStack() as held:  # every folder locked from the check to the last write
+        for d, run in folders.items():
+            held.enter_context(exclusive(d, command))
+            _check_folder(d, run, overwrite)
+            if regrade:
+                regrade_grader(run, grader)  # fail before any grading starts
+        for run in runs if regrade else ():
+            t0 = time.time()
+            s = regrade_run(run, grader)
+            print(
+                f"calbench import: regraded {run.model} · {run.task}: accuracy "
+                f"{s['accuracy_as_published']:.3f} -> {s['accuracy']:.3f} ({s['changed']} "
+                f"changed) in {time.time() - t0:.0f}s",
+                file=sys.stderr,
+                flush=True,
+            )
+        for d, run in folders.items():
+            write_run(run, d, n_bootstrap=n_bootstrap, seed=seed, redacted=redacted)
     return [(run, d) for d, run in folders.items()]
 
 
