@@ -373,7 +373,7 @@ def run(args: argparse.Namespace) -> int:
     commit = git_commit()
     command = shlex.join(["calbench", *sys.argv[1:]])
     with contextlib.ExitStack() as held:  # no eval or import writes them meanwhile
-        for d in dirs:
+        for d in dirs if not args.dry_run else ():  # a dry run writes nothing, not even a lock
             held.enter_context(exclusive(d, command))
         results = [regrade_run(d, args.data_dir, commit) for d in dirs]  # all graded, then written
         root = Path(args.runs[0]) if len(args.runs) == 1 else None  # rows named relative to it

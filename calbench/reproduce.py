@@ -172,9 +172,16 @@ def read_selection(out: Path, published: bool = False) -> int | None:
     if not f.is_file():
         return None
     try:
-        return int(json.loads(f.read_text())["chosen_step"])
+        record = json.loads(f.read_text())
+        step = int(record["chosen_step"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise RuntimeFailure(f"{f}: unreadable ({e}); delete it to select again") from e
+    if f == shipped and (record.get("rule") != SELECTION_RULE or step not in SNAPSHOT_STEPS):
+        raise RuntimeFailure(
+            f"{f}: chosen by another recipe's rule (step {step}); run seed 0 again "
+            "(--seeds 0,...) so that its select stage chooses under this one"
+        )
+    return step
 
 
 def _val_metrics(folder: Path, snapshot: Path) -> Path | None:
@@ -282,8 +289,7 @@ def _train_publish_eval(
     stage of ``--seeds 0`` only the PPO arm is left, which alone would leave a core idle)."""
     out = r.out
     if k is None and not r.dry_run:
-        _train_rest(r, out, arm_list, k)  # says that they wait for the select stage
-        return
+        raise RuntimeFailure("publish needs the select stage's step: run it first")
     rest = [a for a in arm_list if not a.snapshots]
     if not r.dry_run:  # the warm-up and the snapshot arms are trained already
         publish(out, [a for a in arm_list if a.snapshots], k, warmup=0 in seeds)

@@ -73,20 +73,28 @@ class Runner:
         errors: list[BaseException] = []
         with ThreadPoolExecutor(self.jobs) as pool:
             while pending or running:
-                for job in [j for j in pending if ok.get(j[2] or "") is False]:
-                    print(f"{job[0]}: skipped, {job[2]} failed", flush=True)
-                    pending.remove(job)
-                    ok[job[0]] = False
+                skipped = True
+                while skipped:  # a failure skips its dependents, theirs, and so on
+                    skipped = [j for j in pending if ok.get(j[2] or "") is False]
+                    for job in skipped:
+                        print(f"{job[0]}: skipped, {job[2]} failed", flush=True)
+                        pending.remove(job)
+                        ok[job[0]] = False
                 ready = [j for j in pending if j[2] not in keys or ok.get(j[2] or "")]
                 for job in ready[: self.jobs - len(running)]:
                     pending.remove(job)
                     running[pool.submit(job[1])] = job[0]
-                if not running:  # what is left waits on jobs that never finish: a cycle
-                    raise RuntimeFailure(f"jobs wait on each other: {[j[0] for j in pending]}")
+                if not running:
+                    if pending:  # what is left waits on jobs that never finish: a cycle
+                        names = [j[0] for j in pending]
+                        raise RuntimeFailure(f"jobs wait on each other: {names}")
+                    break
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for f in finished:
-                    ok[running.pop(f)] = f.exception() is None
+                    key = running.pop(f)
+                    ok[key] = f.exception() is None
                     if f.exception() is not None:
+                        print(f"{key}: failed: {f.exception()}", flush=True)
                         errors.append(f.exception())
         if errors:
             raise errors[0]

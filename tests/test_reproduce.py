@@ -111,18 +111,32 @@ def test_runs_without_seed_0_use_the_published_selection(capsys, tmp_path, monke
     assert main(["reproduce", "--dry-run", "--seeds", "1", "--stages", "select"]) == 2
     assert "include seed 0" in capsys.readouterr().err
     (tmp_path / "reference" / "rlcr").mkdir(parents=True)
-    (tmp_path / "reference" / "rlcr" / "selection.json").write_text('{"chosen_step": 60}')
+    shipped = tmp_path / "reference" / "rlcr" / "selection.json"
+    shipped.write_text(json.dumps({"chosen_step": 60, "rule": SELECTION_RULE}))
     cmds = _dry(capsys, tmp_path, "--seeds", "1", "--stages", "select,rl")
     assert _flag(cmds["rlcr-seed1"], "--steps") == "60" and "rlcr" not in cmds
+    # a choice made under another recipe's rule is not reused
+    shipped.write_text(json.dumps({"chosen_step": 100, "rule": "RLCR trains 120 steps ..."}))
+    assert main(["reproduce", "--dry-run", "--seeds", "1", "--stages", "select"]) == 1
+    assert "another recipe's rule" in capsys.readouterr().err
     # with seed 0 in the run, only its own selection counts (it may be a new run of seed 0)
     cmds = _dry(capsys, tmp_path, "--seeds", "0", "--stages", "rl")
     assert _flag(cmds["rlcr-ppo"], "--steps") == "K"
 
 
-def test_overlapped_stages_evaluate_ready_models_while_others_train(capsys, tmp_path):
+def test_overlapped_stages_evaluate_ready_models_while_others_train(capsys, tmp_path, monkeypatch):
     # rl + publish + eval form one queue: in a dry run its order shows training first
     cmds = list(_dry(capsys, tmp_path, "--seeds", "0", "--stages", "rl,publish,eval"))
     assert cmds.index("rlcr-ppo") < cmds.index("eval-smollm2-135m-rlcr-ppo-chain_sum")
+    # not a dry run and nothing selected yet: an error, not a silent skip of every eval (the
+    # snapshot legs, which would train for real, stand aside; a warm-up above the floor)
+    monkeypatch.setattr(reproduce, "_train_in_snapshots", lambda *a: None)
+    info = tmp_path / "ref" / "warmup" / "adapter" / "calbench_train.json"
+    info.parent.mkdir(parents=True)
+    info.write_text(json.dumps({"final_eval": {"eval_accuracy": 0.4}}))
+    args = ["reproduce", "--out", str(tmp_path / "ref"), "--seeds", "0"]
+    assert main([*args, "--stages", "rl,publish,eval"]) == 1
+    assert "select stage" in capsys.readouterr().err
 
 
 def test_runner_graph_waits_only_on_its_dependency_and_reports_failures(tmp_path):
@@ -163,6 +177,19 @@ def test_runner_graph_waits_only_on_its_dependency_and_reports_failures(tmp_path
             ]
         )
     assert "after" not in events and "other" in events
+    # the last running job fails with dependents (and theirs) waiting: its own error is raised
+    events.clear()
+    with pytest.raises(RuntimeError, match="last"):
+        r.graph(
+            [
+                ("last", job("last", fail=True), None),
+                ("a", job("a"), "last"),
+                ("b", job("b"), "a"),
+            ]
+        )
+    assert events == ["last"]
+    with pytest.raises(Exception, match="wait on each other"):
+        r.graph([("x", job("x"), "y"), ("y", job("y"), "x")])
 
 
 def test_unknown_stage_or_task_is_a_usage_error(capsys):

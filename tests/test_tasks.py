@@ -363,7 +363,7 @@ def test_judge_follows_the_backends_retry_rules():
     import time
 
     from calbench.core.errors import RuntimeFailure
-    from tests.fault_server import FaultServer
+    from tests.fault_server import FaultServer, closed_port_url
 
     def ask(server, answer, **kw):
         cfg = {"model": "judge-1", "base_url": server.url, **kw}
@@ -387,6 +387,21 @@ def test_judge_follows_the_backends_retry_rules():
         with pytest.raises(RuntimeFailure, match=r"HTTP 500 \(attempt 2 of 2"):
             ask(server, "Paris 500", max_retries=1)
         assert len(server.requests) == 2 and time.monotonic() - t0 < 1.5
+    # credentials and query never appear in the message; a URL that is not http fails at once
+    with pytest.raises(RuntimeFailure) as e:
+        judge_grade(
+            "x",
+            "y",
+            question="q",
+            model="m",
+            max_retries=0,
+            base_url=closed_port_url().replace("//", "//user:s3cret@") + "?key=s3cret",
+        )
+    assert "s3cret" not in str(e.value) and "127.0.0.1" in str(e.value)
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeFailure, match="not usable"):
+        judge_grade("x", "y", question="q", model="m", base_url="ftp:/nowhere", max_retries=3)
+    assert time.monotonic() - t0 < 0.5
     # a 200 without choices is retried like a server error
     with FaultServer(["nochoices"], ok_text="INCORRECT") as server:
         ok, d = ask(server, "Lyon nochoices", max_retries=1)

@@ -6,12 +6,14 @@ A grader is ``grade(prediction, gold) -> bool``. The prediction is the already-e
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import os
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 
@@ -338,27 +340,46 @@ def judge_grade(
     return out
 
 
+def _shown(url: str) -> str:
+    """``url`` as messages may show it: no user:password@, no query (it may hold a key)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    port = f":{parts.port}" if parts.port else ""
+    return urllib.parse.urlunsplit((parts.scheme, host + port, parts.path, "", ""))
+
+
 def _ask_judge(url: str, body: bytes, headers: dict, max_retries: int, timeout: float) -> str:
     """The judge's reply text, retried per :mod:`calbench.core.retry`."""
+    where = _shown(url)
+    try:
+        req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        if req.type not in ("http", "https"):
+            raise ValueError("an http(s) URL is needed")
+    except ValueError as e:  # no retry can help
+        raise RuntimeFailure(f"the judge URL {where!r} is not usable: {e}") from None
     attempts = max_retries + 1
     for attempt in range(1, attempts + 1):
         status, retry_after = None, None
         try:
-            req = urllib.request.Request(url, data=body, headers=headers, method="POST")
             with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return json.loads(resp.read())["choices"][0]["message"]["content"] or ""
+                content = json.loads(resp.read())["choices"][0]["message"]["content"]
+            if content is None or isinstance(content, str):
+                return content or ""
+            problem = f"an unusable response (content is {type(content).__name__})"
         except urllib.error.HTTPError as e:
             status, retry_after = e.code, e.headers.get("Retry-After")
             problem = f"HTTP {e.code}"
-        except (urllib.error.URLError, OSError) as e:  # refused, reset, timed out
-            problem = f"no answer ({type(e).__name__}: {getattr(e, 'reason', e)})"
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+            # refused, reset, timed out, cut short (IncompleteRead), not HTTP (BadStatusLine)
+            problem = f"no answer ({type(e).__name__})"
         except (KeyError, IndexError, TypeError, ValueError) as e:
-            problem = f"an unusable response ({type(e).__name__}: {e})"
+            problem = f"an unusable response ({type(e).__name__})"
         at = f"attempt {attempt} of {attempts}, timeout {timeout:g} s"
         if status is not None and not retryable_status(status):
-            raise RuntimeFailure(f"the judge at {url} refused the request: {problem} ({at})")
+            raise RuntimeFailure(f"the judge at {where} refused the request: {problem} ({at})")
         if attempt == attempts:
-            raise RuntimeFailure(f"the judge at {url} failed: {problem} ({at})")
+            raise RuntimeFailure(f"the judge at {where} failed: {problem} ({at})")
         time.sleep(wait_before_retry(status, retry_after, attempt))
     raise AssertionError("unreachable")  # pragma: no cover
 

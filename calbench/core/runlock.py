@@ -36,10 +36,10 @@ def exclusive(run_dir: Path, command: str, advice: str = "wait for it to finish"
     path = run_dir / LOCK
     if path.parent.is_symlink():  # the run's caches and lock belong inside the run folder
         raise UsageError(f"{path.parent} is a symlink; remove it (it is only a cache)")
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
-    except OSError as e:
+    except OSError as e:  # read-only folder, too many open files, ...
         raise UsageError(f"{path}: cannot open the run folder's lock ({e.strerror})") from None
     try:
         try:

@@ -4,15 +4,17 @@ metric next to every seed's value and 95% CI (the leaderboard's "Across seeds" s
 
 A model named ``X-seed<N>`` is seed N of the recipe ``X``, and ``X`` itself is seed 0 (the names
 ``calbench reproduce`` publishes). Groups are formed per task and elicitation and listed only
-where at least two seeds were evaluated. The sd is the sample standard deviation (ddof = 1) of the
-seeds' point values: it measures how much the recipe's outcome moves with its seed (training
-data order, sampling and, in ``calbench reproduce``, the test pool), which each seed's bootstrap
-CI (resampling that seed's questions) does not.
+where at least two seeds were evaluated; runs still running are left out, and each seed's n is
+shown (a seed evaluated on fewer questions stands out). The sd is the sample standard deviation
+(ddof = 1) of the seeds' point values: it measures how much the recipe's outcome moves with its
+seed (training data order, sampling and, in ``calbench reproduce``, the test pool), which each
+seed's bootstrap CI (resampling that seed's questions) does not.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from html import escape
 from statistics import fmean, stdev
 from typing import Any
@@ -38,8 +40,18 @@ def seed_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     groups: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = {}
     for r in rows:
+        if r.get("status") == "running":  # partial: its numbers move as the run goes on
+            continue
         recipe, seed = recipe_and_seed(r["model"])
-        groups.setdefault((r["task"], r["elicitation"], recipe), {})[seed] = r
+        group = groups.setdefault((r["task"], r["elicitation"], recipe), {})
+        if seed in group:  # two runs of one model, or X and X-seed0: keep the first, say so
+            print(
+                f"calbench leaderboard: note: {r['run']} and {group[seed]['run']} are both seed "
+                f"{seed} of {recipe} on {r['task']}; the seeds table uses {group[seed]['run']}",
+                file=sys.stderr,
+            )
+            continue
+        group[seed] = r
     out = []
     for (task, elicitation, recipe), by_seed in sorted(groups.items()):
         if len(by_seed) < 2:
