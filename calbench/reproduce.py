@@ -423,9 +423,12 @@ def _stages(
                 "leaderboard",
                 calbench_command("leaderboard", str(results), "--out", args.leaderboard),
             )
-            # the side-by-side reliability diagrams of seed 0's warm-up, RLVR and RLCR, per task
+            # the side-by-side reliability diagrams of seed 0's warm-up, RLVR and RLCR (and
+            # PPO's where it was evaluated), per task
             for task in tasks:
                 runs = [str(results / f"{BASE_MODEL}-{m}" / task / "tags") for m in PLOTTED]
+                ppo = results / f"{BASE_MODEL}-rlcr-ppo" / task / "tags"
+                runs += [str(ppo)] if (ppo / "metrics.json").is_file() else []
                 if args.dry_run or all((Path(x) / "metrics.json").is_file() for x in runs):
                     png = Path(args.leaderboard) / "figures" / f"reference_{task}.png"
                     r.run(f"plot-{task}", calbench_command("plot", *runs, "--out", str(png)))
