@@ -419,6 +419,17 @@ def _stages(
     if "leaderboard" in stages:
         with r.stage("leaderboard"):
             results = Path(args.results)
+            stale = [
+                f"{spec}/{task}"
+                for spec in REFERENCE_MODELS
+                for task, _, _ in EVALS
+                if _eval_state(results, spec, task) == "stale"
+            ]
+            if stale and not args.dry_run:  # the eval stage reruns them; until then, say so
+                print(
+                    f"leaderboard: note: {len(stale)} result(s) of other weights than the "
+                    f"published adapter: {', '.join(stale)} (the eval stage reruns them)"
+                )
             r.run(
                 "leaderboard",
                 calbench_command("leaderboard", str(results), "--out", args.leaderboard),
