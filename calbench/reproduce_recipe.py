@@ -128,14 +128,16 @@ WHAT = {
 
 def arms(seeds: list[int], ablation: bool = False) -> list[Arm]:
     """The RL arms for ``seeds``: RLVR and RLCR per seed, PPO and (``ablation``) the
-    entropy-regularised RLVR on seed 0. RLCR seed 0 (the one the selection reads) and RLVR seed
-    0 train in snapshots; the rest train straight to the chosen step."""
+    entropy-regularised RLVR on seed 0. RLCR seed 0 (the one the selection reads), RLVR seed 0
+    and PPO train in snapshots (to RL_STEPS, shipping the copy at the chosen step: PPO, the
+    slowest, would otherwise start only after the choice and be the run's long pole); the rest
+    train straight to the chosen step."""
     out: list[Arm] = []
     for s in seeds:
         for m, args in (("rlvr", RLVR_ARGS), ("rlcr", RLCR_ARGS)):
             out.append(Arm(m + _suffix(s), tuple(args), s, WHAT[m], s == 0, s == 0))
-        if s == 0:  # listed before the other seeds: PPO, the slowest, starts first
-            out.append(Arm("rlcr-ppo", tuple(PPO_ARGS), 0, WHAT["rlcr-ppo"]))
+        if s == 0:  # PPO trains in snapshots beside RLVR and RLCR: no wait for the choice
+            out.append(Arm("rlcr-ppo", tuple(PPO_ARGS), 0, WHAT["rlcr-ppo"], snapshots=True))
             if ablation:
                 args = tuple(RLVR_ENTROPY_ARGS)
                 out.append(Arm("rlvr-entropy", args, 0, WHAT["rlvr-entropy"]))

@@ -83,7 +83,7 @@ def test_dry_run_prints_every_arm_seed_and_stage(capsys, tmp_path):
             assert _flag(c, "--seed") == str(s) and _flag(c, "--steps") == "K"
             assert _flag(c, "--model") == str(ref / f"warmup-seed{s}" / "adapter")
             assert (arm == "rlvr") != any(f in c for f in CONF_FLAGS)
-    ppo = cmds["rlcr-ppo"]
+    ppo = cmds[f"rlcr-ppo-step{SNAPSHOT_STEPS[-1]}"]  # in snapshots beside RLVR and RLCR
     assert _flag(ppo, "--algo") == "ppo" and _flag(ppo, "--method") == "rlcr"
     assert _flag(ppo, "--lr") == _flag(rlcr, "--lr") and _flag(ppo, "--seed") == "0"
     assert not any(n.startswith("rlvr-entropy") for n in cmds)  # the ablation is opt-in
@@ -120,14 +120,14 @@ def test_runs_without_seed_0_use_the_published_selection(capsys, tmp_path, monke
     assert main(["reproduce", "--dry-run", "--seeds", "1", "--stages", "select"]) == 1
     assert "another recipe's rule" in capsys.readouterr().err
     # with seed 0 in the run, only its own selection counts (it may be a new run of seed 0)
-    cmds = _dry(capsys, tmp_path, "--seeds", "0", "--stages", "rl")
-    assert _flag(cmds["rlcr-ppo"], "--steps") == "K"
+    cmds = _dry(capsys, tmp_path, "--seeds", "0,1", "--stages", "rl")
+    assert _flag(cmds["rlcr-seed1"], "--steps") == "K"
 
 
 def test_overlapped_stages_evaluate_ready_models_while_others_train(capsys, tmp_path, monkeypatch):
     # rl + publish + eval form one queue: in a dry run its order shows training first
-    cmds = list(_dry(capsys, tmp_path, "--seeds", "0", "--stages", "rl,publish,eval"))
-    assert cmds.index("rlcr-ppo") < cmds.index("eval-smollm2-135m-rlcr-ppo-chain_sum")
+    cmds = list(_dry(capsys, tmp_path, "--seeds", "0,1", "--stages", "rl,publish,eval"))
+    assert cmds.index("rlcr-seed1") < cmds.index("eval-smollm2-135m-rlcr-seed1-chain_sum")
     # not a dry run and nothing selected yet: an error, not a silent skip of every eval (the
     # snapshot legs, which would train for real, stand aside; a warm-up above the floor)
     monkeypatch.setattr(reproduce, "_train_in_snapshots", lambda *a: None)
@@ -319,13 +319,15 @@ def _fake_run(folder, sub, steps, configured):
 def test_publish_ships_each_arm_at_the_chosen_step(tmp_path):
     out, dest = tmp_path / "runs", tmp_path / "reference"
     _fake_run(out / "warmup", "adapter", 40, 40)
-    for arm in ("rlvr", "rlcr"):
+    for arm in ("rlvr", "rlcr", "rlcr-ppo"):
         for k in (20, 40):
             _fake_run(out / arm, f"snapshots/step{k}", k, k)
-    _fake_run(out / "rlcr-ppo", "checkpoint", 30, 40)  # killed at 30 of 40: only a checkpoint
+    _fake_run(out / "rlvr-seed1", "checkpoint", 30, 40)  # killed at 30 of 40: a checkpoint only
+    _fake_run(out / "rlcr-seed1", "adapter", 40, 40)
     (out / "selection.json").write_text('{"chosen_step": 40}')
-    assert publish(out, arms([0]), 40, dest) == ["warmup", "rlvr", "rlcr", "rlcr-ppo"]
-    for name in ("warmup", "rlvr", "rlcr", "rlcr-ppo"):
+    names = ["warmup", "rlvr", "rlcr", "rlcr-ppo", "rlvr-seed1", "rlcr-seed1"]
+    assert publish(out, arms([0, 1]), 40, dest) == names
+    for name in names:
         files = {p.name for p in (dest / name).iterdir()}
         assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= files
         assert {"train_log.jsonl", "train_config.json"} <= files
@@ -336,9 +338,9 @@ def test_publish_ships_each_arm_at_the_chosen_step(tmp_path):
     assert json.loads((dest / "rlcr" / "train_config.json").read_text())["steps"] == 40
     card = (dest / "rlcr" / "README.md").read_text()
     assert "--steps 40" in card and SELECTION_RULE[:60] in card and "stopped early" not in card
-    assert "stopped early" in (dest / "rlcr-ppo" / "README.md").read_text()
-    with pytest.raises(Exception, match="no adapter to publish as rlvr-seed1"):
-        publish(out, arms([0, 1]), 40, dest)
+    assert "stopped early" in (dest / "rlvr-seed1" / "README.md").read_text()
+    with pytest.raises(Exception, match="no adapter to publish as rlvr-seed2"):
+        publish(out, arms([0, 1, 2]), 40, dest)
 
 
 def test_eval_stage_reruns_a_result_of_other_weights(capsys, tmp_path):
