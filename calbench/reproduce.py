@@ -64,12 +64,13 @@ from calbench.reproduce_recipe import (
     parse_seeds,
     warmup_name,
 )
-from calbench.reproduce_runner import Runner, calbench_command
+from calbench.reproduce_runner import Job, Runner, calbench_command
 
 # RL needs right answers to compare with wrong ones: a warm-up below this held-out accuracy
 # (its final evaluation) stops the run instead of spending an hour of RL at the floor.
 WARMUP_MIN_ACCURACY = 0.15
 STAGES = ("warmup", "rl", "select", "publish", "eval", "leaderboard")
+PIPELINED = ("rl", "select", "publish", "eval")  # one dependency graph when rl, publish, eval run
 EVAL_ARGS = ["--elicitation", "tags", "--batch-size", "16"]
 
 
@@ -211,39 +212,34 @@ def val_row(metrics: Path, step: int) -> dict:
     }
 
 
-def select(r: Runner, out: Path, arm_list: list[Arm]) -> int | None:
-    """The select stage: evaluate RLCR seed 0's snapshots on the validation split and apply the
-    rule; returns the chosen step (None in a dry run that has not chosen yet)."""
+def _select_arm(out: Path, arm_list: list[Arm]) -> tuple[Arm | None, int | None]:
+    """The arm the selection reads (None without seed 0) and the step already chosen, if any."""
     arm = next((a for a in arm_list if a.name == SELECT_ARM), None)
     done = read_selection(out, published=arm is None)
-    if done is not None:
-        print(f"select: step {done} already chosen")
-        return done
-    if arm is None:
+    if done is None and arm is None:
         raise UsageError(
             "the select stage reads RLCR of seed 0: include seed 0 in --seeds "
             f"(or publish seed 0 first: its {SELECTION_FILE} ships with it)"
         )
-    todo = []
-    snaps = {k: out / arm.name / "snapshots" / f"step{k}" for k in SNAPSHOT_STEPS}
-    for k, snap in snaps.items():
-        dest = out / "select" / f"step{k}"
-        if _val_metrics(dest, snap):
-            continue
-        if not r.dry_run and not (snap / "adapter_config.json").is_file():
-            raise RuntimeFailure(f"{snap}: missing; the rl stage makes it")
-        cmd = ["eval", "--model", str(snap), "--tasks", SELECT_TASK, "--limit", str(SELECT_N)]
-        todo.append(
-            (
-                f"select-step{k}",
-                calbench_command(*cmd, *EVAL_ARGS, "--max-new-tokens", "64", "--output", str(dest)),
-            )
-        )
-    r.parallel(todo)
-    if r.dry_run:
+    return arm, done
+
+
+def _val_eval(r: Runner, out: Path, arm: Arm, k: int) -> list[str] | None:
+    """The validation eval of ``arm``'s step-``k`` copy (None: a complete one exists)."""
+    snap, dest = out / arm.name / "snapshots" / f"step{k}", out / "select" / f"step{k}"
+    if _val_metrics(dest, snap):
         return None
+    if not r.dry_run and not (snap / "adapter_config.json").is_file():
+        raise RuntimeFailure(f"{snap}: missing; the rl stage makes it")
+    cmd = ["eval", "--model", str(snap), "--tasks", SELECT_TASK, "--limit", str(SELECT_N)]
+    return calbench_command(*cmd, *EVAL_ARGS, "--max-new-tokens", "64", "--output", str(dest))
+
+
+def _record_choice(out: Path, arm: Arm) -> int:
+    """Apply the rule to the validation runs of ``arm``'s copies; write selection.json."""
     table = []
-    for k, snap in snaps.items():
+    for k in SNAPSHOT_STEPS:
+        snap = out / arm.name / "snapshots" / f"step{k}"
         metrics = _val_metrics(out / "select" / f"step{k}", snap)
         if metrics is None:
             raise RuntimeFailure(f"{out / 'select' / f'step{k}'}: no complete run of {snap}")
@@ -255,6 +251,20 @@ def select(r: Runner, out: Path, arm_list: list[Arm]) -> int | None:
     )
     print(f"select: step {step} — {why}")
     return step
+
+
+def select(r: Runner, out: Path, arm_list: list[Arm]) -> int | None:
+    """The select stage: evaluate RLCR seed 0's snapshots on the validation split and apply the
+    rule; returns the chosen step (None in a dry run that has not chosen yet)."""
+    arm, done = _select_arm(out, arm_list)
+    if done is not None:
+        print(f"select: step {done} already chosen")
+        return done
+    assert arm is not None  # _select_arm raised otherwise
+    r.parallel_fns(
+        [lambda k=k: r.run_if(f"select-step{k}", _val_eval(r, out, arm, k)) for k in SNAPSHOT_STEPS]
+    )
+    return None if r.dry_run else _record_choice(out, arm)
 
 
 def _train_rest(r: Runner, out: Path, arm_list: list[Arm], k: int | None) -> None:
@@ -275,33 +285,61 @@ def _train_to(r: Runner, out: Path, a: Arm, k: int | None) -> None:
         r.run(a.name, _train_cmd(out, a, k if k is not None else "K", r.threads))
 
 
-def _train_publish_eval(
+def _pipeline(
     r: Runner,
     args: argparse.Namespace,
+    stages: list[str],
     tasks: list[str],
     arm_list: list[Arm],
-    k: int | None,
     seeds: list[int],
 ) -> None:
-    """The rl (arms still to train), publish and eval stages as one queue of ``--jobs``
-    workers: an arm is published as soon as it is trained and its evals queue behind it, so
-    the models that are ready are evaluated while the rest still train (after the select
-    stage of ``--seeds 0`` only the PPO arm is left, which alone would leave a core idle)."""
+    """The rl, select, publish and eval stages as one dependency graph on ``--jobs`` workers:
+    the snapshot arms train side by side; RLCR's copies are evaluated on validation as soon as
+    RLCR has trained (not when the slowest arm has), the step is chosen, the other arms train to
+    it; each model is published as soon as it is trained and the step is known, and its evals
+    queue behind it."""
     out = r.out
-    if k is None and not r.dry_run:
+    arm, done = _select_arm(out, arm_list)
+    if done is None and "select" not in stages and not r.dry_run:
         raise RuntimeFailure("publish needs the select stage's step: run it first")
-    rest = [a for a in arm_list if not a.snapshots]
-    if not r.dry_run:  # the warm-up and the snapshot arms are trained already
-        publish(out, [a for a in arm_list if a.snapshots], k, warmup=0 in seeds)
+    k: dict[str, int | None] = {"step": done}
 
-    def train(a: Arm) -> None:
-        _train_to(r, out, a, k)
+    def publish_now(a: Arm | None) -> None:
         if not r.dry_run:
-            publish(out, [a], k, warmup=False)
+            publish(out, [] if a is None else [a], k["step"], warmup=a is None)
 
-    jobs = [(a.spec, lambda a=a: train(a), None) for a in rest]
+    def train_to_k(a: Arm) -> None:
+        _train_to(r, out, a, k["step"])
+        publish_now(a)
+
+    def choose() -> None:
+        if not r.dry_run:
+            k["step"] = _record_choice(out, arm)
+
+    jobs: list[Job] = [("publish:warmup", lambda: publish_now(None), ())] if 0 in seeds else []
+    jobs += [
+        (f"train:{a.name}", lambda a=a: _train_in_snapshots(r, out, a), ())
+        for a in arm_list
+        if a.snapshots
+    ]
+    if done is None and arm is not None:
+        val = [f"select-step{s}" for s in SNAPSHOT_STEPS]
+        after_rlcr = (f"train:{arm.name}",)
+        jobs += [
+            (n, lambda n=n, s=s: r.run_if(n, _val_eval(r, out, arm, s)), after_rlcr)
+            for n, s in zip(val, SNAPSHOT_STEPS, strict=True)
+        ]
+        jobs.append(("select", choose, (*after_rlcr, *val)))
+    for a in arm_list:
+        if a.snapshots:
+            jobs.append(
+                (f"publish:{a.name}", lambda a=a: publish_now(a), (f"train:{a.name}", "select"))
+            )
+        else:
+            jobs.append((f"publish:{a.name}", lambda a=a: train_to_k(a), ("select",)))
     for name, spec, command in _evals(args, tasks, arm_list):
-        jobs.append((name, lambda n=name, c=command: r.run_if(n, c()), spec))
+        arm_name = REFERENCE_MODELS.get(spec)  # base: None, published immediately
+        jobs.append((name, lambda n=name, c=command: r.run_if(n, c()), (f"publish:{arm_name}",)))
     r.graph(jobs)
 
 
@@ -387,22 +425,22 @@ def _stages(
                 cmd = ["--model", BASE_MODEL, "--out", str(out / name), "--no-progress"]
                 cmd += ["--threads", str(cores), *WARMUP_ARGS, "--seed", str(s)]
                 r.run(name, calbench_command("train", "--method", "warmup", *cmd), threads=cores)
-    k = read_selection(out, published=0 not in seeds)
-    if "rl" in stages:
-        with r.stage("rl"):
-            if not args.dry_run:
-                for s in seeds:
-                    check_warmup(out / warmup_name(s))
-            r.parallel_fns(
-                [lambda a=a: _train_in_snapshots(r, out, a) for a in arm_list if a.snapshots]
-            )
-    if "select" in stages:
-        with r.stage("select"):
-            k = select(r, out, arm_list)
+    if "rl" in stages and not args.dry_run:
+        for s in seeds:
+            check_warmup(out / warmup_name(s))
     if {"rl", "publish", "eval"} <= set(stages):
-        with r.stage("rl+publish+eval"):
-            _train_publish_eval(r, args, tasks, arm_list, k, seeds)
-    else:
+        with r.stage("+".join(x for x in STAGES if x in stages and x in PIPELINED)):
+            _pipeline(r, args, stages, tasks, arm_list, seeds)
+    else:  # the stages one after the other
+        k = read_selection(out, published=0 not in seeds)
+        if "rl" in stages:
+            with r.stage("rl"):
+                r.parallel_fns(
+                    [lambda a=a: _train_in_snapshots(r, out, a) for a in arm_list if a.snapshots]
+                )
+        if "select" in stages:
+            with r.stage("select"):
+                k = select(r, out, arm_list)
         if "rl" in stages:
             with r.stage("rl"):
                 _train_rest(r, out, arm_list, k)
@@ -413,9 +451,8 @@ def _stages(
                 publish(out, arm_list, k, warmup=0 in seeds)
         if "eval" in stages:
             with r.stage("eval"):
-                r.parallel_fns(
-                    [lambda n=n, c=c: r.run_if(n, c()) for n, _, c in _evals(args, tasks, arm_list)]
-                )
+                evals = _evals(args, tasks, arm_list)
+                r.parallel_fns([lambda n=n, c=c: r.run_if(n, c()) for n, _, c in evals])
     if "leaderboard" in stages:
         with r.stage("leaderboard"):
             results = Path(args.results)

@@ -15,6 +15,9 @@ from pathlib import Path
 
 from calbench.core.errors import RuntimeFailure
 
+# (key, function, keys of the jobs it waits for)
+Job = tuple[str, Callable[[], None], tuple[str, ...]]
+
 
 def calbench_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "calbench.cli", *args]
@@ -57,12 +60,13 @@ class Runner:
         if cmd is not None:
             self.run(name, cmd)
 
-    def graph(self, jobs: list[tuple[str, Callable[[], None], str | None]]) -> None:
-        """Run ``(key, fn, after)`` jobs on ``jobs`` workers: a job is ready once the job keyed
-        ``after`` has finished (or at once: None, or a key no job has), and each free worker
-        takes the first ready job in list order, so evals of trained models run while another
-        arm trains. A job whose dependency failed is skipped; the others run; the first
-        failure is raised at the end."""
+    def graph(self, jobs: list[Job]) -> None:
+        """Run ``(key, fn, after)`` jobs on ``jobs`` workers: a job is ready once every job
+        keyed in ``after`` has finished (keys no job has count as finished), and each free
+        worker takes the first ready job in list order — so evals of a trained model run while
+        other arms still train. A job whose dependency failed is skipped (and so on down the
+        line); the others run; the first failure is raised at the end. A dry run calls every
+        job in list order."""
         if self.dry_run:
             for _, fn, _ in jobs:
                 fn()
@@ -71,16 +75,20 @@ class Runner:
         ok: dict[str, bool] = {}
         pending, running = list(jobs), {}
         errors: list[BaseException] = []
+
+        def failed(job: Job) -> str | None:
+            return next((d for d in job[2] if ok.get(d) is False), None)
+
         with ThreadPoolExecutor(self.jobs) as pool:
             while pending or running:
                 skipped = True
                 while skipped:  # a failure skips its dependents, theirs, and so on
-                    skipped = [j for j in pending if ok.get(j[2] or "") is False]
+                    skipped = [j for j in pending if failed(j)]
                     for job in skipped:
-                        print(f"{job[0]}: skipped, {job[2]} failed", flush=True)
+                        print(f"{job[0]}: skipped, {failed(job)} failed", flush=True)
                         pending.remove(job)
                         ok[job[0]] = False
-                ready = [j for j in pending if j[2] not in keys or ok.get(j[2] or "")]
+                ready = [j for j in pending if all(d not in keys or ok.get(d) for d in j[2])]
                 for job in ready[: self.jobs - len(running)]:
                     pending.remove(job)
                     running[pool.submit(job[1])] = job[0]

@@ -163,17 +163,21 @@ def test_runner_graph_waits_only_on_its_dependency_and_reports_failures(tmp_path
 
     r = Runner(tmp_path, 2, dry_run=False)
     r.graph(
-        [("train", job("train", wait=True), None), ("e1", job("e1"), "train"), ("free", free, None)]
+        [("train", job("train", wait=True), ()), ("e1", job("e1"), ("train",)), ("free", free, ())]
     )
     assert events.index("free") < events.index("train") < events.index("e1")
+    # a job waits for every job it names
+    events.clear()
+    r.graph([("p", job("p"), ()), ("q", job("q"), ()), ("both", job("both"), ("p", "q"))])
+    assert events[-1] == "both" and set(events) == {"p", "q", "both"}
     events.clear()
     release.set()
     with pytest.raises(RuntimeError, match="bad"):
         r.graph(
             [
-                ("bad", job("bad", fail=True), None),
-                ("after", job("after"), "bad"),
-                ("other", job("other"), None),
+                ("bad", job("bad", fail=True), ()),
+                ("after", job("after"), ("bad",)),
+                ("other", job("other"), ()),
             ]
         )
     assert "after" not in events and "other" in events
@@ -182,14 +186,14 @@ def test_runner_graph_waits_only_on_its_dependency_and_reports_failures(tmp_path
     with pytest.raises(RuntimeError, match="last"):
         r.graph(
             [
-                ("last", job("last", fail=True), None),
-                ("a", job("a"), "last"),
-                ("b", job("b"), "a"),
+                ("last", job("last", fail=True), ()),
+                ("a", job("a"), ("last",)),
+                ("b", job("b"), ("a",)),
             ]
         )
     assert events == ["last"]
     with pytest.raises(Exception, match="wait on each other"):
-        r.graph([("x", job("x"), "y"), ("y", job("y"), "x")])
+        r.graph([("x", job("x"), ("y",)), ("y", job("y"), ("x",))])
 
 
 def test_unknown_stage_or_task_is_a_usage_error(capsys):
