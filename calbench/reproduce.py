@@ -1,13 +1,17 @@
 """``calbench reproduce``: the reference models, from nothing to the leaderboard, in one command.
 
     warmup   format warm-up, one per seed (seed 0's ships as smollm2-135m-warmup)
-    rl       RLVR and RLCR of seed 0, 80 GRPO steps each, a copy of the adapter every 20 steps
+    rl       RLVR, RLCR and PPO of seed 0, 80 steps each, a copy of the adapter every 20 steps
     select   RLCR's four copies on chain_sum_val (200 questions): the rule below picks a step k
-    rl       the other arms straight to k: RLVR and RLCR of seeds 1 and 2, RLCR with PPO
-             (and, with --ablation, RLVR with RLCR's entropy bonus)
+    rl       the other arms straight to k: RLVR and RLCR of seeds 1 and 2 (and, with
+             --ablation, RLVR with RLCR's entropy bonus)
     publish  every arm at step k into calbench/reference/<name>/
     eval     calbench eval of every model (a seed-s model with --seed s: its own test pool)
     leaderboard
+
+When rl, publish and eval all run, the middle stages are one dependency graph (``_pipeline``):
+each step starts when what it needs is done, so the selection does not wait for PPO and a model
+is evaluated while others still train.
 
 The arms, their arguments and the seeds are :mod:`calbench.reproduce_recipe`'s; every stage is an
 ordinary ``calbench train`` / ``calbench eval`` / ``calbench leaderboard`` command (printed before
